@@ -1,0 +1,1 @@
+"""The networks, as `nn.Module`s that take tensors and know nothing of files."""
