@@ -179,7 +179,7 @@ def _entry(name: str | WeightFile) -> WeightFile:
 
 
 def _get_it_here(entry: WeightFile, target: Path) -> str:
-    return f"put the file at {target} (get it from {entry.homepage})"
+    return f"put the file at {target} (download it from {sources(entry)[0]}, or see {entry.homepage})"
 
 
 def resolve(
