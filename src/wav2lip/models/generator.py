@@ -1,0 +1,94 @@
+"""The Wav2Lip generator (spec section 4, spec/layers.md): mel window + masked/reference face -> face.
+
+Module paths match the authors' checkpoints (`face_encoder_blocks.0.0.conv_block.0.weight`, ...), so
+`wav2lip.pth` and `wav2lip_gan.pth` load unmodified. `width` scales every internal channel count
+(same layout and key names) to make small models for tests and quick training runs.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import ConvBlock, ConvTransposeBlock, scaled
+
+# Face crop side and mel window shape the generator is built for (spec section 4).
+FACE_SIZE = 96
+MEL_SHAPE = (1, 80, 16)
+
+
+class Wav2Lip(nn.Module):
+    """Face encoder (96 -> 1), audio encoder (80x16 -> 1x1) and a decoder with skip connections."""
+
+    def __init__(self, width: float = 1.0) -> None:
+        super().__init__()
+        self.width = width
+
+        def c(n: int) -> int:
+            return scaled(n, width)
+
+        def res(n: int) -> ConvBlock:
+            return ConvBlock(c(n), c(n), 3, 1, 1, residual=True)
+
+        self.face_encoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvBlock(6, c(16), 7, 1, 3)),  # 96
+            nn.Sequential(ConvBlock(c(16), c(32), 3, 2, 1), res(32), res(32)),  # 48
+            nn.Sequential(ConvBlock(c(32), c(64), 3, 2, 1), res(64), res(64), res(64)),  # 24
+            nn.Sequential(ConvBlock(c(64), c(128), 3, 2, 1), res(128), res(128)),  # 12
+            nn.Sequential(ConvBlock(c(128), c(256), 3, 2, 1), res(256), res(256)),  # 6
+            nn.Sequential(ConvBlock(c(256), c(512), 3, 2, 1), res(512)),  # 3
+            nn.Sequential(ConvBlock(c(512), c(512), 3, 1, 0), ConvBlock(c(512), c(512), 1, 1, 0)),  # 1
+        ])
+        self.audio_encoder = nn.Sequential(
+            ConvBlock(1, c(32), 3, 1, 1), res(32), res(32),
+            ConvBlock(c(32), c(64), 3, (3, 1), 1), res(64), res(64),
+            ConvBlock(c(64), c(128), 3, 3, 1), res(128), res(128),
+            ConvBlock(c(128), c(256), 3, (3, 2), 1), res(256),
+            ConvBlock(c(256), c(512), 3, 1, 0), ConvBlock(c(512), c(512), 1, 1, 0),
+        )
+
+        def up(cin: int, cout: int, stride: int = 2) -> ConvTransposeBlock:
+            if stride == 1:
+                return ConvTransposeBlock(cin, cout, 3, 1, 0)
+            return ConvTransposeBlock(cin, cout, 3, 2, 1, output_padding=1)
+
+        # Each decoder stage's input is the previous stage's output concatenated with the face
+        # feature of the same resolution (deepest first), hence the sums.
+        self.face_decoder_blocks = nn.ModuleList([
+            nn.Sequential(ConvBlock(c(512), c(512), 1, 1, 0)),  # 1
+            nn.Sequential(up(c(512) + c(512), c(512), stride=1), res(512)),  # 3
+            nn.Sequential(up(c(512) + c(512), c(512)), res(512), res(512)),  # 6
+            nn.Sequential(up(c(512) + c(256), c(384)), res(384), res(384)),  # 12
+            nn.Sequential(up(c(384) + c(128), c(256)), res(256), res(256)),  # 24
+            nn.Sequential(up(c(256) + c(64), c(128)), res(128), res(128)),  # 48
+            nn.Sequential(up(c(128) + c(32), c(64)), res(64), res(64)),  # 96
+        ])
+        self.output_block = nn.Sequential(
+            ConvBlock(c(64) + c(16), c(32), 3, 1, 1), nn.Conv2d(c(32), 3, 1), nn.Sigmoid()
+        )
+
+    def forward(self, audio: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """Per frame: (B,1,80,16) + (B,6,96,96) -> (B,3,96,96).
+
+        Sequence: (B,T,1,80,16) + (B,6,T,96,96) -> (B,3,T,96,96), the T frames folded into the
+        batch frame-major (all items of frame 0, then frame 1, ...) as the reference does, so that
+        BatchNorm in training mode sees the same batches.
+        """
+        sequence = face.dim() == 5
+        if sequence:
+            batch, frames = audio.shape[:2]
+            audio = audio.transpose(0, 1).reshape(frames * batch, *audio.shape[2:])
+            face = face.permute(2, 0, 1, 3, 4).reshape(frames * batch, face.shape[1], *face.shape[3:])
+
+        x = self.audio_encoder(audio)
+        skips = []
+        h = face
+        for stage in self.face_encoder_blocks:
+            h = stage(h)
+            skips.append(h)
+        for stage in self.face_decoder_blocks:
+            x = torch.cat((stage(x), skips.pop()), dim=1)
+        out = self.output_block(x)
+
+        if sequence:
+            out = out.reshape(frames, batch, *out.shape[1:]).permute(1, 2, 0, 3, 4)
+        return out
