@@ -216,6 +216,17 @@ def test_resolve_downloads_a_known_file_on_first_use_then_works_offline(
     assert len(server.requests) == 1
 
 
+def test_resolve_resumes_a_broken_first_use_download(tmp_path, server, monkeypatch, models_dir):
+    real = (models_dir / RETINAFACE).read_bytes()
+    server.files[f"/{RETINAFACE}"] = real
+    server.drop_after = 700_000
+    monkeypatch.setenv("WAV2LIP_MIRROR", server.url)
+    with pytest.raises(Wav2LipError, match=f"^{re.escape(RETINAFACE)}: download failed"):
+        store.resolve(RETINAFACE, root=tmp_path)
+    assert store.resolve(RETINAFACE, root=tmp_path).read_bytes() == real
+    assert server.requests[-1] == (f"/{RETINAFACE}", "bytes=700000-", 206)
+
+
 def test_corrupt_cached_copy_is_reported_then_replaced(tmp_path, server, monkeypatch, models_dir):
     cached = tmp_path / RETINAFACE
     cached.write_bytes(b"truncated")

@@ -206,7 +206,7 @@ def resolve(
         if problem is None:
             return target
     if download and not offline():
-        return fetch(entry, root=root, force=True)
+        return fetch(entry, root=root)  # not force: a .part left by a broken download resumes
     why = "downloads are off (WAV2LIP_OFFLINE is set)" if download else "downloading was not allowed"
     found = f"the cached copy {problem}" if problem else "it is not in the weight cache"
     raise Wav2LipError(f"{entry.name}: {found} and {why}: {_get_it_here(entry, target)}")
