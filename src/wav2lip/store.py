@@ -93,7 +93,7 @@ KNOWN: dict[str, WeightFile] = {
                 "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/detection_mobilenet0.25_Final.pth",
             ),
             1_789_735, "2979b33ffafda5d74b6948cd7a5b9a7a62f62b949cef24e95fd15d2883a65220",
-            "RetinaFace mobilenet0.25, a fast face detector (1.7 MB)",
+            "RetinaFace mobilenet0.25, a small fast face detector",
             "https://github.com/biubug6/Pytorch_Retinaface",
         ),
         WeightFile(
