@@ -13,7 +13,9 @@ from wav2lip.models.discriminator import QualityDiscriminator
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.syncnet import SyncNet, sync_probability
 
-NETWORKS = {"wav2lip_generator": Wav2Lip, "syncnet_expert": SyncNet, "quality_discriminator": QualityDiscriminator}
+NETWORKS = {
+    "wav2lip_generator": Wav2Lip, "syncnet_expert": SyncNet, "quality_discriminator": QualityDiscriminator,
+}
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,329 @@
+"""Read and write the authors' checkpoint formats; tell which network a file holds.
+
+The Wav2Lip files are `torch.save`d dicts {state_dict, optimizer, global_step, global_epoch}; S3FD,
+SyncNet v2 and RetinaFace ship bare state dicts. Keys may carry `module.` (a data-parallel wrapper)
+or `_orig_mod.` (torch.compile); `_canonical_keys` is the one place that removes them, so module
+names inside `wav2lip.models` stay the authors' own. Files are always read with
+`weights_only=True`: a user-supplied pickle never gets to run code.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from .errors import Wav2LipError
+from .files import atomic_output
+
+# What each `kind` is called in messages.
+MODEL_NAMES = {
+    "wav2lip": "Wav2Lip generator",
+    "syncnet": "SyncNet lip-sync expert",
+    "discriminator": "visual quality discriminator",
+    "s3fd": "S3FD face detector",
+    "retinaface": "RetinaFace mobilenet0.25 face detector",
+    "syncnet_v2": "SyncNet v2 evaluator",
+}
+
+# Top-level module names of each network: enough to tell the six apart from a key set.
+_SIGNATURES = {
+    "wav2lip": {"face_encoder_blocks", "audio_encoder", "face_decoder_blocks", "output_block"},
+    "syncnet": {"face_encoder", "audio_encoder"},
+    "discriminator": {"face_encoder_blocks", "binary_pred"},
+    "s3fd": {
+        *(f"conv{i}" for i in ("1_1", "1_2", "2_1", "2_2", "3_1", "3_2", "3_3", "4_1", "4_2", "4_3",
+                                "5_1", "5_2", "5_3", "6_1", "6_2", "7_1", "7_2")),
+        "fc6", "fc7", "conv3_3_norm", "conv4_3_norm", "conv5_3_norm",
+        *(f"{level}_mbox_{head}" for level in ("conv3_3_norm", "conv4_3_norm", "conv5_3_norm", "fc7",
+                                               "conv6_2", "conv7_2") for head in ("conf", "loc")),
+    },
+    "retinaface": {"body", "fpn", "ssh1", "ssh2", "ssh3", "ClassHead", "BboxHead", "LandmarkHead"},
+    "syncnet_v2": {"netcnnaud", "netfcaud", "netfclip", "netcnnlip"},
+}
+
+# For the width-scalable networks: a key whose dimension `dim` is 512 channels at full width.
+_WIDTH_PROBES = {
+    "wav2lip": ("audio_encoder.12.conv_block.0.weight", 0),
+    "syncnet": ("audio_encoder.13.conv_block.0.weight", 0),
+    "discriminator": ("binary_pred.0.weight", 1),
+}
+_FULL_CHANNELS = 512
+
+# Adam betas of the GAN recipe; the plain generator used Adam's defaults (spec section 8).
+_GAN_BETAS = (0.5, 0.999)
+_PLAIN_BETAS = (0.9, 0.999)
+
+# torch.save's legacy (pre-1.6) files open with this pickled magic number; newer ones are zip archives.
+_LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+_ZIP_MAGIC = b"PK\x03\x04"
+_WRAPPER_PREFIXES = ("module.", "_orig_mod.")
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
+
+
+@dataclass
+class Checkpoint:
+    """A file's contents: the state dict (canonical keys) and the training state saved beside it."""
+
+    state_dict: dict[str, torch.Tensor]
+    optimizer: dict | None = None
+    step: int | None = None
+    epoch: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What `wav2lip weights inspect` prints about a file."""
+
+    kind: str
+    n_params: int
+    step: int | None
+    epoch: int | None
+    variant: str | None  # "gan" or "plain" for a generator whose optimizer betas tell; else None
+    width: float | None  # channel scale of the Wav2Lip networks; None for the others
+
+
+def _canonical_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Keys without data-parallel (`module.`) or torch.compile (`_orig_mod.`) prefixes."""
+    canonical = {}
+    for key, value in state.items():
+        while key.startswith(_WRAPPER_PREFIXES):
+            key = key.split(".", 1)[1]
+        canonical[key] = value
+    return canonical
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside DataParallel / DistributedDataParallel / torch.compile wrappers."""
+    while True:
+        if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _torch_load(path: Path) -> Any:
+    """torch.load with weights_only=True; every failure becomes a one-line Wav2LipError."""
+    if not path.exists():
+        raise Wav2LipError(f"{path}: no such file")
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise Wav2LipError(f"{path}: the file is empty")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if needed:
+            raise Wav2LipError(
+                f"{path}: refused: loading it would run code from the file (it needs {needed.group(1)}); "
+                "only plain tensor checkpoints are accepted"
+            ) from None
+        raise Wav2LipError(f"{path}: {_damage(path)}") from None
+    except Exception:  # torch reports damaged archives as RuntimeError, EOFError, struct.error, ...
+        raise Wav2LipError(f"{path}: {_damage(path)}") from None
+
+
+def _damage(path: Path) -> str:
+    """Tell a damaged PyTorch file from something that never was one, by its first bytes."""
+    with open(path, "rb") as f:
+        head = f.read(len(_LEGACY_MAGIC))
+    if head.startswith(_ZIP_MAGIC) or head == _LEGACY_MAGIC:
+        return "the PyTorch checkpoint is truncated or corrupt (download it again)"
+    return "not a PyTorch checkpoint (unreadable by torch.load)"
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping) and len(obj) > 0
+        and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items())
+    )
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read the authors' wrapped format or a bare state dict, with canonical keys."""
+    path = Path(path)
+    obj = _torch_load(path)
+    if isinstance(obj, Mapping) and "state_dict" in obj:
+        if not _is_state_dict(obj["state_dict"]):
+            raise Wav2LipError(f"{path}: not a checkpoint (its 'state_dict' entry holds no tensors)")
+        known = ("state_dict", "optimizer", "global_step", "global_epoch")
+        return Checkpoint(
+            state_dict=_canonical_keys(obj["state_dict"]),
+            optimizer=obj.get("optimizer"),
+            step=obj.get("global_step"),
+            epoch=obj.get("global_epoch"),
+            extra={k: v for k, v in obj.items() if k not in known},
+        )
+    if _is_state_dict(obj):
+        return Checkpoint(state_dict=_canonical_keys(obj))
+    raise Wav2LipError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, not a model state dict)")
+
+
+def identify(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The kind of network a state dict holds (see MODEL_NAMES), by its top-level module names.
+
+    The best overlap wins, so a file with some keys missing is still recognised (and its loader can
+    then say which keys are missing); None when nothing overlaps at least half.
+    """
+    names = {key.split(".", 1)[0] for key in _canonical_keys(state_dict)}
+    best, best_score = None, 0.0
+    for kind, signature in _SIGNATURES.items():
+        score = len(names & signature) / len(names | signature)
+        if score > best_score:
+            best, best_score = kind, score
+    return best if best_score >= 0.5 else None
+
+
+def infer_width(kind: str, state_dict: Mapping[str, torch.Tensor]) -> float | None:
+    """The `width` a Wav2Lip-family state dict was built with (1.0 for the authors' files)."""
+    if kind not in _WIDTH_PROBES:
+        return None
+    key, dim = _WIDTH_PROBES[kind]
+    if key not in state_dict or state_dict[key].dim() <= dim:
+        return 1.0
+    return state_dict[key].shape[dim] / _FULL_CHANNELS
+
+
+def build_model(kind: str, width: float = 1.0) -> nn.Module:
+    """A freshly initialised network of `kind` (width applies to the three Wav2Lip networks)."""
+    if kind == "wav2lip":
+        from .models.generator import Wav2Lip
+        return Wav2Lip(width=width)
+    if kind == "syncnet":
+        from .models.syncnet import SyncNet
+        return SyncNet(width=width)
+    if kind == "discriminator":
+        from .models.discriminator import QualityDiscriminator
+        return QualityDiscriminator(width=width)
+    if kind == "s3fd":
+        from .models.s3fd import S3FD
+        return S3FD()
+    if kind == "retinaface":
+        from .models.retinaface import RetinaFace
+        return RetinaFace()
+    if kind == "syncnet_v2":
+        from .models.syncnet_v2 import SyncNetV2
+        return SyncNetV2()
+    raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_NAMES)})")
+
+
+def _examples(keys: list[str]) -> str:
+    shown = ", ".join(keys[:3])
+    return shown + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _check_kind(state: Mapping[str, torch.Tensor], path: str | os.PathLike, kind: str) -> None:
+    found = identify(state)
+    if found != kind:
+        holds = f"holds the {MODEL_NAMES[found]}" if found else "holds none of the known networks"
+        raise Wav2LipError(f"{path}: expected the {MODEL_NAMES[kind]}, but the file {holds}")
+
+
+def load_state(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike, kind: str
+) -> None:
+    """Load `state_dict` into `model` (any wrapper), or say in one line what does not fit and where."""
+    target = _unwrap(model)
+    state = _canonical_keys(state_dict)
+    _check_kind(state, path, kind)
+    name = MODEL_NAMES[kind]
+    expected = target.state_dict()
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise Wav2LipError(
+            f"{path}: {name} checkpoint is missing {len(missing)} of {len(expected)} keys: "
+            f"{_examples(missing)}"
+        )
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise Wav2LipError(
+            f"{path}: {name} checkpoint has {len(unexpected)} keys the model lacks: {_examples(unexpected)}"
+        )
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if wrong:
+        key = wrong[0]
+        raise Wav2LipError(
+            f"{path}: {name} checkpoint has {len(wrong)} tensors of the wrong shape, e.g. {key} is "
+            f"{tuple(state[key].shape)} where the model needs {tuple(expected[key].shape)}"
+        )
+    target.load_state_dict(state, strict=False)
+
+
+def load_model(
+    path: str | os.PathLike, kind: str, device: str | torch.device = "cpu", width: float | None = None
+) -> nn.Module:
+    """The network of `kind` with the file's weights, on `device`, in eval mode.
+
+    `width` is read from the file's tensor shapes unless given, so narrow trained models load too.
+    """
+    if kind not in MODEL_NAMES:
+        raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_NAMES)})")
+    checkpoint = read_checkpoint(path)
+    _check_kind(checkpoint.state_dict, path, kind)
+    if width is None:
+        width = infer_width(kind, checkpoint.state_dict) or 1.0
+    model = build_model(kind, width=width)
+    load_state(model, checkpoint.state_dict, path, kind)
+    return model.to(device).eval()
+
+
+def _variant(checkpoint: Checkpoint) -> str | None:
+    """GAN or plain generator, told by the Adam betas its optimizer state recorded (spec section 8)."""
+    groups = (checkpoint.optimizer or {}).get("param_groups") or []
+    betas = tuple(float(b) for b in groups[0].get("betas", ())) if groups else ()
+    return {_GAN_BETAS: "gan", _PLAIN_BETAS: "plain"}.get(betas)
+
+
+def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
+    """Which network a file holds, its parameter count, training step/epoch and generator variant."""
+    checkpoint = read_checkpoint(path)
+    kind = identify(checkpoint.state_dict)
+    if kind is None:
+        shown = sorted({key.split(".", 1)[0] for key in checkpoint.state_dict})
+        raise Wav2LipError(f"{path}: holds none of the known networks (modules: {_examples(shown)})")
+    n_params = sum(
+        v.numel() for k, v in checkpoint.state_dict.items() if not k.endswith(_BUFFER_SUFFIXES)
+    )
+    return CheckpointInfo(
+        kind=kind,
+        n_params=n_params,
+        step=checkpoint.step,
+        epoch=checkpoint.epoch,
+        variant=_variant(checkpoint) if kind == "wav2lip" else None,
+        width=infer_width(kind, checkpoint.state_dict),
+    )
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    step: int = 0,
+    epoch: int = 0,
+    extra: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the authors' format atomically, keys without wrapper prefixes, so their code loads it too.
+
+    `extra` entries (plain Python values and tensors only) are stored beside the four standard ones.
+    """
+    payload = {
+        "state_dict": _canonical_keys(_unwrap(model).state_dict()),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "global_step": int(step),
+        "global_epoch": int(epoch),
+    }
+    clash = set(payload) & set(extra or {})
+    if clash:
+        raise ValueError(f"extra entries {sorted(clash)} would overwrite the checkpoint's own")
+    payload.update(extra or {})
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
