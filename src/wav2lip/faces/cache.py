@@ -1,0 +1,113 @@
+"""Detection cache: boxes per input file, keyed by its content and every setting that moves a box,
+so lip-syncing the same video to another audio skips detection. Stores boxes (small .npz), never frames.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from ..files import atomic_output
+from .detectors import Detection, FaceDetector
+from .tracking import FaceTrackOptions, TrackedFace, track
+
+# Bump when tracking changes what it returns for the same inputs.
+CACHE_VERSION = 1
+
+
+def default_cache_dir() -> Path:
+    """$WAV2LIP_CACHE_DIR/detections, else the platform cache folder (XDG) /wav2lip/detections."""
+    root = os.environ.get("WAV2LIP_CACHE_DIR")
+    if root:
+        return Path(root).expanduser() / "detections"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "wav2lip" / "detections"
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha.update(block)
+    return sha.hexdigest()
+
+
+def cache_key(path: str | os.PathLike, detector: FaceDetector | None, options: FaceTrackOptions,
+              source: dict | None = None) -> str:
+    """SHA-256 over the file's content, the detector settings, the tracking options and `source`
+    (how frames were decoded: fps, rotation, resizing), so any change gives a new entry."""
+    settings = {
+        "version": CACHE_VERSION,
+        "file": file_digest(path),
+        "detector": detector.settings if detector is not None else None,
+        "options": asdict(options),
+        "source": source or {},
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _save(target: Path, items: list[tuple[np.ndarray | None, Detection | None, bool]]) -> None:
+    n = len(items)
+    boxes = np.full((n, 4), -1, dtype=np.int64)
+    det_boxes = np.full((n, 4), np.nan)
+    scores = np.full(n, np.nan)
+    landmarks = np.full((n, 5, 2), np.nan)
+    interpolated = np.zeros(n, dtype=bool)
+    for i, (box, det, interp) in enumerate(items):
+        if box is not None:
+            boxes[i] = box
+        if det is not None:
+            det_boxes[i], scores[i] = det.box, det.score
+            if det.landmarks is not None:
+                landmarks[i] = det.landmarks
+        interpolated[i] = interp
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(target) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, boxes=boxes, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
+                     interpolated=interpolated)
+
+
+def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterator[TrackedFace]:
+    boxes, det_boxes, scores = data["boxes"], data["det_boxes"], data["scores"]
+    landmarks, interpolated = data["landmarks"], data["interpolated"]
+    for index, frame in enumerate(frames):
+        if index >= len(boxes):
+            yield TrackedFace(index, frame, None)
+            continue
+        box = boxes[index] if boxes[index, 0] >= 0 else None
+        det = None
+        if not np.isnan(scores[index]):
+            points = None if np.isnan(landmarks[index]).any() else landmarks[index]
+            det = Detection(det_boxes[index], float(scores[index]), points)
+        yield TrackedFace(index, frame, box, det, bool(interpolated[index]))
+
+
+def cached_track(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    detector: FaceDetector | None,
+    options: FaceTrackOptions | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    source: dict | None = None,
+) -> Iterator[TrackedFace]:
+    """`track` for the frames decoded from `path`, replayed from the cache when this exact file was
+    tracked with the same settings before; a complete fresh run is stored for next time."""
+    options = options or FaceTrackOptions()
+    if options.fixed_box is not None:
+        yield from track(frames, detector, options)
+        return
+    target = Path(cache_dir or default_cache_dir()) / f"{cache_key(path, detector, options, source)}.npz"
+    if target.is_file():
+        with np.load(target) as data:
+            yield from _replay(frames, data)
+        return
+    record = []
+    for item in track(frames, detector, options):
+        record.append((item.box, item.detection, item.interpolated))
+        yield item
+    _save(target, record)

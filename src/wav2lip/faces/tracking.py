@@ -1,0 +1,245 @@
+"""Follow one face through a stream of frames and turn it into generator crop boxes.
+
+Stages, each holding only a few frames (bounded look-ahead):
+1. detect: full-frame detection every `detect_every` frames, on a scene cut and whenever the track
+   degrades; in between, re-detection in a small region around the previous box (cheap, and each
+   frame still gets a real detection rather than a guess);
+2. bridge: short runs of frames without a face between two detections of the same shot are filled
+   by linear interpolation; longer runs stay None;
+3. smooth + pad: per shot, then the reference's pads and clipping (spec section 5).
+"""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterable, Iterator
+
+import cv2
+import numpy as np
+
+from .boxes import box_iou
+from .calibration import BoxCalibration
+from .detectors import Detection, FaceDetector
+from .smoothing import make_smoother
+
+
+@dataclass
+class FaceTrackOptions:
+    """How faces are followed and turned into crops. Boxes are (x1, y1, x2, y2) in frame pixels."""
+
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right (reference default)
+    smooth: str = "centered"  # "centered" (lag-free), "mean5" (reference), "none"
+    smooth_radius: int = 2  # frames each side for "centered"
+    fixed_box: tuple[int, int, int, int] | None = None  # skip detection, pads and smoothing
+    detect_every: int = 25  # full-frame detection period; 1 = every frame (no region tracking)
+    roi_scale: float = 2.0  # tracking region side, in units of the previous box's longer side
+    roi_size: int = 160  # the tracking region is shrunk to at most this many pixels per side
+    min_iou: float = 0.3  # a tracked box overlapping the previous one less than this re-detects
+    scene_cut: float | None = 0.5  # colour-histogram distance (0..1) that counts as a cut; None: off
+    max_gap: int = 5  # frames without a face bridged by interpolation (0: never)
+    face_index: int | None = None  # pick the i-th face from the left at the start of each shot
+    face_at: tuple[float, float] | None = None  # or the face nearest this point
+    calibration: BoxCalibration | None = None  # map detector boxes to the generator's crop
+
+
+@dataclass
+class TrackedFace:
+    """One frame's result: `box` is the integer generator crop or None when no face is known."""
+
+    index: int
+    frame: np.ndarray
+    box: np.ndarray | None
+    detection: Detection | None = None
+    interpolated: bool = False
+    scene_cut: bool = False
+    raw: np.ndarray | None = field(default=None, repr=False)
+
+
+def colour_histogram(frame: np.ndarray) -> np.ndarray:
+    """Normalised 16x16 hue-saturation histogram of a 64x64 thumbnail (cheap, lighting-tolerant)."""
+    hsv = cv2.cvtColor(cv2.resize(frame, (64, 64), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2HSV)
+    bins = (hsv[..., 0].astype(np.int64) * 16 // 180) * 16 + hsv[..., 1].astype(np.int64) // 16
+    return np.bincount(bins.ravel(), minlength=256) / bins.size
+
+
+def histogram_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Hellinger (Bhattacharyya) distance: 0 for identical colour distributions, 1 for disjoint."""
+    return float(np.sqrt(max(0.0, 1.0 - np.sqrt(a * b).sum())))
+
+
+def _area(box: np.ndarray) -> float:
+    return float((box[2] - box[0]) * (box[3] - box[1]))
+
+
+def _centre(box: np.ndarray) -> np.ndarray:
+    return (np.asarray(box[:2]) + np.asarray(box[2:])) / 2
+
+
+class _Detector:
+    """Stage 1: one chosen detection per frame, following one identity."""
+
+    def __init__(self, detector: FaceDetector, options: FaceTrackOptions) -> None:
+        self.detector = detector
+        self.options = options
+        self.prev: np.ndarray | None = None
+        self.since_full = 0
+        self.hist: np.ndarray | None = None
+
+    def step(self, frame: np.ndarray) -> tuple[Detection | None, bool]:
+        opts = self.options
+        hist = colour_histogram(frame) if opts.scene_cut is not None else None
+        cut = self.hist is not None and histogram_distance(hist, self.hist) > opts.scene_cut
+        self.hist = hist
+        if cut:
+            self.prev = None
+        det = None
+        if self.prev is not None and opts.detect_every != 1 and self.since_full < max(opts.detect_every, 1):
+            det = self._track(frame)
+            self.since_full += 1
+        if det is None:
+            det = self._choose(self.detector.detect([frame])[0])
+            self.since_full = 1
+        if det is not None:
+            self.prev = det.box
+        return det, cut
+
+    def _choose(self, dets: list[Detection]) -> Detection | None:
+        """The tracked identity: continuity with the previous box, else the start-of-shot rule."""
+        if not dets:
+            return None
+        boxes = np.stack([d.box for d in dets])
+        if self.prev is not None:
+            iou = box_iou(self.prev, boxes)[0]
+            if iou.max() > 0:
+                return dets[int(iou.argmax())]
+            return dets[int(np.linalg.norm(_centre(boxes.T) - _centre(self.prev)[:, None], axis=0).argmin())]
+        if self.options.face_at is not None:
+            point = np.asarray(self.options.face_at, dtype=np.float64)
+            return dets[int(np.linalg.norm(_centre(boxes.T).T - point, axis=1).argmin())]
+        if self.options.face_index is not None and self.options.face_index < len(dets):
+            return sorted(dets, key=lambda d: d.box[0] + d.box[2])[self.options.face_index]
+        return max(dets, key=lambda d: _area(d.box))
+
+    def _track(self, frame: np.ndarray) -> Detection | None:
+        """Re-detect in a region around the previous box; None when the track degrades."""
+        height, width = frame.shape[:2]
+        cx, cy = _centre(self.prev)
+        half = self.options.roi_scale * max(self.prev[2] - self.prev[0], self.prev[3] - self.prev[1]) / 2
+        x1, y1 = int(max(0, cx - half)), int(max(0, cy - half))
+        x2, y2 = int(min(width, cx + half)), int(min(height, cy + half))
+        if x2 - x1 < 16 or y2 - y1 < 16:
+            return None
+        crop = frame[y1:y2, x1:x2]
+        scale = min(1.0, self.options.roi_size / max(crop.shape[:2]))
+        if scale < 1.0:
+            size = (max(1, round(crop.shape[1] * scale)), max(1, round(crop.shape[0] * scale)))
+            crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+        sx, sy = (x2 - x1) / crop.shape[1], (y2 - y1) / crop.shape[0]
+        dets = self.detector.detect([np.ascontiguousarray(crop)])[0]
+        if not dets:
+            return None
+        for d in dets:
+            d.box = d.box * [sx, sy, sx, sy] + [x1, y1, x1, y1]
+            if d.landmarks is not None:
+                d.landmarks = d.landmarks * [sx, sy] + [x1, y1]
+        iou = box_iou(self.prev, np.stack([d.box for d in dets]))[0]
+        best = int(iou.argmax())
+        return dets[best] if iou[best] >= self.options.min_iou else None
+
+
+def _detect(frames: Iterable[np.ndarray], detector: FaceDetector, options: FaceTrackOptions) -> Iterator[TrackedFace]:
+    stage = _Detector(detector, options)
+    calibration = options.calibration
+    for index, frame in enumerate(frames):
+        det, cut = stage.step(frame)
+        raw = None
+        if det is not None:
+            raw = calibration.apply(det.box) if calibration is not None else det.box
+        yield TrackedFace(index, frame, None, det, scene_cut=cut, raw=raw)
+
+
+def _bridge(items: Iterator[TrackedFace], max_gap: int) -> Iterator[TrackedFace]:
+    """Stage 2: fill runs of at most `max_gap` faceless frames between two detections of one shot."""
+    last: TrackedFace | None = None
+    pending: list[TrackedFace] = []
+    for item in items:
+        if item.scene_cut:
+            yield from pending
+            pending, last = [], None
+        if item.raw is None:
+            if last is None or max_gap <= 0:
+                yield item
+                continue
+            pending.append(item)
+            if len(pending) > max_gap:
+                yield from pending
+                pending, last = [], None
+            continue
+        for k, gap_item in enumerate(pending, 1):
+            t = k / (len(pending) + 1)
+            gap_item.raw = (1 - t) * last.raw + t * item.raw
+            gap_item.interpolated = True
+        yield from pending
+        pending = []
+        yield item
+        last = item
+    yield from pending
+
+
+def pad_and_clip(box: np.ndarray, pads: tuple[int, int, int, int], height: int, width: int) -> np.ndarray:
+    """The reference's crop: negatives clipped to 0, truncated to int, padded, clipped to the frame."""
+    x1, y1, x2, y2 = (int(v) for v in np.clip(box, 0, None))
+    top, bottom, left, right = pads
+    x1, y1 = min(max(0, x1 - left), width - 1), min(max(0, y1 - top), height - 1)
+    x2, y2 = max(min(width, x2 + right), x1 + 1), max(min(height, y2 + bottom), y1 + 1)
+    return np.array([x1, y1, x2, y2], dtype=np.int64)
+
+
+def _smooth(items: Iterator[TrackedFace], options: FaceTrackOptions) -> Iterator[TrackedFace]:
+    """Stage 3: smoothing within each shot (the reference mode splits only at missing faces)."""
+    reference = options.smooth == "mean5"
+    smoother = make_smoother(options.smooth, options.smooth_radius)
+    queue: deque[TrackedFace] = deque()
+
+    def finalise(item: TrackedFace, box: np.ndarray) -> TrackedFace:
+        height, width = item.frame.shape[:2]
+        item.box = np.asarray(box, dtype=np.int64) if reference else pad_and_clip(box, options.pads, height, width)
+        return item
+
+    for item in items:
+        if item.raw is None or (item.scene_cut and not reference):
+            for box in smoother.finish():
+                yield finalise(queue.popleft(), box)
+        if item.raw is None:
+            yield item
+            continue
+        height, width = item.frame.shape[:2]
+        queue.append(item)
+        box = pad_and_clip(item.raw, options.pads, height, width) if reference else item.raw
+        for smoothed in smoother.push(box):
+            yield finalise(queue.popleft(), smoothed)
+    for box in smoother.finish():
+        yield finalise(queue.popleft(), box)
+
+
+def track(
+    frames: Iterable[np.ndarray], detector: FaceDetector | None, options: FaceTrackOptions | None = None
+) -> Iterator[TrackedFace]:
+    """Per frame: the crop box with the detection behind it (for previews, JSON and caching)."""
+    options = options or FaceTrackOptions()
+    if options.fixed_box is not None:
+        fixed = np.asarray(options.fixed_box, dtype=np.int64)
+        for index, frame in enumerate(frames):
+            yield TrackedFace(index, frame, fixed.copy())
+        return
+    if detector is None:
+        raise ValueError("track needs a detector unless options.fixed_box is set")
+    yield from _smooth(_bridge(_detect(frames, detector, options), options.max_gap), options)
+
+
+def track_faces(
+    frames: Iterable[np.ndarray], detector: FaceDetector | None, options: FaceTrackOptions | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """(frame, integer crop box x1, y1, x2, y2 or None) per frame, streaming."""
+    for item in track(frames, detector, options):
+        yield item.frame, item.box
