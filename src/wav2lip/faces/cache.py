@@ -12,6 +12,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .. import store
 from ..files import atomic_output
 from .detectors import Detection, FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
@@ -21,11 +22,8 @@ CACHE_VERSION = 1
 
 
 def default_cache_dir() -> Path:
-    """$WAV2LIP_CACHE_DIR/detections, else the platform cache folder (XDG) /wav2lip/detections."""
-    root = os.environ.get("WAV2LIP_CACHE_DIR")
-    if root:
-        return Path(root).expanduser() / "detections"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "wav2lip" / "detections"
+    """Beside the weights, in the model store's cache folder (overridable there)."""
+    return store.cache_dir() / "detections"
 
 
 def file_digest(path: str | os.PathLike) -> str:

@@ -13,9 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .. import store
+from ..checkpoints import load_model
 from ..errors import Wav2LipError
-from ..models.retinaface import RETINAFACE_MEAN_BGR, RetinaFace
-from ..models.s3fd import S3FD, S3FD_MEAN_RGB
+from ..models.retinaface import RETINAFACE_MEAN_BGR
+from ..models.s3fd import S3FD_MEAN_RGB
 from .boxes import retinaface_detections, s3fd_candidates, s3fd_postprocess
 
 # Weight files the model store knows, per backend.
@@ -145,42 +147,13 @@ class S3FDDetector(FaceDetector):
         ]
 
 
-_BACKENDS: dict[str, tuple[type[FaceDetector], type[nn.Module]]] = {
-    "retinaface": (RetinaFaceDetector, RetinaFace),
-    "s3fd": (S3FDDetector, S3FD),
-}
-
-
-def _resolve_weights(name: str, weights: str | Path | None) -> Path:
-    """An explicit path as given; otherwise the model store's file for the backend."""
-    try:
-        from ..store import resolve
-    except ImportError:
-        if weights is None:
-            raise Wav2LipError(
-                f"no weights given for the {name} face detector: pass the path of {WEIGHT_NAMES[name]}"
-            ) from None
-        return Path(weights)
-    return Path(resolve(weights if weights is not None else WEIGHT_NAMES[name]))
+_BACKENDS: dict[str, type[FaceDetector]] = {"retinaface": RetinaFaceDetector, "s3fd": S3FDDetector}
 
 
 def _load_weights(name: str, weights: str | Path | None) -> tuple[nn.Module, str]:
-    """The backend's network with its weights loaded (`module.` prefixes accepted)."""
-    path = _resolve_weights(name, weights)
-    try:
-        from ..checkpoints import load_model
-    except ImportError:
-        model = _BACKENDS[name][1]()
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            model.load_state_dict({k.removeprefix("module."): v for k, v in state.items()})
-        except FileNotFoundError:
-            raise Wav2LipError(f"{path}: weights file not found") from None
-        except Exception as exc:
-            raise Wav2LipError(f"{path}: not a {name} weights file ({str(exc).splitlines()[0]})") from None
-    else:
-        model = load_model(path, name)
-    return model.eval(), f"{path.name}:{path.stat().st_size}"
+    """The backend's network with its weights: an explicit path, or the model store's file."""
+    path = store.resolve(weights if weights is not None else WEIGHT_NAMES[name])
+    return load_model(path, name), f"{path.name}:{path.stat().st_size}"
 
 
 def create_detector(
@@ -194,7 +167,7 @@ def create_detector(
     model (an already built nn.Module, e.g. deterministic weights for benchmarks and tests)."""
     if name not in _BACKENDS:
         raise Wav2LipError(f"unknown face detector {name!r}: choose from {', '.join(_BACKENDS)}")
-    detector_cls, _ = _BACKENDS[name]
+    detector_cls = _BACKENDS[name]
     model = options.pop("model", None)
     if model is None:
         model, weights_id = _load_weights(name, weights)

@@ -1,0 +1,94 @@
+"""`wav2lip detect VIDEO`: see which face box every frame gets (JSON, preview), compare detectors."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import Wav2LipError
+from ..faces import BoxCalibration, FaceTrackOptions, create_detector
+from ..faces.report import compare_detectors, detect_video
+
+DETECTORS = ("retinaface", "s3fd")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "detect", help="track the face of a video: per-frame boxes as JSON, a preview, detector comparison",
+        description="Run face detection and tracking as lip-sync would, and show the result.",
+    )
+    parser.add_argument("video", metavar="VIDEO", help="video or image file")
+    parser.add_argument("--json", metavar="FILE", help="write per-frame boxes, scores and landmarks here")
+    parser.add_argument("--preview", metavar="FILE", help="write a video with the boxes drawn (.mp4)")
+    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
+                        help="retinaface: fast (default); s3fd: the reference's detector, slow on a CPU")
+    parser.add_argument("--retinaface-weights", metavar="PATH", help="RetinaFace weights (default: model store)")
+    parser.add_argument("--s3fd-weights", metavar="PATH", help="S3FD weights (default: model store)")
+    parser.add_argument("--device", default="cpu", help="torch device for detection (default: cpu)")
+    parser.add_argument("--max-size", type=int, metavar="PIXELS",
+                        help="longest side the full-frame detector sees (default: 480 for retinaface, "
+                        "full size for s3fd); 0 = full size")
+    parser.add_argument("--batch-size", type=int, default=16, help="detection batch (halved on out-of-memory)")
+    parser.add_argument("--detect-every", type=int, default=FaceTrackOptions.detect_every, metavar="N",
+                        help="full-frame detection every N frames, tracking in between; 1 = every frame")
+    parser.add_argument("--smooth", choices=("centered", "mean5", "none"), default="centered",
+                        help="centered: lag-free (default); mean5: the reference's 5-box mean")
+    parser.add_argument("--pads", type=int, nargs=4, default=list(FaceTrackOptions.pads),
+                        metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the box (default: 0 10 0 0)")
+    parser.add_argument("--box", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                        help="use this fixed box for every frame (no detection, pads or smoothing)")
+    parser.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left")
+    parser.add_argument("--face-at", type=float, nargs=2, metavar=("X", "Y"), help="follow the face nearest X Y")
+    parser.add_argument("--max-gap", type=int, default=FaceTrackOptions.max_gap, metavar="N",
+                        help="bridge up to N frames without a face by interpolation (0: never)")
+    parser.add_argument("--calibration", type=float, nargs=4, metavar=("DX", "DY", "SX", "SY"),
+                        help="map detector boxes: centre shift and size scale in box units")
+    parser.add_argument("--compare", metavar="TARGET,SOURCE",
+                        help="fit and print the box map SOURCE -> TARGET, e.g. s3fd,retinaface")
+    parser.add_argument("--compare-every", type=int, default=5, metavar="N", help="compare on every N-th frame")
+    parser.set_defaults(func=run)
+
+
+def _detector(args: argparse.Namespace, name: str):
+    weights = args.s3fd_weights if name == "s3fd" else args.retinaface_weights
+    options = {"batch_size": args.batch_size}
+    if args.max_size is not None:
+        options["max_size"] = args.max_size or None
+    return create_detector(name, device=args.device, weights=weights, **options)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.compare:
+        names = args.compare.split(",")
+        if len(names) != 2 or any(n not in DETECTORS for n in names) or names[0] == names[1]:
+            raise Wav2LipError(f"--compare {args.compare}: name two different detectors, e.g. s3fd,retinaface")
+        result = compare_detectors(args.video, _detector(args, names[0]), _detector(args, names[1]),
+                                   every=args.compare_every)
+        c = result.calibration
+        print(f"{names[1]} -> {names[0]} on {result.pairs} frames: mean IoU {result.iou_before:.3f} as is, "
+              f"{result.iou_after:.3f} mapped")
+        print(f"--calibration {c.dx:.4f} {c.dy:.4f} {c.sx:.4f} {c.sy:.4f}")
+        if not (args.json or args.preview):
+            return 0
+    options = FaceTrackOptions(
+        pads=tuple(args.pads), smooth=args.smooth, detect_every=args.detect_every, max_gap=args.max_gap,
+        fixed_box=tuple(args.box) if args.box else None, face_index=args.face_index,
+        face_at=tuple(args.face_at) if args.face_at else None,
+        calibration=BoxCalibration(*args.calibration) if args.calibration else None,
+    )
+    detector = None if args.box else _detector(args, args.detector)
+    report = detect_video(args.video, detector, options, json_path=args.json, preview=args.preview)
+    found = report.n_frames - len(report.missing)
+    print(f"{args.video}: face in {found} of {report.n_frames} frames ({len(report.interpolated)} interpolated)")
+    if report.missing:
+        print(f"no face in frames: {_ranges(report.missing)}")
+    return 0
+
+
+def _ranges(indices: list[int]) -> str:
+    """[3, 4, 5, 9] -> '3-5, 9'."""
+    spans: list[list[int]] = []
+    for i in indices:
+        if spans and i == spans[-1][1] + 1:
+            spans[-1][1] = i
+        else:
+            spans.append([i, i])
+    return ", ".join(f"{a}-{b}" if a != b else f"{a}" for a, b in spans)

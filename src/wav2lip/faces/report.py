@@ -1,0 +1,179 @@
+"""What `wav2lip detect` does: track a video's face into a JSON report and a preview, and fit the
+box calibration between two detectors on the user's own footage."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from ..errors import Wav2LipError
+from ..files import atomic_output
+from .boxes import box_iou
+from .calibration import BoxCalibration, fit_calibration
+from .detectors import FaceDetector
+from .tracking import FaceTrackOptions, TrackedFace, track
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+@dataclass
+class DetectReport:
+    fps: float
+    n_frames: int
+    missing: list[int]
+    interpolated: list[int]
+
+
+def _read_frames(path: Path) -> tuple[float, Iterator[np.ndarray]]:
+    """(fps, BGR frames) of a video, or one frame at 25 fps for a still image."""
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: no such file")
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        image = cv2.imread(str(path))
+        if image is None:
+            raise Wav2LipError(f"{path}: not a readable image")
+        return 25.0, iter([image])
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise Wav2LipError(f"{path}: not a readable video ({exc})") from None
+    if not container.streams.video:
+        container.close()
+        raise Wav2LipError(f"{path}: has no video stream")
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate or 25)
+
+    def frames() -> Iterator[np.ndarray]:
+        with container:
+            for frame in container.decode(stream):
+                yield frame.to_ndarray(format="bgr24")
+
+    return fps, frames()
+
+
+@contextlib.contextmanager
+def _preview_writer(path: Path, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
+    """A `write(frame_bgr)` into an H.264 preview that appears at `path` only when complete."""
+    with atomic_output(path) as tmp, av.open(str(tmp), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+
+        def write(frame_bgr: np.ndarray) -> None:
+            if not stream.width:
+                stream.width, stream.height = frame_bgr.shape[1] // 2 * 2, frame_bgr.shape[0] // 2 * 2
+            even = np.ascontiguousarray(frame_bgr[: stream.height, : stream.width])
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
+
+        yield write
+        container.mux(stream.encode())
+
+
+def draw(item: TrackedFace) -> np.ndarray:
+    """The frame with the crop box (green; yellow when interpolated), the raw detection (blue) and
+    landmarks, or a red 'no face' label."""
+    frame = item.frame.copy()
+    if item.detection is not None:
+        x1, y1, x2, y2 = (int(round(v)) for v in item.detection.box)
+        cv2.rectangle(frame, (x1, y1), (x2, y2), (255, 128, 0), 1)
+        for x, y in (item.detection.landmarks if item.detection.landmarks is not None else []):
+            cv2.circle(frame, (int(round(x)), int(round(y))), 3, (0, 0, 255), -1)
+    if item.box is None:
+        cv2.putText(frame, "no face", (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 1.0, (0, 0, 255), 2)
+    else:
+        colour = (0, 255, 255) if item.interpolated else (0, 255, 0)
+        x1, y1, x2, y2 = (int(v) for v in item.box)
+        cv2.rectangle(frame, (x1, y1), (x2 - 1, y2 - 1), colour, 2)
+    label = f"{item.index}" + (f"  {item.detection.score:.2f}" if item.detection is not None else "")
+    cv2.putText(frame, label, (10, frame.shape[0] - 10), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+    return frame
+
+
+def _record(item: TrackedFace) -> dict:
+    det = item.detection
+    return {
+        "index": item.index,
+        "box": None if item.box is None else [int(v) for v in item.box],
+        "score": None if det is None else round(det.score, 5),
+        "detection": None if det is None else [round(float(v), 2) for v in det.box],
+        "landmarks": None if det is None or det.landmarks is None else np.round(det.landmarks, 2).tolist(),
+        "interpolated": item.interpolated,
+    }
+
+
+def detect_video(
+    video: str | os.PathLike,
+    detector: FaceDetector | None,
+    options: FaceTrackOptions | None = None,
+    json_path: str | os.PathLike | None = None,
+    preview: str | os.PathLike | None = None,
+) -> DetectReport:
+    """Track the face through `video`; write the per-frame JSON and/or a preview video; streaming."""
+    fps, frames = _read_frames(Path(video))
+    records: list[dict] = []
+    with contextlib.ExitStack() as stack:
+        write = stack.enter_context(_preview_writer(Path(preview), fps)) if preview is not None else None
+        for item in track(frames, detector, options):
+            records.append(_record(item))
+            if write is not None:
+                write(draw(item))
+    report = DetectReport(
+        fps, len(records),
+        [r["index"] for r in records if r["box"] is None],
+        [r["index"] for r in records if r["interpolated"]],
+    )
+    if json_path is not None:
+        doc = {
+            "video": str(video),
+            "fps": fps,
+            "detector": None if detector is None else detector.settings,
+            "missing": report.missing,
+            "frames": records,
+        }
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps(doc))
+    return report
+
+
+@dataclass
+class Comparison:
+    calibration: BoxCalibration
+    pairs: int
+    iou_before: float
+    iou_after: float
+
+
+def compare_detectors(
+    video: str | os.PathLike, target: FaceDetector, source: FaceDetector, every: int = 5
+) -> Comparison:
+    """Fit the map from `source` boxes (e.g. RetinaFace) to `target` boxes (e.g. S3FD) on every
+    `every`-th frame of `video`, pairing each frame's largest source face with its best-overlapping
+    target face; reports the mean IoU to the target boxes before and after the map."""
+    _, frames = _read_frames(Path(video))
+    src, tgt = [], []
+    for index, frame in enumerate(frames):
+        if index % max(every, 1):
+            continue
+        source_dets, target_dets = source.detect([frame])[0], target.detect([frame])[0]
+        if not source_dets or not target_dets:
+            continue
+        box = max(source_dets, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1])).box
+        iou = box_iou(box, np.stack([d.box for d in target_dets]))[0]
+        if iou.max() > 0.3:
+            src.append(box)
+            tgt.append(target_dets[int(iou.argmax())].box)
+    if not src:
+        raise Wav2LipError(f"{video}: the two detectors found no face in common to fit a calibration")
+    src_a, tgt_a = np.stack(src), np.stack(tgt)
+    calibration = fit_calibration(src_a, tgt_a)
+    before = float(np.mean([box_iou(s, t)[0, 0] for s, t in zip(src_a, tgt_a)]))
+    after = float(np.mean([box_iou(calibration.apply(s), t)[0, 0] for s, t in zip(src_a, tgt_a)]))
+    return Comparison(calibration, len(src), before, after)
