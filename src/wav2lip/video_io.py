@@ -223,9 +223,10 @@ class FrameSource:
         inspection = _inspect(path)
         info = inspection.info
         self.path = Path(path)
+        if not info.has_video and info.has_audio:
+            raise Wav2LipError(f"{self.path}: an audio file with no video stream; give a video or an image")
         if not info.has_video:
-            what = "an audio file with" if info.has_audio else "a file with"
-            raise Wav2LipError(f"{self.path}: {what} no video stream; give a video or an image")
+            raise Wav2LipError(f"{self.path}: contains no video frames (empty video?)")
         self.loop: LoopMode = loop
         self.is_still = info.is_still
         self.rotation = (info.rotation + (90 if rotate else 0)) % 360

@@ -1,0 +1,272 @@
+"""video_io on the real clips of ../shared/media and on small videos written here with known timestamps."""
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import pytest
+
+from wav2lip import video_io
+from wav2lip.errors import Wav2LipError
+from wav2lip.video_io import VideoWriter, encoded_size, open_source, probe
+
+STEP = 12  # grey-level step per frame index: survives the YUV round trip (a few levels)
+
+
+def write_indexed(path: Path, times_ms: list[int], size: tuple[int, int] = (32, 48), rotation: float | None = None,
+                  gop: int | None = None) -> None:
+    """An H.264 mp4 whose frame i is grey level 20 + STEP*i, shown from times_ms[i] (ms)."""
+    h, w = size
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"qp": "0", "preset": "ultrafast"})
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        if gop:
+            stream.codec_context.gop_size = gop
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for i, t in enumerate(times_ms):
+            image = np.full((h, w, 3), 20 + STEP * i, np.uint8)
+            if rotation is not None:
+                image[:, : w // 2] = 255  # white left half: shows which way the frame was turned
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+
+
+def index_of(image: np.ndarray) -> int:
+    return round((float(np.median(image)) - 20) / STEP)
+
+
+def decoded_samples(path: Path, index: int = 0) -> int:
+    with av.open(str(path)) as container:
+        return sum(frame.samples for frame in container.decode(audio=index))
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("video_io")
+
+
+@pytest.fixture(scope="module")
+def clip20(tmp) -> Path:
+    """20 frames at 25 fps with a keyframe every 4 frames, so seeks land mid-stream."""
+    path = tmp / "clip20.mp4"
+    write_indexed(path, [40 * i for i in range(20)], gop=4)
+    return path
+
+
+def test_probe_real_clips(media):
+    for name, side, n in [("vr_face2.mp4", 844, 125), ("vr_face3.mp4", 590, 125), ("vr_face5.mp4", 524, 122)]:
+        info = probe(media / name)
+        assert (info.video_codec, info.audio_codec) == ("h264", "aac")
+        assert (info.width, info.height, info.fps, info.n_frames) == (side, side, 25.0, n)
+        assert info.has_video and info.has_audio and not info.is_still and info.rotation == 0
+    hdtf = probe(media / "hdtf_kh.mp4")
+    assert (hdtf.video_codec, hdtf.width, hdtf.fps, hdtf.n_frames) == ("mpeg4", 512, 25.0, 200)
+    still = probe(media / "st_art0.png")
+    assert still.is_still and (still.width, still.height, still.n_frames, still.fps) == (640, 896, 1, None)
+    wav = probe(media / "vr_audio1.wav")
+    assert not wav.has_video and wav.has_audio and abs(wav.duration - 5.0155) < 1e-3
+
+
+def test_decodes_every_frame_like_opencv(media):
+    """Same pixels as cv2.VideoCapture (what the reference reads), every frame, none missing."""
+    source = open_source(media / "vr_face5.mp4")
+    capture = cv2.VideoCapture(str(media / "vr_face5.mp4"))
+    count = 0
+    for frame in source:
+        ok, ref = capture.read()
+        assert ok and frame.shape == (524, 524, 3) and frame.dtype == np.uint8
+        if count % 30 == 0:
+            np.testing.assert_array_equal(frame, ref)
+        count += 1
+    assert count == 122 and not capture.read()[0]
+    assert (source.width, source.height, source.fps, source.n_frames_estimate) == (524, 524, 25.0, 122)
+
+
+def test_constant_rate_rounding():
+    assert video_io.constant_rate(Fraction(30000, 1001)) == Fraction(30000, 1001)
+    assert video_io.constant_rate(Fraction(2997, 100)) == Fraction(30000, 1001)
+    assert video_io.constant_rate(Fraction(29.87)) == 30
+    assert video_io.constant_rate(Fraction(700, 27)) == 26
+    assert video_io.constant_rate(None) == 25
+
+
+@pytest.mark.parametrize("fps", [None, 25, 50])
+def test_variable_frame_rate_picks_frames_by_timestamp(tmp, fps):
+    times = [0, 40, 70, 150, 160, 200, 330, 370]
+    path = tmp / "vfr.mp4"
+    if not path.exists():
+        write_indexed(path, times)
+    source = open_source(path, fps=fps)
+    rate = source.rate
+    got = [index_of(image) for image in source.frames(20, loop="none")]
+    # The frame on screen at the middle of each output interval, for every sample before the last frame starts.
+    sample_ms = [1000 * (k + Fraction(1, 2)) / rate for k in range(len(got))]
+    expected = [max(i for i, t in enumerate(times) if t <= s) for s in sample_ms if s < times[-1]]
+    assert got[: len(expected)] == expected
+    assert 3 not in got or fps == 50  # frame 3 is on screen only 10 ms: a 25 fps output never shows it
+
+
+def test_rotation_metadata_and_forced_rotate(tmp):
+    path = tmp / "rotated.mp4"
+    write_indexed(path, [0, 40, 80], size=(32, 48), rotation=90)  # display matrix: 90 degrees counterclockwise
+    plain = np.zeros((32, 48), bool)
+    plain[:, :24] = True
+    upright = np.rot90(plain, 1)
+    assert probe(path).rotation == 270 and (probe(path).width, probe(path).height) == (32, 48)
+    source = open_source(path)
+    assert (source.width, source.height) == (32, 48)
+    first = next(iter(source))
+    assert first.shape == (48, 32, 3)
+    np.testing.assert_array_equal(first.min(axis=2) > 128, upright)
+    forced = open_source(path, rotate=True)
+    first = next(iter(forced))
+    assert (forced.width, forced.height) == (48, 32) and first.shape == (32, 48, 3)
+    np.testing.assert_array_equal(first.min(axis=2) > 128, np.rot90(upright, -1))
+
+
+def test_still_decided_by_content(tmp, media):
+    disguised = tmp / "photo.mp4"
+    shutil.copyfile(media / "st_art0.png", disguised)
+    source = open_source(disguised, fps=30)
+    assert source.is_still and source.fps == 30.0 and (source.width, source.height) == (640, 896)
+    frames = list(source.frames(4))
+    assert len(frames) == 4 and len(list(source)) == 1
+    reference = cv2.imread(str(media / "st_art0.png"))
+    for frame in frames:
+        np.testing.assert_array_equal(frame, reference)
+    frames[0][:] = 0  # callers may draw on a frame without touching the next ones
+    np.testing.assert_array_equal(next(iter(source)), reference)
+    assert open_source(media / "st_art0.png").fps == 25.0
+
+
+def test_jpeg_exif_orientation_and_one_frame_video(tmp):
+    image = np.zeros((20, 40, 3), np.uint8)
+    image[:, :20] = 255
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0) + struct.pack("<I", 0)
+    app1 = b"Exif\x00\x00" + tiff
+    path = tmp / "phone_photo.bin"
+    path.write_bytes(jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:])
+    source = open_source(path)  # orientation 6: turn 90 degrees clockwise to show upright
+    assert source.is_still and (source.width, source.height) == (20, 40)
+    assert np.abs(next(iter(source)).astype(int) - np.rot90(image, -1)).max() < 40
+    one = tmp / "one_frame.mp4"
+    write_indexed(one, [0])
+    assert probe(one).is_still and open_source(one).is_still
+
+
+def test_repeat_and_pingpong_order(clip20, monkeypatch):
+    monkeypatch.setattr(video_io, "_REVERSE_BLOCK_BYTES", 1)  # smallest blocks: backward passes seek many times
+    source = open_source(clip20)
+    assert [index_of(f) for f in source] == list(range(20))
+    assert [index_of(f) for f in source.frames(45, loop="repeat")] == [k % 20 for k in range(45)]
+    period = 2 * 20 - 2
+    pingpong = [k % period if k % period < 20 else period - k % period for k in range(60)]
+    assert [index_of(f) for f in source.frames(60, loop="pingpong")] == pingpong
+    assert len(list(source.frames(30, loop="none"))) == 20
+    assert len(list(source.frames(7))) == 7
+
+
+def test_lossless_round_trip_is_bit_exact(tmp, media):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (21, 33, 3), dtype=np.uint8) for _ in range(5)]
+    path = tmp / "exact.mkv"
+    with VideoWriter(path, 25, 33, 21, audio=media / "vr_audio1.wav", lossless=True) as writer:
+        writer.write_many(frames)
+    info = probe(path)
+    assert (info.video_codec, info.audio_codec, info.width, info.height) == ("ffv1", "flac", 33, 21)
+    for got, want in zip(open_source(path), frames, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert decoded_samples(path) == decoded_samples(media / "vr_audio1.wav")
+
+
+@pytest.mark.parametrize("audio", ["vr_audio1.wav", "vr_face3.mp4"])
+def test_h264_output_carries_the_whole_audio(tmp, media, audio):
+    path = tmp / f"out_{audio}.mp4"
+    assert encoded_size(35, 21) == (36, 22)
+    with VideoWriter(path, 30000 / 1001, 35, 21, audio=media / audio) as writer:
+        assert (writer.encoded_width, writer.encoded_height) == (36, 22)
+        for i in range(10):
+            writer.write(np.full((21, 35, 3), 20 + STEP * i, np.uint8))
+    info = probe(path)
+    assert (info.video_codec, info.audio_codec, info.width, info.height) == ("h264", "aac", 36, 22)
+    assert info.fps == pytest.approx(30000 / 1001) and info.n_frames == 10
+    assert [index_of(f) for f in open_source(path)] == list(range(10))
+    assert abs(decoded_samples(path) - decoded_samples(media / audio)) <= 1024
+
+
+def test_audio_start_skips_the_beginning(tmp, media):
+    path = tmp / "later.mp4"
+    with VideoWriter(path, 25, 16, 16, audio=media / "vr_audio1.wav", audio_start=1.0) as writer:
+        writer.write(np.zeros((16, 16, 3), np.uint8))
+    assert abs(decoded_samples(path) - (decoded_samples(media / "vr_audio1.wav") - 44100)) <= 1024
+
+
+def test_failure_leaves_nothing_and_keeps_old_file(tmp):
+    folder = tmp / "fail"
+    folder.mkdir()
+    old = folder / "old.mp4"
+    old.write_bytes(b"previous result")
+    for target in (old, folder / "new.mp4"):
+        with pytest.raises(RuntimeError):
+            with VideoWriter(target, 25, 16, 16) as writer:
+                writer.write(np.zeros((16, 16, 3), np.uint8))
+                raise RuntimeError("inference failed")
+    with pytest.raises(ValueError):
+        with VideoWriter(folder / "empty.mp4", 25, 16, 16):
+            pass
+    assert sorted(os.listdir(folder)) == ["old.mp4"] and old.read_bytes() == b"previous result"
+
+
+def error_for(action) -> str:
+    with pytest.raises(Wav2LipError) as caught:
+        action()
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_bad_inputs_have_one_line_errors_naming_the_file(tmp, media):
+    missing = tmp / "missing.mp4"
+    assert str(missing) in error_for(lambda: open_source(missing)) and "not found" in error_for(lambda: probe(missing))
+    text = tmp / "notes.mp4"
+    text.write_text("this is not a video\n" * 50)
+    assert str(text) in error_for(lambda: open_source(text))
+    assert "no video stream" in error_for(lambda: open_source(media / "vr_audio1.wav"))
+    empty = tmp / "empty.mp4"
+    with av.open(str(empty), "w") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.start_encoding()
+    assert "no video frames" in error_for(lambda: open_source(empty))
+    assert "no audio stream" in error_for(lambda: VideoWriter(tmp / "o.mp4", 25, 16, 16, audio=media / "st_art0.png"))
+    assert "does not exist" in error_for(lambda: VideoWriter(tmp / "nowhere" / "o.mp4", 25, 16, 16))
+    assert "not found" in error_for(lambda: VideoWriter(tmp / "o.mp4", 25, 16, 16, audio=missing))
+
+
+def test_truncated_video_decodes_what_it_can(tmp, clip20):
+    whole = tmp / "faststart.mp4"  # moov first, as our writer makes it: a cut file still opens
+    with VideoWriter(whole, 25, 48, 32) as writer:
+        writer.write_many(open_source(clip20))
+    data = whole.read_bytes()
+    cut = tmp / "cut.mp4"
+    mdat = data.find(b"mdat")
+    cut.write_bytes(data[: mdat + (len(data) - mdat) * 6 // 10])
+    got = [index_of(f) for f in open_source(cut)]
+    assert 0 < len(got) < 20 and got == list(range(len(got)))
+    header_only = tmp / "header_only.mp4"
+    header_only.write_bytes(data[: mdat + 8])
+    assert str(header_only) in error_for(lambda: open_source(header_only))
+    no_index = tmp / "no_index.mp4"  # moov at the end (like the shared clips): nothing to read when cut
+    no_index.write_bytes((media_clip := Path(clip20).read_bytes())[: len(media_clip) // 2])
+    assert str(no_index) in error_for(lambda: open_source(no_index))
