@@ -278,3 +278,21 @@ def test_cli_inspect_reports_the_network(models_dir, capsys):
     out = capsys.readouterr().out
     assert re.search(r"^kind:\s+retinaface$", out, re.M)
     assert re.search(r"^parameters:\s+[\d,]+$", out, re.M)
+
+
+def test_cli_inspect_tells_a_gan_generator_with_its_training_state(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.generator import Wav2Lip
+
+    model = Wav2Lip(width=0.25)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))  # the GAN recipe's betas
+    save_checkpoint(tmp_path / "mine.pth", model, optimizer, step=1234, epoch=5)
+    assert main(["weights", "inspect", str(tmp_path / "mine.pth")]) == 0
+    fields = dict(line.split(":", 1) for line in capsys.readouterr().out.splitlines())
+    fields = {key: value.strip() for key, value in fields.items()}
+    n_params = sum(p.numel() for p in model.parameters())
+    assert fields == {
+        "file": str(tmp_path / "mine.pth"), "kind": "wav2lip", "parameters": f"{n_params:,}",
+        "step": "1234", "epoch": "5", "variant": "gan", "width": "0.25",
+    }
