@@ -10,10 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from wav2lip import store
+from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
+from wav2lip.models.generator import Wav2Lip
 
 RETINAFACE = "retinaface_mobilenet0.25.pth"
 
@@ -280,11 +283,6 @@ def test_cli_inspect_reports_the_network(models_dir, capsys):
 
 
 def test_cli_inspect_tells_a_gan_generator_with_its_training_state(tmp_path, capsys):
-    import torch
-
-    from wav2lip.checkpoints import save_checkpoint
-    from wav2lip.models.generator import Wav2Lip
-
     model = Wav2Lip(width=0.25)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.5, 0.999))  # the GAN recipe's betas
     save_checkpoint(tmp_path / "mine.pth", model, optimizer, step=1234, epoch=5)
