@@ -6,75 +6,27 @@ import contextlib
 import json
 import os
 from dataclasses import dataclass
-from fractions import Fraction
-from pathlib import Path
-from typing import Callable, Iterator
 
-import av
 import cv2
 import numpy as np
 
 from ..errors import Wav2LipError
 from ..files import atomic_output
+from ..video_io import VideoWriter, open_source
 from .boxes import box_iou
 from .calibration import BoxCalibration, fit_calibration
 from .detectors import FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
 
-_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
-
 
 @dataclass
 class DetectReport:
+    """What a detect run found: frame rate, frame count, frames with no face, bridged frames."""
+
     fps: float
     n_frames: int
     missing: list[int]
     interpolated: list[int]
-
-
-def _read_frames(path: Path) -> tuple[float, Iterator[np.ndarray]]:
-    """(fps, BGR frames) of a video, or one frame at 25 fps for a still image."""
-    if not path.is_file():
-        raise Wav2LipError(f"{path}: no such file")
-    if path.suffix.lower() in _IMAGE_SUFFIXES:
-        image = cv2.imread(str(path))
-        if image is None:
-            raise Wav2LipError(f"{path}: not a readable image")
-        return 25.0, iter([image])
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise Wav2LipError(f"{path}: not a readable video ({exc})") from None
-    if not container.streams.video:
-        container.close()
-        raise Wav2LipError(f"{path}: has no video stream")
-    stream = container.streams.video[0]
-    fps = float(stream.average_rate or 25)
-
-    def frames() -> Iterator[np.ndarray]:
-        with container:
-            for frame in container.decode(stream):
-                yield frame.to_ndarray(format="bgr24")
-
-    return fps, frames()
-
-
-@contextlib.contextmanager
-def _preview_writer(path: Path, fps: float) -> Iterator[Callable[[np.ndarray], None]]:
-    """A `write(frame_bgr)` into an H.264 preview that appears at `path` only when complete."""
-    with atomic_output(path) as tmp, av.open(str(tmp), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
-
-        def write(frame_bgr: np.ndarray) -> None:
-            if not stream.width:
-                stream.width, stream.height = frame_bgr.shape[1] // 2 * 2, frame_bgr.shape[0] // 2 * 2
-            even = np.ascontiguousarray(frame_bgr[: stream.height, : stream.width])
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(even, format="bgr24")))
-
-        yield write
-        container.mux(stream.encode())
 
 
 def draw(item: TrackedFace) -> np.ndarray:
@@ -117,14 +69,17 @@ def detect_video(
     preview: str | os.PathLike | None = None,
 ) -> DetectReport:
     """Track the face through `video`; write the per-frame JSON and/or a preview video; streaming."""
-    fps, frames = _read_frames(Path(video))
+    source = open_source(video)
+    fps = source.fps
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
-        write = stack.enter_context(_preview_writer(Path(preview), fps)) if preview is not None else None
-        for item in track(frames, detector, options):
+        writer = None
+        if preview is not None:
+            writer = stack.enter_context(VideoWriter(preview, source.rate, source.width, source.height))
+        for item in track(source, detector, options):
             records.append(_record(item))
-            if write is not None:
-                write(draw(item))
+            if writer is not None:
+                writer.write(draw(item))
     report = DetectReport(
         fps, len(records),
         [r["index"] for r in records if r["box"] is None],
@@ -145,6 +100,8 @@ def detect_video(
 
 @dataclass
 class Comparison:
+    """A fitted calibration, the number of paired frames, and the mean IoU before/after mapping."""
+
     calibration: BoxCalibration
     pairs: int
     iou_before: float
@@ -157,9 +114,8 @@ def compare_detectors(
     """Fit the map from `source` boxes (e.g. RetinaFace) to `target` boxes (e.g. S3FD) on every
     `every`-th frame of `video`, pairing each frame's largest source face with its best-overlapping
     target face; reports the mean IoU to the target boxes before and after the map."""
-    _, frames = _read_frames(Path(video))
     src, tgt = [], []
-    for index, frame in enumerate(frames):
+    for index, frame in enumerate(open_source(video)):
         if index % max(every, 1):
             continue
         source_dets, target_dets = source.detect([frame])[0], target.detect([frame])[0]
