@@ -29,9 +29,10 @@ LOOP_MODES = ("repeat", "pingpong", "none")
 
 STILL_FPS = 25.0  # the reference's default --fps for a still image (spec section 5)
 
-# libx264 preset chosen with benchmarks/bench_encode.py: the fastest preset whose files stay small; on 2 CPU
-# cores it encodes 1080p well faster than the generator runs, so encoding never dominates.
-DEFAULT_PRESET = "veryfast"
+# libx264 preset chosen with benchmarks/bench_encode.py on 2 CPU cores: "superfast" encodes 1080p in ~50 ms/frame
+# (720p ~20, 512x512 ~5), below the generator's time per frame; "veryfast" makes ~30% smaller files but takes
+# ~2x longer (~90-140 ms at 1080p), as long as the whole rest of inference, so it would dominate.
+DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 18  # visually lossless for x264, so lip detail survives the encode
 
 # Rates that cameras and editors actually use; an average within 0.05% of one of them is that rate.
