@@ -8,7 +8,8 @@ import torch
 from conftest import assert_close_to_fixture
 from wav2lip.checkpoints import load_model, save_checkpoint
 from wav2lip.cli import main
-from wav2lip.export import export_onnx
+from wav2lip.errors import Wav2LipError
+from wav2lip.export import OnnxGenerator, export_onnx, onnx_generator
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 
@@ -30,11 +31,12 @@ def fixture(fixtures_dir):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     model = fill_deterministic(Wav2Lip())
-    return model, _session(export_onnx(model, tmp_path_factory.mktemp("onnx") / "wav2lip.onnx"))
+    path = export_onnx(model, tmp_path_factory.mktemp("onnx") / "wav2lip.onnx")
+    return model, _session(path), path
 
 
 def test_graph_has_named_inputs_with_a_dynamic_batch(exported):
-    _, session = exported
+    _, session, _ = exported
     inputs = {i.name: i.shape for i in session.get_inputs()}
     assert list(inputs) == ["mel", "face"]
     assert inputs["mel"][1:] == [1, 80, 16] and inputs["face"][1:] == [6, 96, 96]
@@ -42,7 +44,7 @@ def test_graph_has_named_inputs_with_a_dynamic_batch(exported):
 
 
 def test_onnxruntime_matches_pytorch_and_the_fixture(exported, fixture):
-    model, session = exported
+    model, session, _ = exported
     out = session.run(None, {"mel": fixture["mel"], "face": fixture["faces"]})[0]
     with torch.inference_mode():
         expected = model(torch.from_numpy(fixture["mel"]), torch.from_numpy(fixture["faces"])).numpy()
@@ -51,7 +53,7 @@ def test_onnxruntime_matches_pytorch_and_the_fixture(exported, fixture):
 
 
 def test_other_batch_sizes_run(exported, fixture):
-    _, session = exported
+    _, session, _ = exported
     one = session.run(None, {"mel": fixture["mel"][:1], "face": fixture["faces"][:1]})[0]
     assert one.shape == (1, 3, 96, 96)
     assert_close_to_fixture(one, fixture["out"][:1])
@@ -80,3 +82,27 @@ def test_cli_refuses_a_checkpoint_of_another_network(tmp_path, capsys):
     assert main(["export", "--onnx", str(out), "--checkpoint", str(checkpoint)]) == 2
     assert "visual quality discriminator" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_onnx_generator_is_called_like_the_pytorch_one(exported, fixture, tmp_path):
+    _, _, path = exported
+    out = OnnxGenerator(path)(torch.from_numpy(fixture["mel"]), torch.from_numpy(fixture["faces"]))
+    assert isinstance(out, torch.Tensor)
+    assert_close_to_fixture(out.numpy(), fixture["out"])
+    (tmp_path / "junk.onnx").write_bytes(b"not a model")
+    with pytest.raises(Wav2LipError, match="junk.onnx: not a usable ONNX model"):
+        OnnxGenerator(tmp_path / "junk.onnx")
+
+
+def test_onnx_generator_exports_a_checkpoint_once_into_the_cache(tmp_path, fixture):
+    checkpoint, cache = tmp_path / "small.pth", tmp_path / "cache"
+    save_checkpoint(checkpoint, Wav2Lip(width=0.25))
+    first = onnx_generator(checkpoint, weights_dir=cache)
+    stamp = first.path.stat().st_mtime_ns
+    second = onnx_generator(checkpoint, weights_dir=cache)
+    assert second.path == first.path and second.path.stat().st_mtime_ns == stamp
+    assert list(cache.rglob("*.onnx")) == [first.path]
+    mel, faces = torch.from_numpy(fixture["mel"]), torch.from_numpy(fixture["faces"])
+    with torch.inference_mode():
+        expected = load_model(checkpoint, "wav2lip")(mel, faces)
+    assert (second(mel, faces) - expected).abs().max() < 1e-4

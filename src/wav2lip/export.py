@@ -72,3 +72,50 @@ def export_generator(
     _require("onnx", "onnxscript")
     path = resolve(checkpoint, root=weights_dir)
     return export_onnx(load_model(path, "wav2lip"), out, opset=opset)
+
+
+class OnnxGenerator:
+    """An exported generator run by ONNX Runtime, called like `Wav2Lip`'s per-frame form.
+
+    On the 2-core CPU this project targets, ONNX Runtime runs the fp32 generator faster than
+    PyTorch (benchmarks/bench_onnx.py), so a pipeline may use it where fp32 is required.
+    """
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        _require("onnxruntime")
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or torch.get_num_threads()
+        options.log_severity_level = 3  # errors only: ORT's warnings are about its own graph rewrites
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ORT reports unreadable models as its own Fail/InvalidProtobuf types
+            raise Wav2LipError(f"{path}: not a usable ONNX model ({str(exc).splitlines()[0]})") from None
+        if [i.name for i in self.session.get_inputs()] != list(INPUT_NAMES):
+            raise Wav2LipError(f"{path}: not an exported Wav2Lip generator (inputs must be mel, face)")
+        self.path = Path(path)
+
+    def __call__(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """(N,1,80,16) + (N,6,96,96) float32 -> (N,3,96,96), on the CPU."""
+        feeds = {
+            "mel": mel.detach().cpu().float().contiguous().numpy(),
+            "face": face.detach().cpu().float().contiguous().numpy(),
+        }
+        return torch.from_numpy(self.session.run([OUTPUT_NAME], feeds)[0])
+
+
+def onnx_generator(
+    checkpoint: str | os.PathLike = "wav2lip_gan.pth", weights_dir: str | os.PathLike | None = None,
+    threads: int | None = None,
+) -> OnnxGenerator:
+    """`OnnxGenerator` for a checkpoint, exported once into the weight cache (keyed by its SHA-256)."""
+    from .store import cache_dir, resolve, sha256_of
+
+    _require("onnxruntime")
+    path = resolve(checkpoint, root=weights_dir)
+    target = cache_dir(weights_dir) / "onnx" / f"{path.stem}-{sha256_of(path)[:16]}.onnx"
+    if not target.is_file():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(load_model(path, "wav2lip"), target)
+    return OnnxGenerator(target, threads=threads)
