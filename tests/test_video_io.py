@@ -147,6 +147,12 @@ def test_still_decided_by_content(tmp, media):
     frames[0][:] = 0  # callers may draw on a frame without touching the next ones
     np.testing.assert_array_equal(next(iter(source)), reference)
     assert open_source(media / "st_art0.png").fps == 25.0
+    image = reference[::8, ::8]
+    for ext in (".bmp", ".webp", ".tiff", ".ppm", ".jp2"):
+        path = tmp / f"image{ext}.mov"
+        path.write_bytes(cv2.imencode(ext, image)[1].tobytes())
+        assert open_source(path).is_still, ext
+        np.testing.assert_array_equal(next(iter(open_source(path))), cv2.imread(str(path)))  # what the reference reads
 
 
 def test_jpeg_exif_orientation_and_one_frame_video(tmp):

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Literal
 
 import av
-import cv2
 import numpy as np
 
 from .errors import Wav2LipError
@@ -153,16 +152,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
     """Open a file and decode up to two video frames: enough to know rotation, size and stillness."""
     path = Path(path)
     _check_file(path)
-    try:
-        container = av.open(str(path), metadata_errors="ignore")
-    except av.FFmpegError as e:
-        image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if image is None:
-            raise Wav2LipError(f"{path}: not a readable video, image or audio file ({e.strerror or e})") from None
-        h, w = image.shape[:2]
-        info = MediaInfo(w, h, None, None, 1, 0, True, False, True, "opencv", None)
-        return _Inspection(info, None, image, None, None)
-    with container:
+    with _open_container(path) as container:
         audio = container.streams.audio[0] if container.streams.audio else None
         audio_codec = audio.codec_context.name if audio else None
         if not container.streams.video:
@@ -213,8 +203,9 @@ class FrameSource:
     variable-frame-rate (phone) videos in sync; sampling at the middle means timestamp jitter of up to half
     a frame neither drops nor repeats frames, and a constant-rate video at its own rate maps 1:1.
 
-    A still is a file with exactly one decodable frame: any image PyAV or OpenCV decodes, whatever its
-    extension, and also a one-frame video. It yields the same image every frame.
+    A still is a file with exactly one decodable frame, whatever its extension: any image FFmpeg decodes
+    (PNG, JPEG with its EXIF orientation, WebP, BMP, TIFF, PPM, JPEG 2000, AVIF, a one-frame GIF: every
+    format OpenCV writes) and also a one-frame video. It yields the same image every frame.
     """
 
     def __init__(self, path: str | os.PathLike, fps: float | None = None, rotate: bool = False,
@@ -239,7 +230,6 @@ class FrameSource:
         self.fps = float(self.rate)
         self._still = None if inspection.first_image is None else _rotate(inspection.first_image, self._extra_rotation)
         self._start = inspection.start
-        self._stream_rotation = info.rotation
         swap = self._extra_rotation == 90
         self.width = info.height if swap else info.width
         self.height = info.width if swap else info.height
@@ -292,10 +282,11 @@ class FrameSource:
         forward = True
         while produced < n:
             if forward:
+                before = produced
                 for _, image in self._pass(0, n - produced):
                     yield image
                     produced += 1
-                if produced == 0:
+                if produced == before:
                     raise Wav2LipError(f"{self.path}: no video frame could be decoded")
             else:
                 for image in self._backward(min(self._count - 2, n - produced)):
@@ -329,12 +320,14 @@ class FrameSource:
             stream.thread_type = "AUTO"
             time_base = stream.time_base
             if first > 0:
-                target = self._sample_time(first)
-                container.seek(math.floor(target / time_base), stream=stream, backward=True)
+                try:
+                    container.seek(math.floor(self._sample_time(first) / time_base), stream=stream, backward=True)
+                except av.FFmpegError:
+                    yield from self._pass_from_start(first, stop)
+                    return
             k = first
             held: av.VideoFrame | None = None  # the frame on screen at the next sample time
             held_time = Fraction(0)
-            held_image: np.ndarray | None = None
             for frame in _decode_video(container, stream):
                 time = held_time + 1 / self.rate if frame.pts is None else frame.pts * time_base
                 if held is None and first > 0 and time > self._sample_time(first):
@@ -343,21 +336,17 @@ class FrameSource:
                     return
                 if held is not None:
                     while (stop is None or k < stop) and self._sample_time(k) < time:
-                        if held_image is None:
-                            held_image = self._upright(held)
-                        yield k, held_image.copy()
+                        yield k, self._upright(held)
                         k += 1
                     if stop is not None and k >= stop:
                         return
-                held, held_time, held_image = frame, time, None
+                held, held_time = frame, time
             if held is None:
                 return
             duration = held.duration * time_base if held.duration else 1 / self.rate
             end = held_time + duration
             while (stop is None or k < stop) and self._sample_time(k) < end:
-                if held_image is None:
-                    held_image = self._upright(held)
-                yield k, held_image.copy()
+                yield k, self._upright(held)
                 k += 1
             if self._count is None or k > self._count:
                 self._count = max(k, 1)
@@ -368,6 +357,7 @@ class FrameSource:
                 yield k, image
 
     def _upright(self, frame: av.VideoFrame) -> np.ndarray:
+        """A fresh array per call, so a frame shown twice can be drawn on by the caller each time."""
         image = frame.to_ndarray(format="bgr24")
         return _rotate(image, self.rotation)
 
