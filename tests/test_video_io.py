@@ -1,6 +1,7 @@
 """video_io on the real clips of ../shared/media and on small videos written here with known timestamps."""
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import struct
@@ -134,6 +135,24 @@ def test_rotation_metadata_and_forced_rotate(tmp):
     np.testing.assert_array_equal(first.min(axis=2) > 128, np.rot90(upright, -1))
 
 
+def test_legacy_rotate_tag(tmp):
+    """Old phones wrote a `rotate` tag (clockwise degrees); FFmpeg keeps it as a plain tag in Matroska."""
+    path = tmp / "tagged.mkv"
+    image = np.zeros((32, 48, 3), np.uint8)
+    image[:, :24] = 255
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "bgr0"
+        stream.metadata["rotate"] = "90"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+            frame.pts = i
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    assert probe(path).rotation == 90
+    np.testing.assert_array_equal(next(iter(open_source(path))), np.rot90(image, -1))
+
+
 def test_still_decided_by_content(tmp, media):
     disguised = tmp / "photo.mp4"
     shutil.copyfile(media / "st_art0.png", disguised)
@@ -181,6 +200,16 @@ def test_repeat_and_pingpong_order(clip20, monkeypatch):
     assert [index_of(f) for f in source.frames(60, loop="pingpong")] == pingpong
     assert len(list(source.frames(30, loop="none"))) == 20
     assert len(list(source.frames(7))) == 7
+
+
+def test_pingpong_on_a_real_clip_matches_forward_frames(media, monkeypatch):
+    """Backward passes seek to keyframes (every 12 frames in this mpeg4 clip) and decode blocks of 8."""
+    monkeypatch.setattr(video_io, "_REVERSE_BLOCK_BYTES", 1)
+    source = open_source(media / "hdtf_kh.mp4")
+    forward = [hashlib.sha1(frame.tobytes()).digest() for frame in source]
+    assert len(forward) == 200
+    got = [hashlib.sha1(frame.tobytes()).digest() for frame in source.frames(230, loop="pingpong")]
+    assert got == forward + forward[-2:-32:-1]
 
 
 def test_lossless_round_trip_is_bit_exact(tmp, media):

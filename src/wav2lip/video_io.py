@@ -93,7 +93,7 @@ def _rotation_of(frame: av.VideoFrame, stream: av.video.stream.VideoStream) -> i
     counterclockwise = int(round(getattr(frame, "rotation", 0) or 0))
     if counterclockwise:
         return (-counterclockwise) % 360 // 90 * 90
-    tag = stream.metadata.get("rotate")
+    tag = next((value for key, value in stream.metadata.items() if key.lower() == "rotate"), None)
     try:
         return int(float(tag)) % 360 // 90 * 90 if tag else 0
     except ValueError:
