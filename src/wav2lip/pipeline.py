@@ -1,0 +1,599 @@
+"""The streaming lip-sync chain: decode -> detect/track -> crop -> generate -> blend -> encode.
+
+Each stage runs in its own thread and hands its results to the next through a bounded queue, so the
+stages overlap (PyAV, OpenCV and torch release the GIL) and the slowest one sets the pace, while
+only a few batches of frames are ever in memory, whatever the length of the video.
+
+By default every frame the authors' inference makes is made the same way (spec sections 3-5): the
+per-frame mel window, the BGR [0, 1] 96x96 crop with its lower half masked beside the unmasked one,
+pads (0, 10, 0, 0), the truncating uint8 conversion and the bilinear paste. What differs is
+what the reference cannot do: it covers the whole audio, loops or cuts the video, survives frames
+without a face, and never holds the video in memory.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+
+from . import audio as audio_io
+from . import checkpoints, store, video_io
+from .blend import BLENDS, to_uint8
+from .device import autocast, resolve_device, resolve_precision
+from .errors import Wav2LipError
+from .faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+
+DETECTORS = ("retinaface", "s3fd")
+
+FACE_SIZE = 96  # generator crop side (spec section 4)
+MEL_STEP = 16  # mel frames per window (spec section 3)
+REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
+# Frames held per generator batch are capped at this many bytes: at most three batches are in flight,
+# so 1080p runs in batches of ~30 and peak memory stays far below 2 GB.
+MAX_BATCH_BYTES = 192 * 2**20
+FRAME_QUEUE = 16  # frames between per-frame stages (decode, detect, blend, encode)
+STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
+
+# uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
+_UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+
+
+@dataclass
+class SyncOptions:
+    """Per-run settings; defaults are the reference's where it has one (spec section 5)."""
+
+    box: tuple[int, int, int, int] | None = None  # fixed face box, reference order: top, bottom, left, right
+    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right
+    smooth: str = "centered"  # "centered" (lag-free), "mean5" (the reference's), "none"
+    detect_every: int = FaceTrackOptions.detect_every  # full-frame detection period, tracking in between
+    static: bool = False  # use only the first frame of the video
+    fps: float | None = None  # output rate (a still: default 25; a video: resample to this rate)
+    resize_factor: int = 1  # integer downscale of video frames
+    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right; -1 = to the edge
+    rotate: bool = False  # turn video frames 90 degrees clockwise
+    loop: str = "repeat"  # video shorter than the audio: "repeat" or "pingpong"
+    blend: str = "paste"  # "paste" (the reference's) or "feather"
+    batch_size: int = REFERENCE_BATCH  # generator batch (lowered for big frames, see MAX_BATCH_BYTES)
+    lossless: bool = False  # FFV1 RGB in Matroska: bit-exact frames
+    crf: int = video_io.DEFAULT_CRF
+    preset: str = video_io.DEFAULT_PRESET
+    cache: bool = True  # reuse face boxes of a video tracked before with the same settings
+    progress: bool = False  # tqdm bar on stderr
+
+    def check(self) -> None:
+        if self.smooth not in ("centered", "mean5", "none"):
+            raise Wav2LipError(f"unknown smoothing {self.smooth!r} (centered, mean5 or none)")
+        if self.loop not in ("repeat", "pingpong"):
+            raise Wav2LipError(f"unknown loop mode {self.loop!r} (repeat or pingpong)")
+        if self.blend not in BLENDS:
+            raise Wav2LipError(f"unknown blend {self.blend!r} ({' or '.join(BLENDS)})")
+        if self.resize_factor < 1:
+            raise Wav2LipError(f"resize factor must be a positive integer, got {self.resize_factor}")
+        if self.batch_size < 1:
+            raise Wav2LipError(f"generator batch size must be positive, got {self.batch_size}")
+        if self.fps is not None and self.fps <= 0:
+            raise Wav2LipError(f"fps must be positive, got {self.fps}")
+
+
+@dataclass
+class Result:
+    """What one run did. `profile` holds seconds of work per stage (threads overlap, so they add up
+    to more than `seconds`)."""
+
+    output: Path | None
+    frames: int
+    faces_missed: int
+    seconds: float
+    fps: float  # output frame rate of the video
+    width: int
+    height: int
+    profile: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def speed(self) -> float:
+        """Output frames per second of wall time."""
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> str:
+        where = f" -> {self.output}" if self.output else ""
+        return (f"{self.frames} frames ({self.frames / self.fps:.2f} s at {self.fps:g} fps), "
+                f"{self.faces_missed} without a face, {self.seconds:.1f} s, {self.speed:.1f} frames/s{where}")
+
+    def profile_table(self) -> str:
+        lines = [f"{'stage':<10}{'ms/frame':>10}"]
+        for name in STAGES:
+            if name in self.profile:
+                lines.append(f"{name:<10}{1000 * self.profile[name] / max(self.frames, 1):>10.2f}")
+        lines.append(f"{'end-to-end':<10}{1000 * self.seconds / max(self.frames, 1):>10.2f}  ({self.speed:.1f} frames/s)")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- reference crop and generator input
+
+
+def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The box (x1, y1, x2, y2) resized to 96x96 with INTER_LINEAR, aspect ignored (spec section 5)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
+
+
+def generator_faces(crops: np.ndarray) -> np.ndarray:
+    """(B, 96, 96, 3) uint8 BGR crops -> (B, 6, 96, 96) float32: the crop with rows 48.. zeroed, then
+    the crop itself, in [0, 1] (spec section 4; at inference the reference face is the same frame)."""
+    unit = _UNIT[crops]
+    masked = unit.copy()
+    masked[:, FACE_SIZE // 2:] = 0
+    return np.ascontiguousarray(np.concatenate((masked, unit), axis=3).transpose(0, 3, 1, 2))
+
+
+def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float) -> np.ndarray:
+    """(N, 1, 80, 16) windows for output frames: the reference's start for each frame it makes,
+    the final window for the frames beyond it (spec section 3)."""
+    starts = [audio_io.mel_window_start(i, fps, mel.shape[1]) for i in frames]
+    return audio_io.mel_windows(mel, starts)
+
+
+# ---------------------------------------------------------------- threads and bounded queues
+
+_END = object()
+_wait = threading.local()
+
+
+class _Failure:
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _Profile:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.lock = threading.Lock()
+
+    def add(self, name: str, seconds: float) -> None:
+        with self.lock:
+            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+
+
+def _waited() -> float:
+    return getattr(_wait, "seconds", 0.0)
+
+
+class _Stage:
+    """`work(upstream)` (a generator) run in a daemon thread, its items handed on through a bounded
+    queue. Time spent producing items, minus time waiting for upstream, is charged to `name`."""
+
+    def __init__(self, name: str, work: Callable[[Iterable], Iterator], upstream: Iterable, maxsize: int,
+                 profile: _Profile, stop: threading.Event) -> None:
+        self.name, self.work, self.upstream = name, work, upstream
+        self.queue: queue.Queue = queue.Queue(maxsize)
+        self.profile, self.stop = profile, stop
+        self.thread = threading.Thread(target=self._run, name=f"wav2lip-{name}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        _wait.seconds = 0.0
+        items = None
+        try:
+            items = iter(self.work(self.upstream))
+            while not self.stop.is_set():
+                start, waited = time.perf_counter(), _waited()
+                try:
+                    item = next(items)
+                except StopIteration:
+                    break
+                self.profile.add(self.name, time.perf_counter() - start - (_waited() - waited))
+                self._put(item)
+            self._put(_END)
+        except BaseException as exc:  # handed to the consumer, which re-raises it in its thread
+            self._put(_Failure(exc))
+        finally:
+            if hasattr(items, "close"):
+                items.close()
+
+    def _put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator:
+        while True:
+            start = time.perf_counter()
+            while True:
+                try:
+                    item = self.queue.get(timeout=0.1)
+                    break
+                except queue.Empty:
+                    if self.stop.is_set():
+                        return
+            _wait.seconds = _waited() + time.perf_counter() - start
+            if item is _END:
+                return
+            if isinstance(item, _Failure):
+                raise item.exc
+            yield item
+
+
+# ---------------------------------------------------------------- the stages
+
+
+@dataclass
+class _Frame:
+    index: int  # output frame number
+    source: int  # source frame number (the same frame again when the video loops)
+    first: bool  # first time this source frame is seen (it goes through detection)
+    image: np.ndarray
+    box: np.ndarray | None = None
+    face: np.ndarray | None = None  # generated 96x96x3 uint8 BGR
+
+
+@dataclass
+class _Batch:
+    frames: list[_Frame]
+    mel: np.ndarray  # (F, 1, 80, 16) for the frames with a face, in order
+    faces: np.ndarray  # (F, 6, 96, 96)
+
+
+def _loop_index(k: int, count: int, loop: str) -> int:
+    """Source frame of output frame k when `count` source frames loop (video_io's order)."""
+    if loop == "pingpong" and count > 2:
+        period = 2 * count - 2
+        r = k % period
+        return r if r < count else period - r
+    return k % count
+
+
+class _Job:
+    """One lip-sync run's inputs, decided before any frame is decoded."""
+
+    def __init__(self, face: str | Path, audio: str | Path, options: SyncOptions) -> None:
+        options.check()
+        self.face, self.audio, self.options = Path(face), Path(audio), options
+        wav = audio_io.load_audio(self.audio)
+        if wav.size == 0:
+            raise Wav2LipError(f"{self.audio}: the audio is empty")
+        if not np.any(wav):
+            raise Wav2LipError(f"{self.audio}: the audio is completely silent: nothing to lip-sync")
+        self.mel = audio_io.melspectrogram(wav)
+        if self.mel.shape[1] < MEL_STEP:
+            raise Wav2LipError(
+                f"{self.audio}: audio of {wav.size / audio_io.SAMPLE_RATE:.3f} s is shorter than one "
+                f"mel window ({MEL_STEP / audio_io.MEL_FPS:.1f} s)"
+            )
+        self.source = video_io.open_source(self.face, fps=options.fps, rotate=False, loop=options.loop)
+        self.fps = self.source.fps
+        self.still = self.source.is_still
+        self.n_frames = audio_io.frame_count_for_audio(wav.size, self.fps)
+        self.n_reference = len(audio_io.reference_chunk_starts(self.mel.shape[1], self.fps))
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        """The reference's order: resize_factor, rotate, crop; a still image skips all three."""
+        opts = self.options
+        if self.still:
+            return image
+        if opts.resize_factor > 1:
+            h, w = image.shape[:2]
+            image = cv2.resize(image, (w // opts.resize_factor, h // opts.resize_factor))
+        if opts.rotate:
+            image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+        y1, y2, x1, x2 = opts.crop
+        if (y1, y2, x1, x2) != (0, -1, 0, -1):
+            x2 = image.shape[1] if x2 == -1 else x2
+            y2 = image.shape[0] if y2 == -1 else y2
+            image = np.ascontiguousarray(image[y1:y2, x1:x2])
+            if image.size == 0:
+                raise Wav2LipError(f"{self.face}: --crop {' '.join(map(str, opts.crop))} leaves an empty frame")
+        return image
+
+    def decode(self, _: object = None) -> Iterator[_Frame]:
+        """Output frames 0..n-1: the first pass of the video, then loops of it (or the still)."""
+        n = self.n_frames
+        if self.still or self.options.static:
+            first = self.prepare(next(iter(self.source.frames(1))))
+            for k in range(n):
+                yield _Frame(k, 0, k == 0, first if k == 0 else first.copy())
+            return
+        count = 0
+        for image in self.source.frames():
+            if count == n:
+                break
+            yield _Frame(count, count, True, self.prepare(image))
+            count += 1
+        if count == 0:
+            raise Wav2LipError(f"{self.face}: no video frame could be decoded")
+        if count == n:
+            return
+        loop = self.options.loop
+        if loop == "repeat":
+            rest = self.source.frames(n - count, loop="repeat")
+            start = 0
+        else:  # video_io plays pingpong from the first forward pass: skip that pass
+            rest = itertools.islice(self.source.frames(n, loop="pingpong"), count, None)
+            start = count
+        for k, image in enumerate(rest, start):
+            yield _Frame(count + k - start, _loop_index(k, count, loop), False, self.prepare(image))
+
+    def fixed_box(self, width: int, height: int) -> np.ndarray | None:
+        """`--box` (top, bottom, left, right) as (x1, y1, x2, y2), checked against the frame."""
+        if self.options.box is None:
+            return None
+        y1, y2, x1, x2 = self.options.box
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise Wav2LipError(
+                f"--box {' '.join(map(str, self.options.box))} (top bottom left right) is not inside the "
+                f"{width}x{height} frame of {self.face}"
+            )
+        return np.array([x1, y1, x2, y2], dtype=np.int64)
+
+
+class _Run:
+    """The stages of one run, sharing the job, the models and the stop flag."""
+
+    def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
+                 device: torch.device, precision: str, cache_dir: str | Path | None) -> None:
+        self.job, self.generator, self.get_detector = job, generator, detector
+        self.device, self.precision, self.cache_dir = device, precision, cache_dir
+        self.profile = _Profile()
+        self.stop = threading.Event()
+
+    def track_options(self) -> FaceTrackOptions:
+        opts = self.job.options
+        return FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every)
+
+    def detect(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+        """Boxes for the first pass of the video, tracked as the reference does on its kept frames
+        (0 .. reference count) and the extra frames after them as a second shot, so the extras never
+        change a reference frame's smoothing; looped frames reuse their source frame's box."""
+        job = self.job
+        frames = iter(frames)
+        boxes: list[np.ndarray | None] = []
+        pending: deque[_Frame] = deque()
+        first = next(frames, None)
+        if first is None:
+            return
+        fixed = job.fixed_box(first.image.shape[1], first.image.shape[0])
+        ahead: list[_Frame] = [first]
+
+        def take(limit: int) -> Iterator[np.ndarray]:
+            """First-pass frames up to output frame `limit`, remembered for pairing with boxes."""
+            while True:
+                item = ahead.pop() if ahead else next(frames, None)
+                if item is None:
+                    return
+                if not item.first or item.index >= limit:
+                    ahead.append(item)
+                    return
+                pending.append(item)
+                yield item.image
+
+        if fixed is not None:
+            for item in itertools.chain(ahead, frames):
+                item.box = fixed
+                yield item
+            return
+        options = self.track_options()
+        detector = self.get_detector()
+        if job.still or job.options.static:
+            limits = [1]
+        else:
+            limits = [job.n_reference] + ([job.n_frames] if job.n_frames > job.n_reference else [])
+        for segment, limit in enumerate(limits):
+            source = {"fps": job.fps, "resize_factor": job.options.resize_factor, "rotate": job.options.rotate,
+                      "crop": list(job.options.crop), "static": job.options.static, "segment": segment}
+            tracked = (cached_track(job.face, take(limit), detector, options, self.cache_dir, source)
+                       if job.options.cache else track(take(limit), detector, options))
+            for item in tracked:
+                frame = pending.popleft()
+                frame.box = item.box
+                boxes.append(item.box)
+                yield frame
+        if not any(box is not None for box in boxes):
+            raise Wav2LipError(f"{job.face}: no face found in any frame (give the face box with --box)")
+        for item in itertools.chain(ahead, frames):
+            item.box = boxes[item.source] if item.source < len(boxes) else None
+            yield item
+
+    def batch_size(self, frame: np.ndarray) -> int:
+        return max(1, min(self.job.options.batch_size, MAX_BATCH_BYTES // frame.nbytes))
+
+    def crop(self, frames: Iterable[_Frame]) -> Iterator[_Batch]:
+        """Consecutive frames in batches with the generator's inputs for those that have a face."""
+        batch: list[_Frame] = []
+        size = None
+        for frame in frames:
+            size = size or self.batch_size(frame.image)
+            batch.append(frame)
+            if len(batch) == size:
+                yield self._inputs(batch)
+                batch = []
+        if batch:
+            yield self._inputs(batch)
+
+    def _inputs(self, batch: list[_Frame]) -> _Batch:
+        with_face = [f for f in batch if f.box is not None]
+        if not with_face:
+            return _Batch(batch, np.zeros((0, 1, 80, MEL_STEP), np.float32), np.zeros((0, 6, 96, 96), np.float32))
+        crops = np.stack([crop_face(f.image, f.box) for f in with_face])
+        mel = frame_mel_windows(self.job.mel, [f.index for f in with_face], self.job.fps)
+        return _Batch(batch, mel, generator_faces(crops))
+
+    def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
+        for batch in batches:
+            if len(batch.mel):
+                faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device, self.precision))
+                for frame, face in zip((f for f in batch.frames if f.box is not None), faces):
+                    frame.face = face
+            yield from batch.frames
+
+    def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+        fn = BLENDS[self.job.options.blend]
+        for frame in frames:
+            if frame.face is not None:
+                fn(frame.image, frame.box, frame.face)
+                frame.face = None
+            yield frame
+
+    def frames(self) -> Iterator[_Frame]:
+        """The chain's output, in order; stopping early (or an error) stops every stage."""
+        stages: Iterable = None
+        chain = (("decode", self.job.decode, FRAME_QUEUE), ("detect", self.detect, FRAME_QUEUE),
+                 ("crop", self.crop, 1), ("generate", self.generate, FRAME_QUEUE),
+                 ("blend", self.blend, FRAME_QUEUE))
+        try:
+            for name, work, maxsize in chain:
+                stages = _Stage(name, work, stages, maxsize, self.profile, self.stop)
+            yield from stages
+        finally:
+            self.stop.set()
+
+
+def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device,
+                  precision: str = "fp32") -> np.ndarray:
+    """(B, 1, 80, 16) mel + (B, 6, 96, 96) faces -> (B, 3, 96, 96) float32 in [0, 1]."""
+    with torch.inference_mode(), autocast(precision, device):
+        out = model(torch.from_numpy(mel).to(device), torch.from_numpy(faces).to(device))
+    return out.float().cpu().numpy()
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+
+
+def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[_Frame]:
+    """Output frames in order, with the progress bar."""
+    bar = _progress(job.n_frames, progress)
+    try:
+        for frame in run.frames():
+            yield frame
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def lipsync_file(job: _Job, run: _Run, output: str | Path) -> Result:
+    """Run the chain into a video file at `output` (written atomically; nothing there on failure)."""
+    output = Path(output)
+    opts = job.options
+    start = time.perf_counter()
+    missed = 0
+    writer = None
+    frames = stream(job, run, opts.progress)
+    try:
+        for frame in frames:
+            t0 = time.perf_counter()
+            if writer is None:
+                h, w = frame.image.shape[:2]
+                writer = video_io.VideoWriter(output, job.fps, w, h, audio=job.audio, lossless=opts.lossless,
+                                              crf=opts.crf, preset=opts.preset)
+                writer.__enter__()
+            writer.write(frame.image)
+            missed += frame.box is None
+            run.profile.add("encode", time.perf_counter() - t0)
+        if writer is None:
+            raise Wav2LipError(f"{job.face}: no frames to write")
+        t0 = time.perf_counter()
+        writer.__exit__(None, None, None)
+        run.profile.add("encode", time.perf_counter() - t0)
+    except BaseException as exc:
+        frames.close()
+        if writer is not None:
+            writer.__exit__(type(exc), exc, exc.__traceback__)
+        raise
+    h, w = writer.height, writer.width
+    return Result(output, writer.frames_written, missed, time.perf_counter() - start, job.fps, w, h,
+                  dict(run.profile.seconds))
+
+
+def check_output_path(output: str | Path) -> Path:
+    """Fail before any work when the output cannot be written (a missing or read-only folder)."""
+    output = Path(output)
+    folder = output.parent if str(output.parent) else Path(".")
+    if output.is_dir():
+        raise Wav2LipError(f"{output}: is a folder, not an output file")
+    if not folder.is_dir():
+        raise Wav2LipError(f"{output}: output folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise Wav2LipError(f"{output}: output folder {folder} is not writable")
+    return output
+
+
+class LipSyncer:
+    """Loads the generator (and, on first need, the face detector) once; lip-syncs many inputs.
+
+    checkpoint: a Wav2Lip generator file or a model-store name; detector: "retinaface", "s3fd" or a
+    ready `FaceDetector`; device: "auto", "cpu", "cuda", "mps"; precision: "auto", "fp32", "bf16",
+    "fp16" ("auto" = the fastest one measured to keep the face visibly identical, see device.py).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str | Path = "wav2lip_gan.pth",
+        detector: str | FaceDetector = "retinaface",
+        device: str = "auto",
+        precision: str = "auto",
+        detector_weights: str | Path | None = None,
+        face_det_batch_size: int = 16,
+        detector_max_size: int | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.generator = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
+        self._detector = detector if isinstance(detector, FaceDetector) else None
+        self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
+        if detector_max_size is not None:
+            self._detector_args["max_size"] = detector_max_size or None
+        if self._detector is None and detector not in DETECTORS:
+            raise Wav2LipError(f"unknown face detector {detector!r} (one of {', '.join(DETECTORS)})")
+        self.cache_dir = cache_dir
+
+    @property
+    def detector(self) -> FaceDetector:
+        """Created on first use, so runs with a fixed --box never need the detector's weights."""
+        if self._detector is None:
+            args = dict(self._detector_args)
+            self._detector = create_detector(args.pop("name"), device=self.device, **args)
+        return self._detector
+
+    def _run(self, face: str | Path, audio: str | Path, options: dict) -> tuple[_Job, _Run]:
+        job = _Job(face, audio, SyncOptions(**options))
+        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.precision, self.cache_dir)
+
+    def run(self, face: str | Path, audio: str | Path, output: str | Path, **options) -> Result:
+        """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, or .mkv with lossless=True).
+        Options: the fields of `SyncOptions`."""
+        check_output_path(output)
+        job, run = self._run(face, audio, options)
+        return lipsync_file(job, run, output)
+
+    def frames(self, face: str | Path, audio: str | Path, **options) -> Iterator[np.ndarray]:
+        """The output frames (BGR uint8) one at a time, for callers that want frames, not a file."""
+        job, run = self._run(face, audio, options)
+        for frame in stream(job, run, options.get("progress", False)):
+            yield frame.image
+
+
+def lipsync(face: str | Path, audio: str | Path, output: str | Path, checkpoint: str | Path = "wav2lip_gan.pth",
+            detector: str = "retinaface", device: str = "auto", precision: str = "auto", **options) -> Result:
+    """One call: load the models, lip-sync `face` to `audio` into `output`."""
+    check_output_path(output)
+    return LipSyncer(checkpoint, detector, device, precision).run(face, audio, output, **options)
