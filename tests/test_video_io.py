@@ -240,6 +240,16 @@ def test_h264_output_carries_the_whole_audio(tmp, media, audio):
     assert abs(decoded_samples(path) - decoded_samples(media / audio)) <= 1024
 
 
+def test_h264_keeps_colours(tmp):
+    """Flat colours come back within 2 levels (swscale's default BGR->YUV path was 5 levels off on grey)."""
+    colours = [(100, 100, 100), (30, 160, 220), (200, 60, 90)]
+    path = tmp / "colours.mp4"
+    with VideoWriter(path, 25, 32, 32) as writer:
+        writer.write_many(np.full((32, 32, 3), colour, np.uint8) for colour in colours)
+    for frame, colour in zip(open_source(path), colours, strict=True):
+        assert np.abs(frame.astype(int) - colour).max() <= 2, (frame[0, 0], colour)
+
+
 def test_audio_start_skips_the_beginning(tmp, media):
     path = tmp / "later.mp4"
     with VideoWriter(path, 25, 16, 16, audio=media / "vr_audio1.wav", audio_start=1.0) as writer:
