@@ -184,13 +184,24 @@ def identify(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def infer_width(kind: str, state_dict: Mapping[str, torch.Tensor]) -> float | None:
-    """The `width` a Wav2Lip-family state dict was built with (1.0 for the authors' files)."""
+    """The `width` a Wav2Lip-family state dict was built with (1.0 for the authors' files).
+
+    Exact for widths whose channel counts are exact (0.5, 0.25, ...); others round differently per
+    layer, which is why `save_checkpoint` also records the width of a narrow model.
+    """
     if kind not in _WIDTH_PROBES:
         return None
     key, dim = _WIDTH_PROBES[kind]
     if key not in state_dict or state_dict[key].dim() <= dim:
         return 1.0
     return state_dict[key].shape[dim] / _FULL_CHANNELS
+
+
+def _width(kind: str, checkpoint: Checkpoint) -> float | None:
+    """The width `save_checkpoint` recorded for a narrow model, else the one its shapes imply."""
+    if kind in _WIDTH_PROBES and isinstance(checkpoint.extra.get("width"), float):
+        return checkpoint.extra["width"]
+    return infer_width(kind, checkpoint.state_dict)
 
 
 def build_model(kind: str, width: float = 1.0) -> nn.Module:
@@ -270,7 +281,7 @@ def load_model(
     checkpoint = read_checkpoint(path)
     _check_kind(checkpoint.state_dict, path, kind)
     if width is None:
-        width = infer_width(kind, checkpoint.state_dict) or 1.0
+        width = _width(kind, checkpoint) or 1.0
     model = build_model(kind, width=width)
     load_state(model, checkpoint.state_dict, path, kind)
     return model.to(device).eval()
@@ -299,7 +310,7 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         step=checkpoint.step,
         epoch=checkpoint.epoch,
         variant=_variant(checkpoint) if kind == "wav2lip" else None,
-        width=infer_width(kind, checkpoint.state_dict),
+        width=_width(kind, checkpoint),
     )
 
 
@@ -313,10 +324,12 @@ def save_checkpoint(
 ) -> None:
     """Write the authors' format atomically, keys without wrapper prefixes, so their code loads it too.
 
-    `extra` entries (plain Python values and tensors only) are stored beside the four standard ones.
+    `extra` entries (plain Python values and tensors only) are stored beside the four standard ones,
+    and so is the `width` of a narrow Wav2Lip-family model (the authors' code ignores both).
     """
+    module = _unwrap(model)
     payload = {
-        "state_dict": _canonical_keys(_unwrap(model).state_dict()),
+        "state_dict": _canonical_keys(module.state_dict()),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "global_step": int(step),
         "global_epoch": int(epoch),
@@ -325,5 +338,8 @@ def save_checkpoint(
     if clash:
         raise ValueError(f"extra entries {sorted(clash)} would overwrite the checkpoint's own")
     payload.update(extra or {})
+    width = getattr(module, "width", 1.0)
+    if width != 1.0:
+        payload["width"] = float(width)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
