@@ -1,0 +1,192 @@
+"""Audio front end: any media file -> 16 kHz mono float -> the log-mel the Wav2Lip networks were trained on.
+
+The released checkpoints only work with the exact features the authors computed (librosa <= 0.9 with
+their hparams), so the mel is rebuilt here in numpy from the spec's numbers instead of depending on a
+librosa version whose defaults have since changed (centre padding switched from reflect to zeros).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+
+from .errors import Wav2LipError
+
+# Audio front end of the published Wav2Lip (spec section 2).
+SAMPLE_RATE = 16000  # Hz: everything is decoded and resampled to this
+N_FFT = 800  # STFT size (50 ms)
+HOP = 200  # STFT hop (12.5 ms) -> 80 mel frames per second
+WIN = 800  # periodic Hann window length
+N_MELS = 80  # mel bands
+FMIN = 55  # Hz, lowest mel filter edge
+FMAX = 7600  # Hz, highest mel filter edge
+PREEMPHASIS = 0.97  # y[n] = x[n] - 0.97 x[n-1]
+REF_LEVEL_DB = 20  # dB subtracted after the amplitude -> dB conversion
+MIN_LEVEL_DB = -100  # dB floor (amplitude 1e-5)
+MAX_ABS_VALUE = 4.0  # the mel is normalised symmetrically to [-4, 4]
+
+# Which audio goes with which video frame (spec section 3).
+MEL_STEP = 16  # mel frames per window (0.2 s)
+MEL_FPS = SAMPLE_RATE // HOP  # 80 mel frames per second of audio
+
+
+def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode the first audio stream of any FFmpeg-readable file to mono float32 at `sr` Hz.
+
+    Channels are averaged after resampling (as librosa's `to_mono` does) rather than left to
+    FFmpeg's down-mix matrix, which scales stereo by 1/sqrt(2) per channel and can leave [-1, 1].
+    Packets FFmpeg cannot decode are skipped, as the ffmpeg tool does; a file yielding no samples
+    at all is an error.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise Wav2LipError(f"{path}: no such file")
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
+    with container:
+        if not container.streams.audio:
+            raise Wav2LipError(f"{path}: has no audio stream")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
+        chunks: list[np.ndarray] = []
+        try:
+            packets = container.demux(stream)
+            for packet in packets:
+                try:
+                    frames = packet.decode()
+                except av.error.InvalidDataError:
+                    continue
+                for frame in frames:
+                    chunks.extend(_mono(f) for f in resampler.resample(frame))
+        except av.error.FFmpegError as exc:
+            if not chunks:
+                raise Wav2LipError(f"{path}: audio could not be decoded ({exc.strerror or exc})") from None
+        chunks.extend(_mono(f) for f in resampler.resample(None))
+    wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    if wav.size == 0:
+        raise Wav2LipError(f"{path}: audio stream is empty (no samples decoded)")
+    return np.clip(wav, -1.0, 1.0, out=wav)
+
+
+def _mono(frame: av.AudioFrame) -> np.ndarray:
+    planes = frame.to_ndarray()  # (channels, samples) for planar float
+    return planes.mean(axis=0, dtype=np.float32) if planes.shape[0] > 1 else planes[0].astype(np.float32)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney's mel scale: linear below 1 kHz, logarithmic above (librosa's default, not HTK)."""
+    hz = np.asarray(hz, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    linear = hz / f_sp
+    log = min_log_mel + np.log(np.maximum(hz, min_log_hz) / min_log_hz) / logstep
+    return np.where(hz >= min_log_hz, log, linear)
+
+
+def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
+    mel = np.asarray(mel, dtype=np.float64)
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
+
+
+def mel_filters(sr: int = SAMPLE_RATE, n_fft: int = N_FFT, n_mels: int = N_MELS,
+                fmin: float = FMIN, fmax: float = FMAX) -> np.ndarray:
+    """(n_mels, n_fft // 2 + 1) triangular Slaney filters with Slaney area normalisation."""
+    fft_freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    rising = -ramps[:-2] / widths[:-1, None]
+    falling = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0, np.minimum(rising, falling))
+    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.astype(np.float32)
+
+
+_MEL_BASIS = mel_filters()
+
+
+def _stft_magnitude(y: np.ndarray) -> np.ndarray:
+    """|STFT| (n_fft // 2 + 1, frames): periodic Hann, centred frames with REFLECT padding (librosa <= 0.9)."""
+    pad = N_FFT // 2
+    y = np.pad(y, pad, mode="reflect")
+    n_frames = 1 + (y.size - N_FFT) // HOP
+    frames = np.lib.stride_tricks.as_strided(
+        y, shape=(n_frames, N_FFT), strides=(y.strides[0] * HOP, y.strides[0]), writeable=False
+    )
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)).astype(y.dtype)
+    return np.abs(np.fft.rfft(frames * window, axis=1)).T
+
+
+def melspectrogram(wav: np.ndarray) -> np.ndarray:
+    """The normalised log-mel (80, T) of a 16 kHz mono waveform, T = 1 + len(wav) // 200 (spec section 2)."""
+    wav = np.asarray(wav, dtype=np.float64)
+    if wav.ndim != 1:
+        raise ValueError(f"melspectrogram expects a mono 1-D waveform, got shape {wav.shape}")
+    if wav.size <= N_FFT // 2:
+        raise ValueError(f"waveform of {wav.size} samples is too short for a {N_FFT}-point STFT")
+    emphasised = np.empty_like(wav)
+    emphasised[0] = wav[0]
+    emphasised[1:] = wav[1:] - PREEMPHASIS * wav[:-1]
+    mel = _MEL_BASIS.astype(np.float64) @ _stft_magnitude(emphasised)
+    db = 20 * np.log10(np.maximum(10 ** (MIN_LEVEL_DB / 20), mel)) - REF_LEVEL_DB
+    scaled = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
+    return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
+
+
+def _check_mel_length(n_mel: int) -> None:
+    if n_mel < MEL_STEP:
+        raise ValueError(f"{n_mel} mel frames are fewer than one {MEL_STEP}-frame window (0.2 s of audio)")
+
+
+def reference_chunk_starts(n_mel: int, fps: float) -> list[int]:
+    """Mel window starts of the reference inference: frames i = 0, 1, ... until a window would run
+    past the end, which gets the last 16 mel frames instead and ends the video (spec section 3)."""
+    _check_mel_length(n_mel)
+    step = 80.0 / fps
+    starts = []
+    i = 0
+    while True:
+        start = int(i * step)
+        if start + MEL_STEP > n_mel:
+            starts.append(n_mel - MEL_STEP)
+            return starts
+        starts.append(start)
+        i += 1
+
+
+def frame_count_for_audio(n_samples: int, fps: float, sr: int = SAMPLE_RATE) -> int:
+    """Video frames that cover the WHOLE audio, ceil(duration * fps); never fewer than the reference makes.
+
+    The reference stops at the last full mel window and so drops up to 0.2 s of speech under a
+    muxed track that keeps playing; covering the whole audio keeps the lips moving to the end.
+    """
+    n_mel = 1 + n_samples // HOP
+    exact = n_samples * fps / sr
+    count = int(np.ceil(exact - 1e-9))
+    return max(count, len(reference_chunk_starts(n_mel, fps)))
+
+
+def mel_window_start(i: int, fps: float, n_mel: int) -> int:
+    """The mel window of video frame `i`: the reference start where the reference makes the frame, the
+    final window (as the reference's last frame) for frames beyond it."""
+    _check_mel_length(n_mel)
+    return min(int(i * (80.0 / fps)), n_mel - MEL_STEP)
+
+
+def mel_windows(mel: np.ndarray, starts: list[int] | np.ndarray) -> np.ndarray:
+    """Stack the (80, 16) windows at `starts` into the generator's (N, 1, 80, 16) float32 input."""
+    starts = np.asarray(starts, dtype=np.int64)
+    if starts.size and (starts.min() < 0 or starts.max() + MEL_STEP > mel.shape[1]):
+        raise ValueError(f"mel window starts must lie in [0, {mel.shape[1] - MEL_STEP}]")
+    index = starts[:, None] + np.arange(MEL_STEP)[None, :]
+    return np.ascontiguousarray(mel[:, index].transpose(1, 0, 2)[:, None], dtype=np.float32)
