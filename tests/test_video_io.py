@@ -298,6 +298,12 @@ def test_bad_inputs_have_one_line_errors_naming_the_file(tmp, media):
     assert "does not exist" in error_for(lambda: VideoWriter(tmp / "nowhere" / "o.mp4", 25, 16, 16))
     assert "not found" in error_for(lambda: VideoWriter(tmp / "o.mp4", 25, 16, 16, audio=missing))
 
+    def write_past_the_audio():
+        with VideoWriter(tmp / "silent.mp4", 25, 16, 16, audio=media / "vr_audio1.wav", audio_start=6.0) as writer:
+            writer.write(np.zeros((16, 16, 3), np.uint8))
+
+    assert "no audio samples" in error_for(write_past_the_audio) and not (tmp / "silent.mp4").exists()
+
 
 def test_truncated_video_decodes_what_it_can(tmp, clip20):
     whole = tmp / "faststart.mp4"  # moov first, as our writer makes it: a cut file still opens

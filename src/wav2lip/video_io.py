@@ -564,6 +564,8 @@ class VideoWriter:
         while until is None or self._audio_time < until:
             frame = next(self._audio_iter, None)
             if frame is None:
+                if self._audio_time == 0:
+                    raise Wav2LipError(f"{self.audio}: no audio samples after {self.audio_start:g} s")
                 self._container.mux(self._audio_stream.encode(None))
                 self._audio_iter = None
                 return
