@@ -248,6 +248,9 @@ def test_h264_keeps_colours(tmp):
         writer.write_many(np.full((32, 32, 3), colour, np.uint8) for colour in colours)
     for frame, colour in zip(open_source(path), colours, strict=True):
         assert np.abs(frame.astype(int) - colour).max() <= 2, (frame[0, 0], colour)
+    with av.open(str(path)) as container:  # tagged BT.601 limited range, so HD players do not assume BT.709
+        codec = container.streams.video[0].codec_context
+        assert (codec.colorspace, codec.color_primaries, codec.color_trc, codec.color_range) == (6, 6, 6, 1)
 
 
 def test_audio_start_skips_the_beginning(tmp, media):

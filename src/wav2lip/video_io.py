@@ -18,6 +18,7 @@ from typing import Iterable, Iterator, Literal
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
 from .errors import Wav2LipError
 from .files import atomic_output
@@ -43,6 +44,7 @@ _STANDARD_RATES = tuple(
 )
 _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 _REVERSE_BLOCK_BYTES = 256 * 2**20  # memory for one block of frames played backwards (pingpong)
+_AVCOL_SPC_SMPTE170M = 6  # FFmpeg's AVColorSpace for BT.601 (PyAV's Colorspace enum is swscale's, not this)
 _AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video so the two stay interleaved
 
 
@@ -146,7 +148,6 @@ class _Inspection:
     rate: Fraction | None
     first_image: np.ndarray | None  # upright BGR image of the first frame (the whole content of a still)
     start: Fraction | None  # presentation time of the first frame, seconds
-    time_base: Fraction | None
 
 
 def _inspect(path: str | os.PathLike) -> _Inspection:
@@ -161,7 +162,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
                 Fraction(container.duration, av.time_base) if container.duration else None)
             info = MediaInfo(None, None, None, None if duration is None else float(duration), 0, 0, False,
                              audio is not None, False, None, audio_codec)
-            return _Inspection(info, None, None, None, None)
+            return _Inspection(info, None, None, None)
         stream = container.streams.video[0]
         frames = []
         for frame in _decode_video(container, stream):
@@ -177,7 +178,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
         codec = stream.codec_context.name
         if len(frames) == 1:
             info = MediaInfo(w, h, None, None, 1, rotation, True, audio is not None, True, codec, audio_codec)
-            return _Inspection(info, None, image, None, None)
+            return _Inspection(info, None, image, None)
         rate = constant_rate(stream.average_rate or stream.guessed_rate)
         duration = _seconds(stream.duration, stream.time_base) or (
             Fraction(container.duration, av.time_base) if container.duration else None)
@@ -188,7 +189,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
         start = _seconds(first.pts, stream.time_base) or Fraction(0)
         info = MediaInfo(w, h, float(rate), None if duration is None else float(duration), n_frames, rotation,
                          True, audio is not None, False, codec, audio_codec)
-        return _Inspection(info, rate, None, start, stream.time_base)
+        return _Inspection(info, rate, None, start)
 
 
 def probe(path: str | os.PathLike) -> MediaInfo:
@@ -472,6 +473,7 @@ class VideoWriter:
         self.frames_written = 0
         self._stack: contextlib.ExitStack | None = None
         self._container = None
+        self._audio_iter: Iterator[av.AudioFrame] | None = None
 
     def __enter__(self) -> VideoWriter:
         self._stack = contextlib.ExitStack()
@@ -510,10 +512,10 @@ class VideoWriter:
                                                options={"crf": str(self.crf), "preset": self.preset})
             video.pix_fmt = "yuv420p"
             # Frames are converted with BT.601 limited-range coefficients; say so, or players guess BT.709 for HD.
-            video.codec_context.colorspace = 6
-            video.codec_context.color_primaries = 6
-            video.codec_context.color_trc = 6
-            video.codec_context.color_range = 1
+            video.codec_context.colorspace = _AVCOL_SPC_SMPTE170M
+            video.codec_context.color_primaries = ColorPrimaries.SMPTE170M
+            video.codec_context.color_trc = ColorTrc.SMPTE170M
+            video.codec_context.color_range = ColorRange.MPEG
         video.width, video.height = self.encoded_width, self.encoded_height
         self._video = video
         self._audio_stream = None
@@ -581,6 +583,9 @@ class VideoWriter:
         self._container = None
 
     def _close_container(self) -> None:
+        if self._audio_iter is not None:
+            self._audio_iter.close()
+            self._audio_iter = None
         if self._container is not None:
             with contextlib.suppress(Exception):
                 self._container.close()
