@@ -120,7 +120,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
-        raise Wav2LipError(f"{path}: not a readable video, image or audio file ({e.strerror or e})") from None
+        raise Wav2LipError(
+            f"{path}: not a readable video, image or audio file, or truncated ({e.strerror or e})") from None
 
 
 def _decode_video(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
