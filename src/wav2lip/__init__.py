@@ -1,5 +1,14 @@
-"""Wav2Lip: lip-sync any video or photo to any speech, with the authors' checkpoints."""
-from .errors import Wav2LipError
+"""Wav2Lip: lip-sync any video or photo to any speech, with the authors' checkpoints.
 
-__all__ = ["Wav2LipError"]
+    import wav2lip
+    syncer = wav2lip.LipSyncer("wav2lip_gan.pth")          # loads the models once
+    result = syncer.run("face.mp4", "speech.wav", "out.mp4")  # -> Result (frames, faces missed, speed)
+    for frame in syncer.frames("photo.png", "speech.wav"):   # or the output frames themselves
+        ...
+    wav2lip.lipsync("face.mp4", "speech.wav", "out.mp4")     # one call
+"""
+from .errors import Wav2LipError
+from .pipeline import LipSyncer, Result, SyncOptions, lipsync
+
+__all__ = ["LipSyncer", "Result", "SyncOptions", "Wav2LipError", "lipsync"]
 __version__ = "0.1.0"

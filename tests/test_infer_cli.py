@@ -1,0 +1,145 @@
+"""`wav2lip infer`: original option spellings, every bad input as one line and exit 2 with nothing at OUT,
+and the manifest batch mode."""
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from wav2lip.checkpoints import save_checkpoint
+from wav2lip.cli import main
+from wav2lip.models.deterministic import fill_deterministic
+from wav2lip.models.generator import Wav2Lip
+from wav2lip.video_io import probe
+
+# vr_face5.mp4's face in the reference's --box order: top, bottom, left, right.
+BOX_ARGS = ["150", "470", "140", "380"]
+
+
+def cut_wav(source: Path, target: Path, seconds: float, scale: float = 1.0) -> Path:
+    """The first `seconds` of a PCM wav, optionally scaled (0 = digital silence)."""
+    with wave.open(str(source)) as w:
+        params = w.getparams()
+        data = np.frombuffer(w.readframes(round(seconds * w.getframerate())), dtype=np.int16)
+    with wave.open(str(target), "wb") as w:
+        w.setparams(params)
+        w.writeframes((data * scale).astype(np.int16).tobytes())
+    return target
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("infer_cli")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(work) -> Path:
+    path = work / "deterministic.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip()))
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech(media, work) -> Path:
+    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 0.4)
+
+
+def infer(checkpoint: Path, *args: str) -> int:
+    return main(["infer", "--checkpoint", str(checkpoint), "--precision", "fp32", "-q", *args])
+
+
+def test_original_spellings_work(checkpoint, media, speech, work, capsys) -> None:
+    out = work / "original.mp4"
+    code = main(["infer", "--checkpoint_path", str(checkpoint), "--face", str(media / "vr_face5.mp4"),
+                 "--audio", str(speech), "--outfile", str(out), "--box", *BOX_ARGS, "--wav2lip_batch_size", "4",
+                 "--resize_factor", "1", "--face_det_batch_size", "4", "--nosmooth", "--precision", "fp32",
+                 "--profile", "-q"])
+    assert code == 0
+    info = probe(out)
+    assert info.n_frames == 10 and info.has_audio and abs(info.duration - 0.4) <= 1 / 25
+    err = capsys.readouterr().err
+    assert "10 frames" in err and "0 without a face" in err and "frames/s" in err
+    for stage in ("decode", "generate", "blend", "encode", "end-to-end"):
+        assert stage in err
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(media, work, speech) -> dict[str, tuple[Path, Path]]:
+    text = work / "notes.mp4"
+    text.write_text("this is not a video\n")
+    truncated = work / "truncated.mp4"
+    truncated.write_bytes((media / "vr_face2.mp4").read_bytes()[:150_000])
+    return {
+        "missing face": (work / "nope.mp4", speech),
+        "missing audio": (media / "vr_face5.mp4", work / "nope.wav"),
+        "not media": (text, speech),
+        "truncated video": (truncated, speech),
+        "no video stream": (media / "vr_audio1.wav", speech),
+        "audio shorter than a mel window": (media / "vr_face5.mp4",
+                                            cut_wav(media / "vr_audio1.wav", work / "short.wav", 0.1)),
+        "silent audio": (media / "vr_face5.mp4", cut_wav(media / "vr_audio1.wav", work / "silent.wav", 1.0, 0.0)),
+        "empty audio": (media / "vr_face5.mp4", cut_wav(media / "vr_audio1.wav", work / "empty.wav", 0.0)),
+        "audio file without audio": (media / "vr_face5.mp4", media / "st_art0.png"),
+    }
+
+
+@pytest.mark.parametrize("case", [
+    "missing face", "missing audio", "not media", "truncated video", "no video stream",
+    "audio shorter than a mel window", "silent audio", "empty audio", "audio file without audio",
+])
+def test_bad_input_is_one_line_and_no_output(checkpoint, bad_inputs, work, capsys, case) -> None:
+    face, audio = bad_inputs[case]
+    out = work / f"{case.replace(' ', '_')}.mp4"
+    code = infer(checkpoint, "--face", str(face), "--audio", str(audio), "-o", str(out), "--box", *BOX_ARGS)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and err.startswith("wav2lip: error: ")
+    assert not out.exists() and not list(work.glob(f".{out.name}*"))
+
+
+@pytest.mark.parametrize("where", ["missing folder", "a folder"])
+def test_unwritable_output_is_one_line(checkpoint, media, speech, work, capsys, where) -> None:
+    out = work / "no_such_folder" / "out.mp4" if where == "missing folder" else work
+    code = infer(checkpoint, "--face", str(media / "vr_face5.mp4"), "--audio", str(speech), "-o", str(out),
+                 "--box", *BOX_ARGS)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and str(out) in err
+
+
+def test_box_outside_the_frame_is_an_error(checkpoint, media, speech, work, capsys) -> None:
+    code = infer(checkpoint, "--face", str(media / "vr_face5.mp4"), "--audio", str(speech),
+                 "-o", str(work / "outside.mp4"), "--box", "0", "600", "0", "100")
+    assert code == 2 and "--box" in capsys.readouterr().err
+
+
+def test_manifest_skips_finished_and_reports_failures(checkpoint, media, speech, work, capsys) -> None:
+    folder = work / "batch"
+    folder.mkdir()
+    (folder / "done.mp4").write_bytes(b"finished earlier")
+    (folder / "pairs.csv").write_text(
+        "face,audio,output\n"
+        f"{media / 'vr_face5.mp4'},{speech},a.mp4\n"
+        f"{media / 'missing.mp4'},{speech},b.mp4\n"
+        f"{media / 'vr_face5.mp4'},{speech},done.mp4\n"
+        f"{media / 'st_art0.png'},{speech},c.mp4\n"
+    )
+    code = infer(checkpoint, "--manifest", str(folder / "pairs.csv"), "--box", *BOX_ARGS)
+    err = capsys.readouterr().err
+    assert code == 1
+    assert probe(folder / "a.mp4").n_frames == 10 and probe(folder / "c.mp4").n_frames == 10
+    assert not (folder / "b.mp4").exists()
+    assert (folder / "done.mp4").read_bytes() == b"finished earlier"
+    assert "pairs.csv:3: error:" in err and "missing.mp4" in err and "done.mp4 exists, skipped" in err
+    assert "3 of 4 lines done, 1 failed" in err
+
+
+def test_lossless_default_name_and_feather(checkpoint, media, speech, work, monkeypatch) -> None:
+    monkeypatch.chdir(work)
+    code = infer(checkpoint, "--face", str(media / "vr_face5.mp4"), "--audio", str(speech), "--box", *BOX_ARGS,
+                 "--lossless", "--blend", "feather")
+    assert code == 0
+    info = probe(work / "results" / "result_voice.mkv")
+    assert info.video_codec == "ffv1" and info.n_frames == 10
+    assert np.isclose(info.fps, 25)
