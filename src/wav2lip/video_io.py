@@ -351,7 +351,7 @@ class FrameSource:
             while (stop is None or k < stop) and self._sample_time(k) < end:
                 yield k, self._upright(held)
                 k += 1
-            if self._count is None or k > self._count:
+            if k > first or first == 0:  # this pass reached the end: k frames make one pass
                 self._count = max(k, 1)
 
     def _pass_from_start(self, first: int, stop: int | None) -> Iterator[tuple[int, np.ndarray]]:
