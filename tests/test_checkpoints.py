@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from wav2lip.checkpoints import (
-    MODEL_NAMES, identify, infer_width, inspect_checkpoint, load_model, read_checkpoint, save_checkpoint,
+    MODEL_NAMES, build_model, identify, infer_width, inspect_checkpoint, load_model, read_checkpoint,
+    save_checkpoint,
 )
 from wav2lip.errors import Wav2LipError
 from wav2lip.models.discriminator import QualityDiscriminator
@@ -197,3 +198,12 @@ def test_wrong_shapes(tmp_path, small_generator):
     state["output_block.1.weight"] = torch.zeros(3, 9, 1, 1)
     _authors_file(path, state)
     assert "output_block.1.weight is (3, 9, 1, 1)" in _error(path)
+
+
+@pytest.mark.parametrize("kind", ["s3fd", "syncnet_v2"])
+def test_bare_state_dicts_of_the_other_networks(tmp_path, kind):
+    model = build_model(kind)
+    path = tmp_path / f"{kind}.pth"
+    torch.save({"module." + k: v for k, v in model.state_dict().items()}, path)
+    assert _same_weights(load_model(path, kind), model)
+    assert inspect_checkpoint(path).kind == kind
