@@ -6,6 +6,7 @@ import argparse
 from ..errors import Wav2LipError
 from ..faces import BoxCalibration, FaceTrackOptions, create_detector
 from ..faces.report import compare_detectors, detect_video
+from ..faces.smoothing import SMOOTH_MODES
 
 DETECTORS = ("retinaface", "s3fd")
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="detection batch (halved on out-of-memory)")
     parser.add_argument("--detect-every", type=int, default=FaceTrackOptions.detect_every, metavar="N",
                         help="full-frame detection every N frames, tracking in between; 1 = every frame")
-    parser.add_argument("--smooth", choices=("centered", "mean5", "none"), default="centered",
+    parser.add_argument("--smooth", choices=SMOOTH_MODES, default="centered",
                         help="centered: lag-free (default); mean5: the reference's 5-box mean")
     parser.add_argument("--pads", type=int, nargs=4, default=list(FaceTrackOptions.pads),
                         metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the box (default: 0 10 0 0)")

@@ -17,8 +17,6 @@ class Mean5:
     is n - 5 taken as a Python negative index. Needs 4 boxes of look-ahead and the end of the shot.
     """
 
-    lookahead = MEAN5_WINDOW - 1
-
     def __init__(self) -> None:
         self.rows: list[np.ndarray] = []
         self.first = 0
@@ -63,7 +61,6 @@ class Centered:
 
     def __init__(self, radius: int = 2) -> None:
         self.radius = radius
-        self.lookahead = radius
         self.rows: list[np.ndarray] = []
         self.first = 0
         self.next = 0
@@ -95,8 +92,6 @@ class Centered:
 class NoSmoothing:
     """Boxes as detected."""
 
-    lookahead = 0
-
     def push(self, box: np.ndarray) -> list[np.ndarray]:
         return [np.asarray(box)]
 
@@ -104,12 +99,15 @@ class NoSmoothing:
         return []
 
 
-SMOOTHERS = {"centered": Centered, "mean5": Mean5, "none": NoSmoothing}
+SMOOTH_MODES = ("centered", "mean5", "none")
 
 
 def make_smoother(mode: str, radius: int = 2) -> Mean5 | Centered | NoSmoothing:
+    """A fresh smoother for one of SMOOTH_MODES."""
     if mode == "centered":
         return Centered(radius)
-    if mode in SMOOTHERS:
-        return SMOOTHERS[mode]()
-    raise ValueError(f"unknown smoothing {mode!r}: choose from {', '.join(SMOOTHERS)}")
+    if mode == "mean5":
+        return Mean5()
+    if mode == "none":
+        return NoSmoothing()
+    raise ValueError(f"unknown smoothing {mode!r}: choose from {', '.join(SMOOTH_MODES)}")

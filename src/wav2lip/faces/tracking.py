@@ -20,7 +20,7 @@ import numpy as np
 from .boxes import box_iou
 from .calibration import BoxCalibration
 from .detectors import Detection, FaceDetector
-from .smoothing import make_smoother
+from .smoothing import SMOOTH_MODES, make_smoother
 
 
 @dataclass
@@ -40,6 +40,12 @@ class FaceTrackOptions:
     face_index: int | None = None  # pick the i-th face from the left at the start of each shot
     face_at: tuple[float, float] | None = None  # or the face nearest this point
     calibration: BoxCalibration | None = None  # map detector boxes to the generator's crop
+
+    def __post_init__(self) -> None:
+        if self.smooth not in SMOOTH_MODES:
+            raise ValueError(f"unknown smoothing {self.smooth!r}: choose from {', '.join(SMOOTH_MODES)}")
+        if len(self.pads) != 4:
+            raise ValueError(f"pads are (top, bottom, left, right), got {self.pads!r}")
 
 
 @dataclass
