@@ -1,0 +1,114 @@
+"""Training configuration: the authors' hyper-parameters as defaults, overridable by a file and flags.
+
+Precedence: dataclass defaults < the recipe's defaults (expert or generator, spec sections 7-8) <
+a JSON or TOML config file < keyword overrides (the command-line flags that were given).
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import Wav2LipError
+
+RECIPES = ("expert", "generator")
+
+
+@dataclass
+class TrainConfig:
+    recipe: str = "expert"  # "expert" (SyncNet, spec 7) or "generator" (Wav2Lip, spec 8)
+    data_root: str = ""  # prepared layout of spec section 9
+    checkpoint_dir: str = ""
+    train_list: str = "train"  # file list names under data_root (without .txt)
+    val_list: str = "val"
+    expert: str | None = None  # frozen SyncNet for the generator's sync loss (path or known name)
+    init: str | None = None  # generator (or expert) weights to fine-tune from, e.g. wav2lip_gan.pth
+    init_disc: str | None = None  # discriminator weights for --gan fine-tuning
+    resume: bool = False  # continue from the latest checkpoint in checkpoint_dir, if any
+    gan: bool = False  # add the visual quality discriminator (hq_wav2lip recipe)
+    width: float = 1.0  # channel scale of the trained networks; 1.0 is the authors' layout
+    steps: int = 1_000_000  # optimizer steps to reach (the reference trains until stopped)
+    batch_size: int = 64  # per process
+    lr: float = 1e-4
+    disc_lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eval_interval: int = 10_000
+    checkpoint_interval: int = 10_000
+    eval_batches: int = 1400  # batches per evaluation (the reference's eval_steps)
+    eval_at_start: bool = False  # evaluate after step 1 (the plain generator recipe does)
+    log_interval: int = 10
+    sync_threshold: float = 0.75  # eval sync loss below which the sync loss is switched on (spec 8)
+    sync_weight: float = 0.01  # the sync weight once switched on (0.03 with the GAN)
+    disc_weight: float = 0.07  # perceptual (GAN) loss weight with --gan
+    expert_mode: str = "eval"  # frozen expert's BatchNorm: "eval" (ours) or "train" (the reference)
+    seed: int = 0
+    workers: int = 2  # DataLoader worker processes per training process
+    frame_cache: int = 20_000  # decoded 96x96 frames kept per worker
+    threads: int = 0  # torch CPU threads while training (0: torch's default)
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    amp: bool = True  # mixed precision on CUDA (bfloat16 where supported, else float16 + scaler)
+    keep_checkpoints: int = 5  # newest checkpoint files kept (0: keep all, like the reference)
+    progress: bool = True  # tqdm progress bar on rank 0
+    collage_items: int = 2  # clips shown in each evaluation's sample collage
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+# The authors' settings per recipe (spec sections 7-8; the reference hparams).
+RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "expert": dict(batch_size=64, eval_interval=10_000, checkpoint_interval=10_000, eval_batches=1400),
+    "generator": dict(batch_size=16, eval_interval=3000, checkpoint_interval=3000, eval_batches=700,
+                      eval_at_start=True),
+}
+GAN_DEFAULTS: dict[str, Any] = dict(betas=(0.5, 0.999), sync_weight=0.03, eval_at_start=False)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a .json or .toml file (keys as in TrainConfig; a [train] table is also accepted)."""
+    path = Path(path)
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: config file not found")
+    try:
+        if path.suffix == ".toml":
+            values = tomllib.loads(path.read_text())
+        else:
+            values = json.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Wav2LipError(f"{path}: not a valid config file ({exc})") from None
+    if isinstance(values, dict) and isinstance(values.get("train"), dict):
+        values = values["train"]
+    if not isinstance(values, dict):
+        raise Wav2LipError(f"{path}: a config file must hold a table of settings")
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise Wav2LipError(f"{path}: unknown settings {', '.join(unknown)}")
+    return values
+
+
+def make_config(recipe: str, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """The effective config; `overrides` set to None are ignored (flags the user did not give)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}")
+    values: dict[str, Any] = dict(RECIPE_DEFAULTS[recipe])
+    from_file = read_config_file(config_file) if config_file else {}
+    given = {k: v for k, v in overrides.items() if v is not None}
+    gan = given.get("gan", from_file.get("gan", False))
+    if recipe == "generator" and gan:
+        values.update(GAN_DEFAULTS)
+    values.update(from_file)
+    values.update(given)
+    values["recipe"] = recipe
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown settings {', '.join(unknown)}")
+    if "betas" in values:
+        values["betas"] = tuple(float(b) for b in values["betas"])
+    config = TrainConfig(**values)
+    if config.expert_mode not in ("eval", "train"):
+        raise Wav2LipError(f"expert_mode must be 'eval' or 'train', not {config.expert_mode!r}")
+    return config

@@ -1,0 +1,256 @@
+"""Training samples from the prepared layout (spec section 9), drawn as the reference draws them.
+
+Every sample is a pure function of (seed, sample index): a resumed or sharded run sees exactly the
+samples an uninterrupted single run would. Images stay uint8 until they reach the device (a quarter of
+the bytes through workers and pinned memory); mels come from `mel.npy` beside `audio.wav` when
+preprocessing wrote one, else they are computed once per clip and kept.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .. import audio
+from ..errors import Wav2LipError
+
+IMG_SIZE = 96  # face crops are resized to this (spec section 8)
+SYNC_T = 5  # frames per window (spec sections 7-8)
+FPS = 25  # training video rate (spec section 8)
+MEL_STEP = audio.MEL_STEP
+# Clips of this many frames or fewer are never sampled (spec section 8).
+MIN_FRAMES = 3 * SYNC_T
+# Draws tried for one sample before deciding the data cannot give any.
+_MAX_DRAWS = 1000
+
+
+def mel_start(frame: int) -> int:
+    """First mel frame of the window that goes with video frame `frame` (spec section 3)."""
+    return int(80.0 * frame / FPS)
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    name: str  # "<speaker>/<clip>" as in the file list
+    folder: Path
+    frames: np.ndarray  # sorted indices of the frame files present (gaps where no face was found)
+
+
+def read_file_list(root: str | Path, split: str) -> list[ClipEntry]:
+    """The clips named in `<root>/<split>.txt` that have more than MIN_FRAMES frames.
+
+    Errors name the file: a missing root or list, a list naming missing clip folders, no usable clip.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise Wav2LipError(f"{root}: data root does not exist (expected the layout `wav2lip preprocess` writes)")
+    listing = root / f"{split}.txt"
+    if not listing.is_file():
+        raise Wav2LipError(f"{listing}: file list not found (is {root} a prepared data root?)")
+    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
+    if not names:
+        raise Wav2LipError(f"{listing}: the file list is empty")
+    missing = [n for n in names if not (root / n).is_dir()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise Wav2LipError(f"{listing}: {len(missing)} listed clips have no folder under {root}: {shown}")
+    clips = []
+    for name in names:
+        folder = root / name
+        frames = sorted(int(f[:-4]) for f in os.listdir(folder) if f.endswith(".jpg") and f[:-4].isdigit())
+        if len(frames) > MIN_FRAMES:
+            if not (folder / "audio.wav").is_file() and not (folder / "mel.npy").is_file():
+                raise Wav2LipError(f"{folder}: audio.wav is missing")
+            clips.append(ClipEntry(name, folder, np.array(frames, np.int64)))
+    if not clips:
+        raise Wav2LipError(f"{listing}: no listed clip has more than {MIN_FRAMES} face frames")
+    return clips
+
+
+def clip_mel(folder: Path) -> np.ndarray:
+    """(80, T) mel of a clip: `mel.npy` if present and newer than audio.wav, else from audio.wav."""
+    wav_path, mel_path = folder / "audio.wav", folder / "mel.npy"
+    if mel_path.is_file() and (not wav_path.exists() or mel_path.stat().st_mtime >= wav_path.stat().st_mtime):
+        return np.load(mel_path)
+    return audio.melspectrogram(audio.load_audio(wav_path))
+
+
+class _LRU:
+    """A bounded dict: the newest `capacity` entries."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict = OrderedDict()
+
+    def get(self, key):
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        if self.capacity <= 0:
+            return
+        self.items[key] = value
+        if len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
+class ClipSamples(Dataset):
+    """Shared machinery of both recipes: clip choice, frame windows, mel windows, caches.
+
+    Each DataLoader worker holds its own copy of the caches (decoded frames and mels).
+    """
+
+    def __init__(self, clips: list[ClipEntry], seed: int, frame_cache: int = 20_000) -> None:
+        self.clips = clips
+        self.seed = seed
+        self._frames = _LRU(frame_cache)
+        self._mels = _LRU(max(64, frame_cache // 100))
+        self._present = [set(c.frames.tolist()) for c in clips]
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def frame(self, k: int, index: int) -> np.ndarray | None:
+        """The 96x96 BGR uint8 crop of frame `index` of clip k, None if absent or unreadable."""
+        if index not in self._present[k]:
+            return None
+        key = (k, index)
+        image = self._frames.get(key)
+        if image is None:
+            image = cv2.imread(str(self.clips[k].folder / f"{index}.jpg"), cv2.IMREAD_COLOR)
+            if image is None:
+                return None
+            if image.shape[:2] != (IMG_SIZE, IMG_SIZE):
+                image = cv2.resize(image, (IMG_SIZE, IMG_SIZE))
+            self._frames.put(key, image)
+        return image
+
+    def window(self, k: int, start: int) -> np.ndarray | None:
+        """Frames start..start+4 of clip k as (5, 96, 96, 3) uint8, None if any is missing."""
+        images = []
+        for index in range(start, start + SYNC_T):
+            image = self.frame(k, index)
+            if image is None:
+                return None
+            images.append(image)
+        return np.stack(images)
+
+    def mel(self, k: int) -> np.ndarray:
+        mel = self._mels.get(k)
+        if mel is None:
+            mel = clip_mel(self.clips[k].folder)
+            self._mels.put(k, mel)
+        return mel
+
+    def mel_window(self, k: int, frame: int) -> np.ndarray | None:
+        """(1, 80, 16) mel window of video frame `frame`, None where it runs outside the audio."""
+        start = mel_start(frame)
+        mel = self.mel(k)
+        if start < 0 or start + MEL_STEP > mel.shape[1]:
+            return None
+        return mel[None, :, start:start + MEL_STEP].astype(np.float32)
+
+    def draw(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """A random clip, a random frame and a random different frame of the same clip."""
+        k = int(rng.integers(len(self.clips)))
+        frames = self.clips[k].frames
+        first = int(frames[rng.integers(len(frames))])
+        other = first
+        while other == first:
+            other = int(frames[rng.integers(len(frames))])
+        return k, first, other
+
+    def rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, index])
+
+    def exhausted(self) -> Wav2LipError:
+        where = self.clips[0].folder.parent.parent
+        return Wav2LipError(
+            f"{where}: no usable training sample in {_MAX_DRAWS} draws (clips too short for their audio?)"
+        )
+
+
+class ExpertSamples(ClipSamples):
+    """SyncNet samples (spec section 7): half in sync, half with frames from another window.
+
+    Item: faces (5, 48, 96, 3) uint8 lower halves, mel (1, 80, 16) float32, label float32 (1 = in sync).
+    """
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
+        rng = self.rng(index)
+        for _ in range(_MAX_DRAWS):
+            k, frame, wrong = self.draw(rng)
+            in_sync = bool(rng.random() < 0.5)
+            faces = self.window(k, frame if in_sync else wrong)
+            if faces is None:
+                continue
+            mel = self.mel_window(k, frame)
+            if mel is None:
+                continue
+            return faces[:, IMG_SIZE // 2:], mel, np.float32(in_sync)
+        raise self.exhausted()
+
+
+class GeneratorSamples(ClipSamples):
+    """Wav2Lip samples (spec section 8): target window, random reference window, per-frame mels.
+
+    Item: target (5, 96, 96, 3) uint8, reference (5, 96, 96, 3) uint8, per-frame mels (5, 1, 80, 16)
+    (frame j uses the window of frame j - 1), and the whole window's mel (1, 80, 16) for the sync loss.
+    A draw with any frame or mel window missing is dropped and redrawn, as the reference does.
+    """
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        rng = self.rng(index)
+        for _ in range(_MAX_DRAWS):
+            k, frame, wrong = self.draw(rng)
+            target = self.window(k, frame)
+            reference = self.window(k, wrong)
+            if target is None or reference is None:
+                continue
+            mel = self.mel_window(k, frame)
+            if mel is None or frame < 1:
+                continue
+            per_frame = [self.mel_window(k, frame + j - 1) for j in range(SYNC_T)]
+            if any(m is None for m in per_frame):
+                continue
+            return target, reference, np.stack(per_frame), mel
+        raise self.exhausted()
+
+
+class StepSampler(Sampler[int]):
+    """Sample indices for steps start, start+1, ...: step s of rank r gets its own slice of a global batch.
+
+    Global batch s holds indices [s*B*W, (s+1)*B*W); rank r takes B of them. The same run on more
+    processes, or resumed at any step, draws the same samples.
+    """
+
+    def __init__(self, batch_size: int, start_step: int = 0, rank: int = 0, world: int = 1,
+                 stop_step: int | None = None) -> None:
+        self.batch_size, self.start_step, self.rank, self.world = batch_size, start_step, rank, world
+        self.stop_step = stop_step
+
+    def __iter__(self) -> Iterator[int]:
+        step = self.start_step
+        while self.stop_step is None or step < self.stop_step:
+            first = (step * self.world + self.rank) * self.batch_size
+            yield from range(first, first + self.batch_size)
+            step += 1
+
+    def __len__(self) -> int:
+        if self.stop_step is None:
+            raise TypeError("an endless sampler has no length")
+        return (self.stop_step - self.start_step) * self.batch_size
+
+
+def to_device_images(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, T, H, W, 3) uint8 -> (B, 3, T, H, W) float in [0, 1] on `device` (BGR kept, as the reference)."""
+    return batch.to(device, non_blocking=True).permute(0, 4, 1, 2, 3).float().div_(255.0)
