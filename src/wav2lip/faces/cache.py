@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -48,30 +48,43 @@ def cache_key(path: str | os.PathLike, detector: FaceDetector | None, options: F
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _save(target: Path, items: list[tuple[np.ndarray | None, Detection | None, bool]]) -> None:
+class _Record(NamedTuple):
+    """What the cache keeps of a TrackedFace: everything but the frame."""
+
+    box: np.ndarray | None
+    raw: np.ndarray | None
+    detection: Detection | None
+    interpolated: bool
+
+
+def _save(target: Path, items: list[_Record]) -> None:
     n = len(items)
     boxes = np.full((n, 4), -1, dtype=np.int64)
+    raw = np.full((n, 4), np.nan)
     det_boxes = np.full((n, 4), np.nan)
     scores = np.full(n, np.nan)
     landmarks = np.full((n, 5, 2), np.nan)
     interpolated = np.zeros(n, dtype=bool)
-    for i, (box, det, interp) in enumerate(items):
-        if box is not None:
-            boxes[i] = box
+    for i, item in enumerate(items):
+        det = item.detection
+        if item.box is not None:
+            boxes[i] = item.box
+        if item.raw is not None:
+            raw[i] = item.raw
         if det is not None:
             det_boxes[i], scores[i] = det.box, det.score
             if det.landmarks is not None:
                 landmarks[i] = det.landmarks
-        interpolated[i] = interp
+        interpolated[i] = item.interpolated
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, boxes=boxes, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
+            np.savez(f, boxes=boxes, raw=raw, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
                      interpolated=interpolated)
 
 
 def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterator[TrackedFace]:
-    boxes, det_boxes, scores = data["boxes"], data["det_boxes"], data["scores"]
+    boxes, raw, det_boxes, scores = data["boxes"], data["raw"], data["det_boxes"], data["scores"]
     landmarks, interpolated = data["landmarks"], data["interpolated"]
     for index, frame in enumerate(frames):
         if index >= len(boxes):
@@ -82,7 +95,8 @@ def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterato
         if not np.isnan(scores[index]):
             points = None if np.isnan(landmarks[index]).any() else landmarks[index]
             det = Detection(det_boxes[index], float(scores[index]), points)
-        yield TrackedFace(index, frame, box, det, bool(interpolated[index]))
+        raw_box = None if np.isnan(raw[index, 0]) else raw[index]
+        yield TrackedFace(index, frame, box, det, bool(interpolated[index]), raw=raw_box)
 
 
 def cached_track(
@@ -106,6 +120,6 @@ def cached_track(
         return
     record = []
     for item in track(frames, detector, options):
-        record.append((item.box, item.detection, item.interpolated))
+        record.append(_Record(item.box, item.raw, item.detection, item.interpolated))
         yield item
     _save(target, record)
