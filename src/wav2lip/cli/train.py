@@ -1,0 +1,73 @@
+"""`wav2lip train-expert` and `wav2lip train`: the SyncNet expert and the Wav2Lip generator.
+
+Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or machines.
+"""
+from __future__ import annotations
+
+import argparse
+
+from ..train import make_config, train
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", required=True, metavar="PREP",
+                        help="prepared data (the layout `wav2lip preprocess` writes)")
+    parser.add_argument("--checkpoint-dir", required=True, metavar="DIR",
+                        help="where checkpoints, log.jsonl and sample collages go")
+    parser.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings (flags win)")
+    parser.add_argument("--resume", action="store_true", default=None,
+                        help="continue from the latest checkpoint in DIR (starts fresh if there is none)")
+    parser.add_argument("--init", metavar="PTH", help="start from these weights (fine-tuning); step 0, new optimizer")
+    parser.add_argument("--steps", type=int, help="train until this many optimizer steps")
+    parser.add_argument("--batch-size", type=int, help="samples per step per process")
+    parser.add_argument("--lr", type=float, help="Adam learning rate (1e-4)")
+    parser.add_argument("--width", type=float, help="channel scale of the networks (1.0 = the authors')")
+    parser.add_argument("--eval-interval", type=int, help="steps between evaluations")
+    parser.add_argument("--eval-batches", type=int, help="validation batches per evaluation")
+    parser.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
+    parser.add_argument("--log-interval", type=int, help="steps between log.jsonl records")
+    parser.add_argument("--workers", type=int, help="data loader processes")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--seed", type=int, help="random seed of initialisation and sampling")
+    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
+                        help="full precision on CUDA")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
+                        help="no progress bar")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    expert = subparsers.add_parser(
+        "train-expert", help="train the SyncNet lip-sync expert",
+        description="Train the lip-sync expert on prepared data (spec section 7).",
+    )
+    _common(expert)
+    expert.set_defaults(func=_run, recipe="expert")
+
+    generator = subparsers.add_parser(
+        "train", help="train the Wav2Lip generator with a frozen lip-sync expert",
+        description="Train the Wav2Lip generator (spec section 8), optionally with the visual quality GAN.",
+    )
+    _common(generator)
+    generator.add_argument("--expert", required=True, metavar="PTH",
+                           help="trained lip-sync expert (stays frozen), a path or lipsync_expert.pth")
+    generator.add_argument("--gan", action="store_true", default=None,
+                           help="add the visual quality discriminator (wav2lip_gan recipe)")
+    generator.add_argument("--init-disc", metavar="PTH", help="discriminator weights to start from (--gan)")
+    generator.add_argument("--expert-mode", choices=("eval", "train"),
+                           help="frozen expert's BatchNorm: eval (default) or train (as the reference)")
+    generator.set_defaults(func=_run, recipe="generator")
+
+
+_FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size", "lr", "width",
+          "eval_interval", "eval_batches", "checkpoint_interval", "log_interval", "workers", "threads",
+          "device", "seed", "amp", "progress", "expert", "gan", "init_disc", "expert_mode")
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = {name: getattr(args, name, None) for name in _FLAGS}
+    config = make_config(args.recipe, args.config, **overrides)
+    metrics = train(config)
+    if metrics:
+        print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
