@@ -14,7 +14,7 @@ import torch
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.audio import load_audio, melspectrogram
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.device import cpu_has_native_bf16, resolve_device
+from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.pipeline import crop_face, generator_faces, run_generator
@@ -208,8 +208,9 @@ def test_bf16_matches_fp32_within_40_db(checkpoint, media, speech, face_frames) 
     y1, y2, x1, x2 = BOX
     crops = np.stack([crop_face(f, np.array([x1, y1, x2, y2])) for f in face_frames[:4]])
     faces = generator_faces(crops)
-    fp32 = run_generator(model, mel, faces, resolve_device("cpu"), "fp32")
-    bf16 = run_generator(model, mel, faces, resolve_device("cpu"), "bf16")
+    cpu = resolve_device("cpu")
+    fp32 = run_generator(model, mel, faces, cpu)
+    bf16 = run_generator(inference_model(model, "bf16", cpu), mel, faces, cpu)
     mse = np.mean((np.floor(fp32 * 255) - np.floor(bf16 * 255)) ** 2)
     assert 10 * np.log10(255**2 / max(mse, 1e-12)) >= 40
 

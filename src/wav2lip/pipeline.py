@@ -30,7 +30,7 @@ from torch import nn
 from . import audio as audio_io
 from . import checkpoints, store, video_io
 from .blend import BLENDS, to_uint8
-from .device import autocast, resolve_device, resolve_precision
+from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
 from .faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
 
@@ -343,9 +343,9 @@ class _Run:
     """The stages of one run, sharing the job, the models and the stop flag."""
 
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
-                 device: torch.device, precision: str, cache_dir: str | Path | None) -> None:
+                 device: torch.device, cache_dir: str | Path | None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
-        self.device, self.precision, self.cache_dir = device, precision, cache_dir
+        self.device, self.cache_dir = device, cache_dir
         self.profile = _Profile()
         self.stop = threading.Event()
 
@@ -433,7 +433,7 @@ class _Run:
     def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
         for batch in batches:
             if len(batch.mel):
-                faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device, self.precision))
+                faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))
                 for frame, face in zip((f for f in batch.frames if f.box is not None), faces):
                     frame.face = face
             yield from batch.frames
@@ -460,10 +460,9 @@ class _Run:
             self.stop.set()
 
 
-def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device,
-                  precision: str = "fp32") -> np.ndarray:
+def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device) -> np.ndarray:
     """(B, 1, 80, 16) mel + (B, 6, 96, 96) faces -> (B, 3, 96, 96) float32 in [0, 1]."""
-    with torch.inference_mode(), autocast(precision, device):
+    with torch.inference_mode():
         out = model(torch.from_numpy(mel).to(device), torch.from_numpy(faces).to(device))
     return out.float().cpu().numpy()
 
@@ -558,6 +557,7 @@ class LipSyncer:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.generator = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
+        self.model = inference_model(self.generator, self.precision, self.device)
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
         if detector_max_size is not None:
@@ -576,7 +576,7 @@ class LipSyncer:
 
     def _run(self, face: str | Path, audio: str | Path, options: dict) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions(**options))
-        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.precision, self.cache_dir)
+        return job, _Run(job, self.model, lambda: self.detector, self.device, self.cache_dir)
 
     def run(self, face: str | Path, audio: str | Path, output: str | Path, **options) -> Result:
         """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, or .mkv with lossless=True).
