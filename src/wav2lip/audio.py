@@ -70,10 +70,24 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
             if not chunks:
                 raise Wav2LipError(f"{path}: audio could not be decoded ({exc.strerror or exc})") from None
         chunks.extend(_mono(f) for f in resampler.resample(None))
+        exact = _exact_length(container, stream, sr)
     wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
     if wav.size == 0:
         raise Wav2LipError(f"{path}: audio stream is empty (no samples decoded)")
+    if exact is not None and exact < wav.size:
+        wav = wav[:exact]
     return np.clip(wav, -1.0, 1.0, out=wav)
+
+
+def _exact_length(container: av.container.InputContainer, stream: av.AudioStream, sr: int) -> int | None:
+    """Samples at `sr` that an MP4/MOV audio track really holds, or None where the duration is a guess.
+
+    AAC encoders pad the last frame (up to 1024 samples); MP4's sample table and edit list record the
+    true length, and the padding would otherwise add silent frames at the end of a lip-synced video.
+    """
+    if "mp4" not in container.format.name or not stream.duration or stream.time_base is None:
+        return None
+    return round(stream.duration * stream.time_base * sr)
 
 
 def _mono(frame: av.AudioFrame) -> np.ndarray:
