@@ -20,7 +20,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import audio as audio_io
+from . import faces, store
+from .checkpoints import load_model
 from .errors import Wav2LipError
+from .video_io import open_source
 
 # The evaluator's features and search (spec section 10).
 EVAL_FPS = 25  # video is scored at 25 fps
@@ -257,17 +260,13 @@ def _embed(model: nn.Module, batches: Iterable[torch.Tensor], tower: str, device
 def _load_evaluator(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
     if isinstance(model, nn.Module):
         return model.to(device).eval()
-    from . import store
-    from .checkpoints import load_model
     return load_model(store.resolve(model), "syncnet_v2", device=device)
 
 
-def _face_boxes(video_path: Path, n_frames: int, detector, device: torch.device) -> np.ndarray:
+def _face_boxes(video_path: Path, n_frames: int, detector: faces.FaceDetector | str,
+                device: torch.device) -> np.ndarray:
     """(n, 4) float boxes of the main face per frame: tracked, gaps of up to 25 frames interpolated,
     frames beyond the track holding the nearest box."""
-    from . import faces
-    from .video_io import open_source
-
     if isinstance(detector, str):
         detector = faces.create_detector(detector, device=device)
     options = faces.FaceTrackOptions(pads=(0, 0, 0, 0), smooth="none", max_gap=MAX_TRACK_GAP)
@@ -288,7 +287,7 @@ def evaluate_sync(
     audio_path: str | os.PathLike | None = None,
     model: nn.Module | str | os.PathLike = "syncnet_v2.model",
     mode: Mode = "whole",
-    detector="retinaface",
+    detector: faces.FaceDetector | str = "retinaface",
     device: str | torch.device = "cpu",
     batch_size: int = 20,
 ) -> SyncScore:
@@ -299,8 +298,6 @@ def evaluate_sync(
     `model` is a SyncNetV2 module, a checkpoint path, or a store name; `detector` a FaceDetector or a
     detector name for "track".
     """
-    from .video_io import open_source
-
     if mode not in ("whole", "track"):
         raise ValueError(f"mode must be 'whole' or 'track', got {mode!r}")
     video_path = Path(video_path)
