@@ -220,3 +220,17 @@ def test_explicit_missing_device_is_an_error() -> None:
         pytest.skip("this machine has CUDA")
     with pytest.raises(Wav2LipError, match="cuda"):
         resolve_device("cuda")
+
+
+def test_preprocessing_order_is_resize_rotate_crop(syncer, media, work, face_frames) -> None:
+    audio = cut_wav(media / "vr_audio1.wav", work / "pre.wav", 0.2)
+    # 524x524 -> 262x262 -> rotated -> rows 10.., columns 20..: a 252x242 frame.
+    frames = list(syncer.frames(media / "vr_face5.mp4", audio, resize_factor=2, rotate=True, crop=(10, -1, 20, -1),
+                                static=True, box=(60, 200, 40, 200)))
+    expected = cv2.rotate(cv2.resize(face_frames[0], (262, 262)), cv2.ROTATE_90_CLOCKWISE)[10:, 20:]
+    assert len(frames) == 5
+    for frame in frames:
+        assert frame.shape == expected.shape == (252, 242, 3)
+        np.testing.assert_array_equal(frame[:60], expected[:60])
+        np.testing.assert_array_equal(frame[200:], expected[200:])
+        assert not np.array_equal(frame[60:200, 40:200], expected[60:200, 40:200])

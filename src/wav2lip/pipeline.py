@@ -263,8 +263,6 @@ class _Job:
         options.check()
         self.face, self.audio, self.options = Path(face), Path(audio), options
         wav = audio_io.load_audio(self.audio)
-        if wav.size == 0:
-            raise Wav2LipError(f"{self.audio}: the audio is empty")
         if not np.any(wav):
             raise Wav2LipError(f"{self.audio}: the audio is completely silent: nothing to lip-sync")
         self.mel = audio_io.melspectrogram(wav)
@@ -303,8 +301,8 @@ class _Job:
         n = self.n_frames
         if self.still or self.options.static:
             first = self.prepare(next(iter(self.source.frames(1))))
-            for k in range(n):
-                yield _Frame(k, 0, k == 0, first if k == 0 else first.copy())
+            for k in range(n):  # a fresh copy each time: frames are blended in place downstream
+                yield _Frame(k, 0, k == 0, first.copy())
             return
         count = 0
         for image in self.source.frames():
