@@ -40,8 +40,8 @@ FACE_SIZE = 96  # generator crop side (spec section 4)
 MEL_STEP = 16  # mel frames per window (spec section 3)
 REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 # Frames held per generator batch are capped at this many bytes: at most three batches are in flight,
-# so 1080p runs in batches of ~30 and peak memory stays far below 2 GB.
-MAX_BATCH_BYTES = 192 * 2**20
+# so 720p runs in batches of 46 and 1080p of 20, and peak memory stays far below 2 GB.
+MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 16  # frames between per-frame stages (decode, detect, blend, encode)
 STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
 
@@ -554,8 +554,8 @@ class LipSyncer:
     ) -> None:
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
-        self.generator = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
-        self.model = inference_model(self.generator, self.precision, self.device)
+        network = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
+        self.generator = inference_model(network, self.precision, self.device)  # what runs (fp32: the network)
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
         if detector_max_size is not None:
@@ -574,7 +574,7 @@ class LipSyncer:
 
     def _run(self, face: str | Path, audio: str | Path, options: dict) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions(**options))
-        return job, _Run(job, self.model, lambda: self.detector, self.device, self.cache_dir)
+        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir)
 
     def run(self, face: str | Path, audio: str | Path, output: str | Path, **options) -> Result:
         """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, or .mkv with lossless=True).
