@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wav2lip.blend import blend_batch, feather, feather_mask, paste, to_uint8
+from wav2lip.blend import feather, feather_mask, paste, to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +61,3 @@ def test_feather_hides_a_colour_shift_and_keeps_the_rest(frame) -> None:
     assert np.abs(region[mouth].mean(axis=(0, 1)) - original[mouth].mean(axis=(0, 1))).max() < 3
 
 
-def test_blend_batch_blends_each_frame_with_its_box(frame) -> None:
-    frames = [frame.copy(), frame.copy()]
-    boxes = [np.array([0, 0, 96, 96]), np.array([100, 50, 292, 242])]
-    generated = np.full((2, 3, 96, 96), 0.5, np.float32)
-    blend_batch(frames, boxes, generated, "paste")
-    assert (frames[0][:96, :96] == 127).all()
-    assert (frames[1][50:242, 100:292] == 127).all()
-    np.testing.assert_array_equal(frames[1][:50], frame[:50])
-    with pytest.raises(ValueError):
-        blend_batch(frames, boxes, generated, "smear")

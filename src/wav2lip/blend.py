@@ -1,6 +1,6 @@
 """Put generated 96x96 faces back into frames: `paste` (the reference) and `feather` (seamless).
 
-Both take the generator's float output in [0, 1] (B, 3, 96, 96, BGR) or its uint8 HWC form and
+Both take one generated face as 96x96x3 uint8 BGR (see `to_uint8` for the generator's float output) and
 write into the frames in place; the per-frame work is one OpenCV resize plus array arithmetic.
 """
 from __future__ import annotations
@@ -71,11 +71,3 @@ def feather(frame: np.ndarray, box: np.ndarray, face: np.ndarray) -> np.ndarray:
 
 BLENDS = {"paste": paste, "feather": feather}
 
-
-def blend_batch(frames: list[np.ndarray], boxes: list[np.ndarray], generated: np.ndarray, mode: str = "paste") -> None:
-    """Blend a generator batch (B, 3, 96, 96) float into `frames` (in place), one box per frame."""
-    if mode not in BLENDS:
-        raise ValueError(f"unknown blend {mode!r} (one of {', '.join(BLENDS)})")
-    fn = BLENDS[mode]
-    for frame, box, face in zip(frames, boxes, to_uint8(generated)):
-        fn(frame, box, face)
