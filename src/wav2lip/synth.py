@@ -29,6 +29,8 @@ SAMPLE_RATE = 16000
 _SUPERSAMPLE = 3
 # Mouth centre height as a fraction of the crop: inside the lower half the generator repaints.
 _MOUTH_Y = 0.74
+# Frame (width, height) of the "videos" layout: the face fills 60% of the height.
+_VIDEO_SIZE = (224, 160)
 
 
 @dataclass(frozen=True)
@@ -152,16 +154,12 @@ class Clip:
     def n_frames(self) -> int:
         return len(self.opening)
 
-    def frames(self, size: int = 96, frame_size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-        """BGR uint8 frames: a `size` x `size` face crop, or the face inside a (width, height) frame."""
+    def frames(self, size: int = 96, zoom: float = 1.0) -> Iterator[np.ndarray]:
+        """BGR uint8 `size` x `size` frames: a face crop (zoom 1), or a face in a wider view (zoom < 1)."""
         rng = np.random.default_rng([self.seed, 1])
         motion = _Motion(rng, self.n_frames)
         for i in range(self.n_frames):
-            face = _draw_face(self.identity, self.opening[i], self.width[i], motion, i, size)
-            if frame_size is None:
-                yield face
-            else:
-                yield _place(face, frame_size, self.identity.background, motion, i)
+            yield _draw_face(self.identity, self.opening[i], self.width[i], motion, i, size, zoom)
 
 
 def make_clip(seed: int, seconds: float = 3.0, shift: int = 0, identity: Identity | None = None) -> Clip:
@@ -219,7 +217,8 @@ def _ellipse(img: np.ndarray, scale: float, cx: float, cy: float, ax: float, ay:
     cv2.ellipse(img, centre, axes, angle, arc[0], arc[1], color, -1, cv2.LINE_AA, shift)
 
 
-def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion, i: int, size: int) -> np.ndarray:
+def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion, i: int, size: int,
+               zoom: float = 1.0) -> np.ndarray:
     """The face crop of frame i: draw large, move the head, light it, downsample."""
     big = size * _SUPERSAMPLE
     s = float(big)
@@ -244,7 +243,7 @@ def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion
     _draw_mouth(img, s, idy, opening, width)
 
     centre = (big / 2, big * 0.55)
-    matrix = cv2.getRotationMatrix2D(centre, float(motion.angle[i]), float(motion.scale[i]))
+    matrix = cv2.getRotationMatrix2D(centre, float(motion.angle[i]), float(motion.scale[i]) * zoom)
     matrix[:, 2] += (motion.dx[i] * big, motion.dy[i] * big)
     img = cv2.warpAffine(img, matrix, (big, big), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
@@ -265,20 +264,6 @@ def _draw_mouth(img: np.ndarray, s: float, identity: Identity, opening: float, w
         _ellipse(img, s, 0.5, cy - gap * 0.9, half_w * 0.6, min(gap * 0.35, 0.012), (225, 225, 230))
     else:
         _ellipse(img, s, 0.5, cy, half_w * 0.85, 0.003, _bgr(identity.lips, 0.5))  # closed lips' line
-
-
-def _place(face: np.ndarray, frame_size: tuple[int, int], background: tuple[float, float, float],
-           motion: _Motion, i: int) -> np.ndarray:
-    """Put the face crop into a larger frame, drifting slowly, as a camera would see it."""
-    width, height = frame_size
-    size = face.shape[0]
-    frame = np.empty((height, width, 3), np.uint8)
-    frame[:] = _bgr(background, 0.8 * float(motion.light[i]))
-    x = int((width - size) / 2 + motion.dx[i] * size * 2)
-    y = int((height - size) / 2 + motion.dy[i] * size * 2)
-    x, y = min(max(x, 0), width - size), min(max(y, 0), height - size)
-    frame[y:y + size, x:x + size] = face
-    return frame
 
 
 def mouth_opening(face_bgr: np.ndarray) -> float:
@@ -322,7 +307,7 @@ def write_dataset(
     layout "prepared": spec section 9's training layout, `<spk>/<clip>/{0..}.jpg` face crops,
     `audio.wav`, `mouth.npy` (true opening per frame) and train/val/test.txt (the last speakers'
     clips are held out, so validation and test use unseen faces and unseen audio).
-    layout "videos": `<spk>/<clip>.mp4` (25 fps, the face in a 192 x 160 frame, AAC audio) and
+    layout "videos": `<spk>/<clip>.mp4` (25 fps, the face in a 224 x 160 frame, AAC audio) and
     `<spk>/<clip>.mouth.npy`, input for `wav2lip preprocess`.
     """
     if layout not in ("prepared", "videos"):
@@ -342,7 +327,7 @@ def write_dataset(
         if layout == "prepared":
             written.append(_write_prepared(out / speaker / name, clip, size))
         else:
-            written.append(_write_video(out / speaker / f"{name}.mp4", clip, size))
+            written.append(_write_video(out / speaker / f"{name}.mp4", clip))
         names.append(f"{speaker}/{name}")
     if layout == "prepared":
         write_file_lists(out, names, val_fraction, test_fraction)
@@ -359,14 +344,16 @@ def _write_prepared(folder: Path, clip: Clip, size: int) -> Path:
     return folder
 
 
-def _write_video(path: Path, clip: Clip, size: int) -> Path:
+def _write_video(path: Path, clip: Clip) -> Path:
     from .video_io import VideoWriter
 
     wav_path = path.with_suffix(".wav")
     write_wav(wav_path, clip.wav)
     try:
-        with VideoWriter(path, FPS, 192, 160, audio=wav_path) as writer:
-            writer.write_many(clip.frames(size, frame_size=(192, 160)))
+        with VideoWriter(path, FPS, _VIDEO_SIZE[0], _VIDEO_SIZE[1], audio=wav_path) as writer:
+            for frame in clip.frames(_VIDEO_SIZE[1], zoom=0.6):
+                side = (_VIDEO_SIZE[0] - _VIDEO_SIZE[1]) // 2
+                writer.write(cv2.copyMakeBorder(frame, 0, 0, side, side, cv2.BORDER_REPLICATE))
     finally:
         wav_path.unlink()
     np.save(path.with_suffix(".mouth.npy"), clip.opening)

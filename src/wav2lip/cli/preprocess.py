@@ -1,0 +1,43 @@
+"""`wav2lip preprocess`: videos -> the training layout (face crops, audio, file lists); sync filtering."""
+from __future__ import annotations
+
+import argparse
+
+from .. import preprocess
+from ..errors import Wav2LipError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "preprocess", help="turn videos into training data (face crops, audio, file lists)",
+        description="Resample videos to 25 fps, crop the detected face of every frame, write 16 kHz audio "
+        "and train/val/test lists. Resumable; shards by RANK/WORLD_SIZE for several machines. With "
+        "--filter-sync, score the clips with a trained expert and drop those out of sync.",
+    )
+    parser.add_argument("--input-dir", metavar="RAW", help="folder of videos (searched recursively)")
+    parser.add_argument("--output-dir", required=True, metavar="PREP", help="prepared data folder")
+    parser.add_argument("--detector", default="retinaface", choices=("retinaface", "s3fd"))
+    parser.add_argument("--weights", help="detector weights (default: the known file from the model store)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes")
+    parser.add_argument("--batch-size", type=int, default=16, help="frames per detector batch")
+    parser.add_argument("--filter-sync", metavar="EXPERT", help="trained lip-sync expert for sync filtering")
+    parser.add_argument("--min-sync", type=float, default=0.5,
+                        help="clips whose mean in-sync probability is below this leave the lists")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if not args.input_dir and not args.filter_sync:
+        raise Wav2LipError("nothing to do: give --input-dir (preprocess) and/or --filter-sync (filter)")
+    if args.input_dir:
+        results = preprocess.preprocess(
+            args.input_dir, args.output_dir, detector=args.detector, weights=args.weights,
+            device=args.device, workers=args.workers, batch_size=args.batch_size,
+        )
+        failed = [r for r in results if r.error]
+        print(f"{len(results) - len(failed)} clips ready, {len(failed)} failed")
+    if args.filter_sync:
+        dropped = preprocess.filter_sync(args.output_dir, args.filter_sync, args.min_sync, device=args.device)
+        print("dropped: " + ", ".join(f"{split} {len(names)}" for split, names in dropped.items()))
+    return 0
