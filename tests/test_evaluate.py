@@ -15,7 +15,7 @@ from wav2lip import evaluate as ev
 from wav2lip.audio import load_audio
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
-from wav2lip.faces import create_detector
+from wav2lip.faces import Detection, create_detector
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.syncnet_v2 import SyncNetV2
 from wav2lip.video_io import VideoWriter, open_source
@@ -121,6 +121,30 @@ def test_smooth_track_removes_a_one_frame_jump():
     np.testing.assert_array_equal(smoothed[15], [30, 130, 130])
     short = ev.smooth_track(np.tile([0.0, 0.0, 40.0, 20.0], (6, 1)))  # kernel shrinks: no zeros win
     assert np.all(short[:, 0] == 20)
+
+
+def _det(x1: float, y1: float, x2: float, y2: float) -> Detection:
+    return Detection(box=np.array([x1, y1, x2, y2], dtype=np.float32), score=0.9)
+
+
+def test_link_face_track_follows_one_face():
+    small, big, moved = _det(10, 10, 50, 50), _det(100, 100, 200, 200), _det(14, 12, 54, 52)
+    picked = ev.link_face_track([[small], [big, moved], [], [big], [big]] + [[]] * 26 + [[small, big]])
+    np.testing.assert_array_equal(picked[0], small.box)
+    np.testing.assert_array_equal(picked[1], moved.box)  # continuity beats size
+    assert picked[2] is None and picked[3] is None  # the big face never overlaps the track
+    np.testing.assert_array_equal(picked[-1], big.box)  # lost for over 25 frames: the largest face restarts
+
+
+def test_fill_track_interpolates_short_gaps_and_holds_the_rest():
+    a, b = np.array([0.0, 0, 40, 40]), np.array([40.0, 0, 80, 40])
+    boxes = ev.fill_track([None, a, None, None, None, b] + [None] * 30 + [a])
+    np.testing.assert_array_equal(boxes[0], a)  # before the first face: held
+    np.testing.assert_allclose(boxes[3], [20, 0, 60, 40])  # halfway between a and b
+    np.testing.assert_array_equal(boxes[10], b)  # a 30-frame gap is not bridged: nearest box
+    np.testing.assert_array_equal(boxes[34], a)
+    with pytest.raises(ValueError):
+        ev.fill_track([None, None])
 
 
 class Planted(nn.Module):
