@@ -10,7 +10,6 @@ Everything is a function of the seed.
 from __future__ import annotations
 
 import json
-import math
 import wave
 from dataclasses import dataclass
 from pathlib import Path
