@@ -230,7 +230,7 @@ def crop_track(frame: np.ndarray, s: float, cx: float, cy: float) -> np.ndarray:
 
 
 def _clip_batches(frames: Iterable[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
-    """(B, 3, 5, 224, 224) float clips starting at every frame that has 5 frames AFTER it too.
+    """(B, 3, 5, 224, 224) float clips, one per start frame v whose frame v + 5 exists too.
 
     The reference scores min(frames, audio) - 5 clips, one fewer than the frames allow, so a clip is
     only emitted once the frame following it has arrived.
