@@ -22,8 +22,9 @@ from .boxes import retinaface_detections, s3fd_candidates, s3fd_postprocess
 
 # Weight files the model store knows, per backend.
 WEIGHT_NAMES = {"retinaface": "retinaface_mobilenet0.25.pth", "s3fd": "s3fd.pth"}
-# Longest side RetinaFace sees by default: chosen by measurement (benchmarks/bench_detect.py), the
-# face boxes at this size stay within ~1-2 px of full-resolution detection at a fraction of the cost.
+# Longest side RetinaFace sees by default, chosen by measurement on the real clips: per-frame boxes
+# at 480 keep a mean IoU of 0.95 with full-resolution boxes (the detector's own frame-to-frame IoU is
+# 0.97), at 320 it falls to 0.93 (min 0.86); 480 costs a quarter of full size on 844-line video.
 DEFAULT_RETINAFACE_MAX_SIZE = 480
 
 
