@@ -36,11 +36,12 @@ CLIPS = ("vr_face2.mp4", "vr_face3.mp4", "vr_face5.mp4", "hdtf_kh.mp4", "st_art0
 
 
 def frames_at(frames: list[np.ndarray], lines: int) -> list[np.ndarray]:
-    """Square frames scaled to `lines` rows; wider-than-square targets filled out to 16:9 by reflection."""
+    """Square frames scaled to `lines` rows; when enlarged, widened to 16:9 by reflection (1280x720, 1920x1080)."""
     out = []
     for frame in frames:
-        scaled = cv2.resize(frame, (lines, lines), interpolation=cv2.INTER_CUBIC if lines > frame.shape[0] else cv2.INTER_AREA)
-        if lines > frame.shape[0]:
+        up = lines > frame.shape[0]
+        scaled = cv2.resize(frame, (lines, lines), interpolation=cv2.INTER_CUBIC if up else cv2.INTER_AREA)
+        if up:
             side = (lines * 16 // 9 - lines) // 2
             scaled = cv2.copyMakeBorder(scaled, 0, 0, side, side, cv2.BORDER_REFLECT)
         out.append(scaled)

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from wav2lip.cli import main
+from wav2lip.errors import Wav2LipError
 from wav2lip.faces import (
     BoxCalibration,
     FaceTrackOptions,
@@ -107,6 +108,15 @@ def test_s3fd_detector_gives_the_reference_boxes(fixtures_dir):
         boxes = np.array([np.r_[d.box, d.score] for d in dets])
         assert boxes.shape == ref[f"boxes_{i}"].shape
         assert np.abs(boxes - ref[f"boxes_{i}"]).max() < 1e-3
+
+
+def test_bad_detector_requests_give_one_clear_error(tmp_path, weights):
+    with pytest.raises(Wav2LipError, match="unknown face detector"):
+        create_detector("dlib")
+    with pytest.raises(Wav2LipError, match="missing.pth"):
+        create_detector("retinaface", weights=tmp_path / "missing.pth")
+    with pytest.raises(Wav2LipError, match="S3FD"):
+        create_detector("s3fd", weights=weights)
 
 
 def test_downscaled_detection_maps_back_to_frame_pixels(weights, clip):

@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "full size for s3fd); 0 = full size")
     parser.add_argument("--batch-size", type=int, default=16, help="detection batch (halved on out-of-memory)")
     parser.add_argument("--detect-every", type=int, default=FaceTrackOptions.detect_every, metavar="N",
-                        help="full-frame detection every N frames, tracking in between; 1 = every frame")
+                        help="full-frame detection every N frames, tracking in between; 1 = every frame, "
+                        "0 = only when the track is lost")
     parser.add_argument("--smooth", choices=SMOOTH_MODES, default="centered",
                         help="centered: lag-free (default); mean5: the reference's 5-box mean")
     parser.add_argument("--pads", type=int, nargs=4, default=list(FaceTrackOptions.pads),

@@ -33,13 +33,13 @@ class FaceTrackOptions:
     smooth: str = "centered"  # "centered" (lag-free), "mean5" (reference), "none"
     smooth_radius: int = 2  # frames each side for "centered"
     fixed_box: tuple[int, int, int, int] | None = None  # skip detection, pads and smoothing
-    detect_every: int = 25  # full-frame detection period; 1 = every frame (no region tracking)
+    detect_every: int = 25  # full-frame detection period; 1 = every frame, 0 = only when the track is lost
     roi_scale: float = 2.0  # tracking region side, in units of the previous box's longer side
     roi_size: int = 160  # the tracking region is shrunk to at most this many pixels per side
     min_iou: float = 0.3  # a tracked box overlapping the previous one less than this re-detects
     scene_cut: float | None = 0.5  # colour-histogram distance (0..1) that counts as a cut; None: off
     max_gap: int = 5  # frames without a face bridged by interpolation (0: never)
-    face_index: int | None = None  # pick the i-th face from the left at the start of each shot
+    face_index: int | None = None  # pick the i-th face from the left at each shot's start (else the largest)
     face_at: tuple[float, float] | None = None  # or the face nearest this point
     calibration: BoxCalibration | None = None  # map detector boxes to the generator's crop
 
@@ -106,7 +106,8 @@ class _Detector:
         if cut:
             self.prev = None
         det = None
-        if self.prev is not None and opts.detect_every != 1 and self.since_full < max(opts.detect_every, 1):
+        periodic_due = 0 < opts.detect_every <= self.since_full
+        if self.prev is not None and opts.detect_every != 1 and not periodic_due:
             det = self._track(frame)
             self.since_full += 1
         if det is None:
