@@ -5,6 +5,7 @@ Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..train import make_config, train
 
@@ -68,6 +69,6 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name, None) for name in _FLAGS}
     config = make_config(args.recipe, args.config, **overrides)
     metrics = train(config)
-    if metrics:
+    if metrics and os.environ.get("RANK", "0") == "0":
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
     return 0

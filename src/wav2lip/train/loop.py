@@ -308,7 +308,8 @@ def _train(config: TrainConfig) -> dict[str, float]:
                     last_eval = evaluate(recipe, config, val_samples, info, device, step, log)
                     messages = recipe.after_eval(last_eval)
                     log.write(step, "val", last_eval, **({"note": "; ".join(messages)} if messages else {}))
-                    bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+                    if info.main:
+                        bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
                     tick = time.perf_counter()
                 if step % config.checkpoint_interval == 0 and info.main:
                     _save(recipe, config, step, step * per_step // len(train_clips))
