@@ -156,7 +156,7 @@ def test_tracking_finds_the_face_in_every_frame_close_to_full_detection(weights,
 
 
 def test_mean5_mode_smooths_padded_integer_boxes_like_the_reference(detector, clip):
-    frames = [cv2.resize(f, (256, 256)) for f in clip[:7]]
+    frames = [cv2.resize(f, (192, 192)) for f in clip[:6]]
     plain = np.array([b for _, b in _boxes(frames, detector, smooth="none", detect_every=1)])
     smoothed = np.array([b for _, b in _boxes(frames, detector, smooth="mean5", detect_every=1)])
     assert np.array_equal(smoothed, reference_mean5(plain))
@@ -167,11 +167,11 @@ def _boxes(frames, detector, **options):
 
 
 def test_scene_cut_redetects_and_is_never_smoothed_across(detector, clip, other_clip):
-    frames = clip[:6] + [cv2.resize(f, clip[0].shape[1::-1]) for f in other_clip[:6]]
+    frames = [cv2.resize(f, (256, 256)) for f in clip[:5] + other_clip[:5]]
     items = list(track(frames, detector, FaceTrackOptions(smooth="centered")))
-    assert [i.index for i in items if i.scene_cut] == [6]
+    assert [i.index for i in items if i.scene_cut] == [5]
     raw = np.array([i.raw for i in items])
-    for shot in (slice(0, 6), slice(6, 12)):
+    for shot in (slice(0, 5), slice(5, 10)):
         smoother, want = Centered(2), []
         for box in raw[shot]:
             want += smoother.push(box)
