@@ -3,6 +3,8 @@ coverage, looping, frames without a face, stills, and the precision bound."""
 from __future__ import annotations
 
 import math
+import threading
+import time
 import wave
 from pathlib import Path
 
@@ -234,3 +236,14 @@ def test_preprocessing_order_is_resize_rotate_crop(syncer, media, work, face_fra
         np.testing.assert_array_equal(frame[:60], expected[:60])
         np.testing.assert_array_equal(frame[200:], expected[200:])
         assert not np.array_equal(frame[60:200, 40:200], expected[60:200, 40:200])
+
+
+def test_stopping_early_stops_every_stage(syncer, media, work) -> None:
+    audio = cut_wav(media / "vr_audio1.wav", work / "early.wav", 0.6)
+    frames = syncer.frames(media / "vr_face5.mp4", audio, box=BOX, batch_size=4)
+    next(frames)
+    frames.close()
+    deadline = time.monotonic() + 30
+    while any(t.name.startswith("wav2lip-") for t in threading.enumerate()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("wav2lip-")]
