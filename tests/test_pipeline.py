@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from wav2lip import LipSyncer, Wav2LipError
+from wav2lip import LipSyncer, Wav2LipError, lipsync
 from wav2lip.audio import load_audio, melspectrogram
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
@@ -247,3 +247,11 @@ def test_stopping_early_stops_every_stage(syncer, media, work) -> None:
     while any(t.name.startswith("wav2lip-") for t in threading.enumerate()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("wav2lip-")]
+
+
+def test_lipsync_one_call(checkpoint, media, work) -> None:
+    audio = cut_wav(media / "vr_audio1.wav", work / "one.wav", 0.2)
+    result = lipsync(media / "vr_face5.mp4", audio, work / "one.mp4", checkpoint=checkpoint, device="cpu",
+                     precision="fp32", box=BOX)
+    assert result.frames == 5 and probe(work / "one.mp4").n_frames == 5
+    assert "5 frames" in result.summary() and "generate" in result.profile_table()
