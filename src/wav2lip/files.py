@@ -30,6 +30,10 @@ def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterato
     tmp = Path(tmp_name)
     try:
         yield tmp
+        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
