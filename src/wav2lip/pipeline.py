@@ -42,7 +42,7 @@ REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 # Frames held per generator batch are capped at this many bytes: at most three batches are in flight,
 # so 720p runs in batches of 46 and 1080p of 20, and peak memory stays far below 2 GB.
 MAX_BATCH_BYTES = 128 * 2**20
-FRAME_QUEUE = 16  # frames between per-frame stages (decode, detect, blend, encode)
+FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
 STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
