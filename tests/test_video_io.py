@@ -202,6 +202,11 @@ def test_repeat_and_pingpong_order(clip20, monkeypatch):
     assert len(list(source.frames(7))) == 7
 
 
+def test_pingpong_shorter_than_the_clip_on_a_fresh_source(clip20):
+    """The pass length is still unknown when n ends the first pass early."""
+    assert [index_of(f) for f in open_source(clip20).frames(7, loop="pingpong")] == list(range(7))
+
+
 def test_pingpong_on_a_real_clip_matches_forward_frames(media, monkeypatch):
     """Backward passes seek to keyframes (every 12 frames in this mpeg4 clip) and decode blocks of 8."""
     monkeypatch.setattr(video_io, "_REVERSE_BLOCK_BYTES", 1)

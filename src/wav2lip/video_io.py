@@ -295,6 +295,8 @@ class FrameSource:
                 for image in self._backward(min(self._count - 2, n - produced)):
                     yield image
                     produced += 1
+            if produced >= n:  # done before the pass ended: the pass length may still be unknown
+                return
             if loop == "pingpong" and self._count > 2:
                 forward = not forward
 
