@@ -6,9 +6,11 @@
     for frame in syncer.frames("photo.png", "speech.wav"):   # or the output frames themselves
         ...
     wav2lip.lipsync("face.mp4", "speech.wav", "out.mp4")     # one call
+    score = wav2lip.evaluate_sync("out.mp4")                 # offset, LSE-D, LSE-C (SyncNet v2)
 """
 from .errors import Wav2LipError
+from .evaluate import SyncScore, evaluate_sync
 from .pipeline import LipSyncer, Result, SyncOptions, lipsync
 
-__all__ = ["LipSyncer", "Result", "SyncOptions", "Wav2LipError", "lipsync"]
+__all__ = ["LipSyncer", "Result", "SyncOptions", "SyncScore", "Wav2LipError", "evaluate_sync", "lipsync"]
 __version__ = "0.1.0"
