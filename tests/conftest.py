@@ -1,6 +1,7 @@
 """Shared test fixtures: paths to ../shared (media, fixtures, real RetinaFace weights)."""
 from __future__ import annotations
 
+import wave
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,17 @@ def assert_close_to_fixture(out: np.ndarray, ref: np.ndarray) -> None:
     atol = 1e-4 * float(np.abs(ref).max())
     worst = float(np.abs(out - ref).max())
     assert np.allclose(out, ref, rtol=1e-4, atol=atol), f"max abs diff {worst} (atol {atol})"
+
+
+def cut_wav(source: Path, target: Path, seconds: float, scale: float = 1.0) -> Path:
+    """The first `seconds` of a PCM wav (any channels/rate), optionally scaled (0 = digital silence)."""
+    with wave.open(str(source)) as w:
+        params = w.getparams()
+        data = np.frombuffer(w.readframes(round(seconds * w.getframerate())), dtype=np.int16)
+    with wave.open(str(target), "wb") as w:
+        w.setparams(params)
+        w.writeframes((data * scale).astype(np.int16).tobytes())
+    return target
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,12 @@
 and the manifest batch mode."""
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from conftest import cut_wav
 
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
@@ -17,16 +18,6 @@ from wav2lip.video_io import probe
 # vr_face5.mp4's face in the reference's --box order: top, bottom, left, right.
 BOX_ARGS = ["150", "470", "140", "380"]
 
-
-def cut_wav(source: Path, target: Path, seconds: float, scale: float = 1.0) -> Path:
-    """The first `seconds` of a PCM wav, optionally scaled (0 = digital silence)."""
-    with wave.open(str(source)) as w:
-        params = w.getparams()
-        data = np.frombuffer(w.readframes(round(seconds * w.getframerate())), dtype=np.int16)
-    with wave.open(str(target), "wb") as w:
-        w.setparams(params)
-        w.writeframes((data * scale).astype(np.int16).tobytes())
-    return target
 
 
 @pytest.fixture(scope="module")

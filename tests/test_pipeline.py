@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-import wave
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,8 @@ import torch
 
 from wav2lip import LipSyncer, Wav2LipError, lipsync
 from wav2lip.audio import load_audio, melspectrogram
+from conftest import cut_wav
+
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
 from wav2lip.models.deterministic import fill_deterministic
@@ -27,16 +28,6 @@ from wav2lip.video_io import VideoWriter, open_source, probe
 BOX = (150, 470, 140, 380)
 FPS = 25.0
 
-
-def cut_wav(source: Path, target: Path, seconds: float, scale: float = 1.0) -> Path:
-    """The first `seconds` of a PCM wav (any channels/rate), optionally scaled (0 = digital silence)."""
-    with wave.open(str(source)) as w:
-        params = w.getparams()
-        data = np.frombuffer(w.readframes(round(seconds * w.getframerate())), dtype=np.int16)
-    with wave.open(str(target), "wb") as w:
-        w.setparams(params)
-        w.writeframes((data * scale).astype(np.int16).tobytes())
-    return target
 
 
 def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
