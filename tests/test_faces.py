@@ -184,12 +184,24 @@ def test_short_gaps_are_bridged_and_long_ones_marked(detector, clip):
     frames = [f.copy() for f in clip[:8]]
     for f in frames[3:5]:
         f[max(0, box[1] - 40):box[3] + 40, max(0, box[0] - 40):box[2] + 40] = 0
-    bridged = list(track(frames, detector, FaceTrackOptions(smooth="none", max_gap=3)))
+    bridged = list(track(frames, detector, FaceTrackOptions(smooth="none", max_gap=3, track_every=1)))
     assert [i.interpolated for i in bridged] == [False] * 3 + [True] * 2 + [False] * 3
     raw = [i.raw for i in bridged]
     assert np.allclose(raw[3], raw[2] + (raw[5] - raw[2]) / 3)
-    marked = list(track(frames, detector, FaceTrackOptions(smooth="none", max_gap=0)))
+    marked = list(track(frames, detector, FaceTrackOptions(smooth="none", max_gap=0, track_every=1)))
     assert [i.box is None for i in marked] == [False] * 3 + [True] * 2 + [False] * 3
+
+
+def test_track_every_interpolates_between_region_detections_but_never_the_last_frame(detector, clip, other_clip):
+    frames = [cv2.resize(f, (256, 256)) for f in clip[:6] + other_clip[:3]]
+    items = list(track(frames, detector, FaceTrackOptions(smooth="none", track_every=2)))
+    # Frame 0 and 5 (before the cut at 6) and the last frame are detected; 1 and 3 skipped, then bridged.
+    assert [i.interpolated for i in items] == [False, True, False, True, False, False, False, True, False]
+    assert all(i.box is not None for i in items)
+    raw = [i.raw for i in items]
+    assert np.allclose(raw[1], (raw[0] + raw[2]) / 2)
+    with pytest.raises(ValueError, match="track_every"):
+        FaceTrackOptions(track_every=3, max_gap=1)
 
 
 def test_follows_one_identity_among_several_faces(detector, clip, other_clip):
@@ -232,12 +244,18 @@ def test_compare_fits_a_map_between_two_detectors(media, detector):
 def test_detection_cache_replays_boxes_without_detecting(media, weights, detector, tmp_path):
     path = media / "vr_face5.mp4"
     frames = read_frames(path, 6)
-    first = [(i.box.tolist(), i.detection.score) for i in cached_track(path, frames, detector, cache_dir=tmp_path)]
+    def boxes_and_scores(items):
+        items = list(items)
+        scores = [i.detection.score if i.detection else np.nan for i in items]  # nan: interpolated frames
+        return np.array([i.box for i in items], dtype=float), np.array(scores)
+
+    first = boxes_and_scores(cached_track(path, frames, detector, cache_dir=tmp_path))
     assert len(list(tmp_path.iterdir())) == 1
     # Same settings but different weights in memory: any real detection would move the boxes.
     impostor = create_detector("retinaface", model=fill_deterministic(RetinaFace()), weights_id=detector.weights_id)
-    replay = [(i.box.tolist(), i.detection.score) for i in cached_track(path, frames, impostor, cache_dir=tmp_path)]
-    assert replay == pytest.approx(first)
+    replay = boxes_and_scores(cached_track(path, frames, impostor, cache_dir=tmp_path))
+    for got, want in zip(replay, first):
+        assert np.allclose(got, want, equal_nan=True)
     other = create_detector("retinaface", weights=weights, max_size=320)
     list(cached_track(path, frames, other, cache_dir=tmp_path))
     assert len(list(tmp_path.iterdir())) == 2

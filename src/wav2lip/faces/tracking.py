@@ -36,6 +36,7 @@ class FaceTrackOptions:
     detect_every: int = 25  # full-frame detection period; 1 = every frame, 0 = only when the track is lost
     roi_scale: float = 2.0  # tracking region side, in units of the previous box's longer side
     roi_size: int = 160  # the tracking region is shrunk to at most this many pixels per side
+    track_every: int = 2  # region re-detection every this many frames; frames between are interpolated
     min_iou: float = 0.3  # a tracked box overlapping the previous one less than this re-detects
     scene_cut: float | None = 0.5  # colour-histogram distance (0..1) that counts as a cut; None: off
     max_gap: int = 5  # frames without a face bridged by interpolation (0: never)
@@ -48,6 +49,9 @@ class FaceTrackOptions:
             raise ValueError(f"unknown smoothing {self.smooth!r}: choose from {', '.join(SMOOTH_MODES)}")
         if len(self.pads) != 4:
             raise ValueError(f"pads are (top, bottom, left, right), got {self.pads!r}")
+        if not 1 <= self.track_every <= self.max_gap + 1:
+            raise ValueError(f"track_every must be between 1 and max_gap + 1 ({self.max_gap + 1}), "
+                             f"got {self.track_every}: the frames it skips are bridged like gaps")
 
 
 @dataclass
@@ -96,17 +100,41 @@ class _Detector:
         self.options = options
         self.prev: np.ndarray | None = None
         self.since_full = 0
+        self.skipped = 0
         self.hist: np.ndarray | None = None
+        self._memo: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
 
-    def step(self, frame: np.ndarray) -> tuple[Detection | None, bool]:
+    def _histogram(self, frame: np.ndarray) -> np.ndarray:
+        """Each frame's histogram is computed once, though it is compared as the look-ahead and again."""
+        if self._memo[0] is not frame:
+            self._memo = (frame, colour_histogram(frame))
+        return self._memo[1]
+
+    def _is_cut(self, before: np.ndarray | None, after: np.ndarray | None) -> bool:
+        return (self.options.scene_cut is not None and before is not None and after is not None
+                and histogram_distance(before, after) > self.options.scene_cut)
+
+    def step(self, frame: np.ndarray, ahead: np.ndarray | None = None) -> tuple[Detection | None, bool]:
+        """The frame's detection (None: no face, or skipped to be interpolated) and whether a shot starts.
+
+        `ahead` is the next frame (None at the end): a frame before the end or a cut is never skipped,
+        since the bridge has no later detection in the same shot to interpolate it from.
+        """
         opts = self.options
-        hist = colour_histogram(frame) if opts.scene_cut is not None else None
-        cut = self.hist is not None and histogram_distance(hist, self.hist) > opts.scene_cut
+        hist = self._histogram(frame) if opts.scene_cut is not None else None
+        cut = self._is_cut(self.hist, hist)
         self.hist = hist
         if cut:
             self.prev = None
         det = None
         periodic_due = 0 < opts.detect_every <= self.since_full
+        last = ahead is None or (hist is not None and self._is_cut(hist, self._histogram(ahead)))
+        if self.prev is not None and not periodic_due and not last and self.skipped + 1 < opts.track_every:
+            # Faces move little in a frame: skip this one and let the bridge interpolate it.
+            self.skipped += 1
+            self.since_full += 1
+            return None, cut
+        self.skipped = 0
         if self.prev is not None and opts.detect_every != 1 and not periodic_due:
             det = self._track(frame)
             self.since_full += 1
@@ -164,8 +192,13 @@ class _Detector:
 def _detect(frames: Iterable[np.ndarray], detector: FaceDetector, options: FaceTrackOptions) -> Iterator[TrackedFace]:
     stage = _Detector(detector, options)
     calibration = options.calibration
-    for index, frame in enumerate(frames):
-        det, cut = stage.step(frame)
+    frames = iter(frames)
+    ahead = next(frames, None)
+    index = -1
+    while ahead is not None:  # one frame of look-ahead: the last frame is never skipped
+        frame, ahead = ahead, next(frames, None)
+        index += 1
+        det, cut = stage.step(frame, ahead)
         raw = None
         if det is not None:
             raw = calibration.apply(det.box) if calibration is not None else det.box
