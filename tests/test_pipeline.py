@@ -29,7 +29,6 @@ BOX = (150, 470, 140, 380)
 FPS = 25.0
 
 
-
 def write_clip(path: Path, frames: list[np.ndarray]) -> Path:
     with VideoWriter(path, FPS, frames[0].shape[1], frames[0].shape[0], lossless=True) as writer:
         writer.write_many(frames)
@@ -206,6 +205,19 @@ def test_bf16_matches_fp32_within_40_db(checkpoint, media, speech, face_frames) 
     bf16 = run_generator(inference_model(model, "bf16", cpu), mel, faces, cpu)
     mse = np.mean((np.floor(fp32 * 255) - np.floor(bf16 * 255)) ** 2)
     assert 10 * np.log10(255**2 / max(mse, 1e-12)) >= 40
+
+
+def test_onnxruntime_backend_gives_the_fp32_frames(syncer, checkpoint, media, speech, work, monkeypatch) -> None:
+    pytest.importorskip("onnxruntime", reason="the onnxruntime backend needs pip install 'wav2lip[onnx]'")
+    monkeypatch.setenv("WAV2LIP_HOME", str(work / "store"))  # the export is cached beside the weights
+    onnx = LipSyncer(checkpoint, backend="onnxruntime")
+    assert onnx.device.type == "cpu" and onnx.precision == "fp32"
+    want = list(syncer.frames(media / "vr_face5.mp4", speech, box=BOX))
+    got = list(onnx.frames(media / "vr_face5.mp4", speech, box=BOX))
+    assert len(got) == len(want)
+    assert max(np.abs(g.astype(int) - w.astype(int)).max() for g, w in zip(got, want)) <= 2
+    with pytest.raises(Wav2LipError, match="onnxruntime backend"):
+        LipSyncer(checkpoint, backend="onnxruntime", precision="bf16")
 
 
 def test_explicit_missing_device_is_an_error() -> None:

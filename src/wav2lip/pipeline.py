@@ -32,9 +32,11 @@ from . import checkpoints, store, video_io
 from .blend import BLENDS, to_uint8
 from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
+from .export import onnx_generator
 from .faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
 
 DETECTORS = ("retinaface", "s3fd")
+BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 
 FACE_SIZE = 96  # generator crop side (spec section 4)
 MEL_STEP = 16  # mel frames per window (spec section 3)
@@ -538,7 +540,8 @@ class LipSyncer:
 
     checkpoint: a Wav2Lip generator file or a model-store name; detector: "retinaface", "s3fd" or a
     ready `FaceDetector`; device: "auto", "cpu", "cuda", "mps"; precision: "auto", "fp32", "bf16",
-    "fp16" ("auto" = the fastest one measured to keep the face visibly identical, see device.py).
+    "fp16" ("auto" = the fastest one measured to keep the face visibly identical, see device.py);
+    backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache).
     """
 
     def __init__(
@@ -551,11 +554,21 @@ class LipSyncer:
         face_det_batch_size: int = 16,
         detector_max_size: int | None = None,
         cache_dir: str | Path | None = None,
+        backend: str = "torch",
     ) -> None:
-        self.device = resolve_device(device)
-        self.precision = resolve_precision(precision, self.device)
-        network = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
-        self.generator = inference_model(network, self.precision, self.device)  # what runs (fp32: the network)
+        if backend not in BACKENDS:
+            raise Wav2LipError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
+        self.device = resolve_device("cpu" if backend == "onnxruntime" and device == "auto" else device)
+        if backend == "onnxruntime":
+            if self.device.type != "cpu" or precision not in ("auto", "fp32"):
+                raise Wav2LipError("the onnxruntime backend runs the fp32 generator on the CPU "
+                                   "(use --device cpu --precision fp32, or the torch backend)")
+            self.precision = "fp32"
+            self.generator = onnx_generator(checkpoint)
+        else:
+            self.precision = resolve_precision(precision, self.device)
+            network = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
+            self.generator = inference_model(network, self.precision, self.device)  # fp32: the network itself
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
         if detector_max_size is not None:

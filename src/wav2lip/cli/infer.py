@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import Wav2LipError
-from ..pipeline import DETECTORS, LipSyncer, SyncOptions
+from ..pipeline import BACKENDS, DETECTORS, LipSyncer, SyncOptions
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
 
 
@@ -69,6 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
     g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                    help="generator arithmetic; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
+    g.add_argument("--backend", choices=BACKENDS, default="torch",
+                   help="generator runtime: torch (default), or onnxruntime (CPU, fp32; needs wav2lip[onnx])")
     g.add_argument("--lossless", action="store_true", help="FFV1 RGB in Matroska: bit-exact frames")
     g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default: {DEFAULT_CRF})")
     g.add_argument("--preset", default=DEFAULT_PRESET, help=f"x264 preset (default: {DEFAULT_PRESET})")
@@ -124,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is None and (args.face is None or args.audio is None):
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
-    syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
+    syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision, backend=args.backend,
                        detector_weights=args.detector_weights, face_det_batch_size=args.face_det_batch_size)
     if args.manifest is None:
         _report(syncer.run(args.face, args.audio, _output_path(args), **options), args.profile)
