@@ -27,7 +27,7 @@ from bench_infer import SHARED, make_inputs  # noqa: E402
 from wav2lip import LipSyncer  # noqa: E402
 from wav2lip.audio import load_audio, melspectrogram  # noqa: E402
 from wav2lip.blend import to_uint8  # noqa: E402
-from wav2lip.checkpoints import build_model, save_checkpoint  # noqa: E402
+from wav2lip.checkpoints import build_model, load_model, save_checkpoint  # noqa: E402
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
@@ -99,6 +99,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=6.0, help="length of each test input")
     parser.add_argument("--batch-size", type=int, default=None, help="generator batch (default: the pipeline's)")
     parser.add_argument("--skip-psnr", action="store_true")
+    parser.add_argument("--psnr-checkpoint", type=Path, action="append", default=[],
+                        help="also measure the bf16 PSNR with this (e.g. trained) generator; repeatable")
     args = parser.parse_args()
     precisions = [p for p in args.precisions if p != "bf16" or cpu_has_native_bf16()]
     device = resolve_device("cpu")
@@ -144,10 +146,13 @@ def main() -> None:
                 print(f"  {precision:>5} batch {batch:>3}: {fps:6.1f}", flush=True)
 
         if not args.skip_psnr and "bf16" in precisions:
-            print("\nbf16 vs fp32, PSNR of the generated 96x96 faces (deterministic generator, RetinaFace boxes)")
-            for clip in CLIPS:
-                overall, worst = precision_psnr(model, SHARED / "media" / clip)
-                print(f"  {clip:<14} overall {overall:6.1f} dB, worst frame {worst:6.1f} dB", flush=True)
+            generators = [("deterministic generator", model)]
+            generators += [(str(path), load_model(path, "wav2lip")) for path in args.psnr_checkpoint]
+            for name, generator in generators:
+                print(f"\nbf16 vs fp32, PSNR of the generated 96x96 faces ({name}, RetinaFace boxes)")
+                for clip in CLIPS:
+                    overall, worst = precision_psnr(generator, SHARED / "media" / clip)
+                    print(f"  {clip:<14} overall {overall:6.1f} dB, worst frame {worst:6.1f} dB", flush=True)
 
 
 if __name__ == "__main__":
