@@ -124,8 +124,10 @@ def _open_container(path: Path) -> av.container.InputContainer:
             f"{path}: not a readable video, image or audio file, or truncated ({e.strerror or e})") from None
 
 
-def _decode_video(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame]:
-    """Decode one video stream, skipping corrupt packets and stopping early at a truncated end."""
+def _decode(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    """Decode one stream, skipping corrupt packets and stopping early (after flushing the decoder) at a
+    damaged or truncated part, as the ffmpeg tool does."""
+    kind = stream.type
     packets = container.demux(stream)
     while True:
         try:
@@ -133,12 +135,12 @@ def _decode_video(container: av.container.InputContainer, stream) -> Iterator[av
         except StopIteration:
             break
         except av.FFmpegError as e:
-            log.warning("%s: stopped reading at a damaged part (%s)", container.name, e)
+            log.warning("%s: %s stops at a damaged part (%s)", container.name, kind, e)
             packet = None
         try:
             yield from stream.decode(packet)
         except av.FFmpegError as e:
-            log.warning("%s: skipped an undecodable packet (%s)", container.name, e)
+            log.warning("%s: skipped an undecodable %s packet (%s)", container.name, kind, e)
         if packet is None:
             break
 
@@ -166,7 +168,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
             return _Inspection(info, None, None, None)
         stream = container.streams.video[0]
         frames = []
-        for frame in _decode_video(container, stream):
+        for frame in _decode(container, stream):
             frames.append(frame)
             if len(frames) == 2:
                 break
@@ -333,7 +335,7 @@ class FrameSource:
             k = first
             held: av.VideoFrame | None = None  # the frame on screen at the next sample time
             held_time = Fraction(0)
-            for frame in _decode_video(container, stream):
+            for frame in _decode(container, stream):
                 time = held_time + 1 / self.rate if frame.pts is None else frame.pts * time_base
                 if held is None and first > 0 and time > self._sample_time(first):
                     # The seek landed past the wanted frame (a sparse index): decode from the start instead.
@@ -422,22 +424,8 @@ def _audio_frames(path: Path, rate: int, layout: str, fmt: str, start: float) ->
                 written += frame.samples
                 yield frame
 
-        packets = container.demux(stream)
-        while True:
-            try:
-                packet = next(packets)
-            except StopIteration:
-                break
-            except av.FFmpegError as e:
-                log.warning("%s: audio stops at a damaged part (%s)", path, e)
-                break
-            try:
-                decoded = stream.decode(packet)
-            except av.FFmpegError as e:
-                log.warning("%s: skipped an undecodable audio packet (%s)", path, e)
-                continue
-            for frame in decoded:
-                yield from emit(resampler.resample(frame))
+        for frame in _decode(container, stream):
+            yield from emit(resampler.resample(frame))
         yield from emit(resampler.resample(None))
 
 
