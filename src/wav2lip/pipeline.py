@@ -33,9 +33,8 @@ from .blend import BLENDS, to_uint8
 from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
 from .export import onnx_generator
-from .faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from .faces import DETECTORS, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
 
-DETECTORS = ("retinaface", "s3fd")
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 
 FACE_SIZE = 96  # generator crop side (spec section 4)

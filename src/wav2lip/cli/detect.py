@@ -4,12 +4,9 @@ from __future__ import annotations
 import argparse
 
 from ..errors import Wav2LipError
-from ..faces import BoxCalibration, FaceTrackOptions, create_detector
+from ..faces import DETECTORS, BoxCalibration, FaceTrackOptions, create_detector
 from ..faces.report import compare_detectors, detect_video
 from ..faces.smoothing import SMOOTH_MODES
-
-DETECTORS = ("retinaface", "s3fd")
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(

@@ -5,6 +5,7 @@ import argparse
 import json
 
 from ..evaluate import evaluate_sync
+from ..faces import DETECTORS
 from ..files import atomic_output
 
 
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "track: follow the face and crop it as the evaluator does (videos in the wild)")
     parser.add_argument("--syncnet", metavar="PATH_OR_NAME", default="syncnet_v2.model",
                         help="SyncNet v2 weights: a file or a model store name (default: syncnet_v2.model)")
-    parser.add_argument("--detector", choices=("retinaface", "s3fd"), default="retinaface",
+    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
                         help="face detector for --mode track (default: retinaface)")
     parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     parser.add_argument("--batch-size", type=int, default=20, help="5-frame clips per forward pass")

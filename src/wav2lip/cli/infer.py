@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 from ..errors import Wav2LipError
-from ..pipeline import BACKENDS, DETECTORS, LipSyncer, SyncOptions
+from ..faces import DETECTORS
+from ..pipeline import BACKENDS, LipSyncer, SyncOptions
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
 
 

@@ -5,6 +5,7 @@ import argparse
 
 from .. import preprocess
 from ..errors import Wav2LipError
+from ..faces import DETECTORS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--input-dir", metavar="RAW", help="folder of videos (searched recursively)")
     parser.add_argument("--output-dir", required=True, metavar="PREP", help="prepared data folder")
-    parser.add_argument("--detector", default="retinaface", choices=("retinaface", "s3fd"))
+    parser.add_argument("--detector", default="retinaface", choices=DETECTORS)
     parser.add_argument("--weights", help="detector weights (default: the known file from the model store)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes")

@@ -3,11 +3,12 @@ video, lag-free smoothing, box calibration between detectors, and a per-file det
 from .boxes import box_iou, nms
 from .cache import cached_track, default_cache_dir
 from .calibration import IDENTITY, BoxCalibration, fit_calibration
-from .detectors import Detection, FaceDetector, create_detector
+from .detectors import DETECTORS, Detection, FaceDetector, create_detector
 from .smoothing import Centered, Mean5
 from .tracking import FaceTrackOptions, TrackedFace, pad_and_clip, track, track_faces
 
 __all__ = [
+    "DETECTORS",
     "IDENTITY",
     "BoxCalibration",
     "Centered",

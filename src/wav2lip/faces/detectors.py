@@ -149,6 +149,7 @@ class S3FDDetector(FaceDetector):
 
 
 _BACKENDS: dict[str, type[FaceDetector]] = {"retinaface": RetinaFaceDetector, "s3fd": S3FDDetector}
+DETECTORS = tuple(_BACKENDS)  # the names `create_detector` takes, the default first
 
 
 def _load_weights(name: str, weights: str | Path | None) -> tuple[nn.Module, str]:
