@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import queue
 import threading
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
 from .export import onnx_generator
 from .faces import DETECTORS, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from .stages import Profile, Stage
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 
@@ -143,89 +143,6 @@ def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float) -> np.
     the final window for the frames beyond it (spec section 3)."""
     starts = [audio_io.mel_window_start(i, fps, mel.shape[1]) for i in frames]
     return audio_io.mel_windows(mel, starts)
-
-
-# ---------------------------------------------------------------- threads and bounded queues
-
-_END = object()
-_wait = threading.local()
-
-
-class _Failure:
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _Profile:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    def add(self, name: str, seconds: float) -> None:
-        with self.lock:
-            self.seconds[name] = self.seconds.get(name, 0.0) + seconds
-
-
-def _waited() -> float:
-    return getattr(_wait, "seconds", 0.0)
-
-
-class _Stage:
-    """`work(upstream)` (a generator) run in a daemon thread, its items handed on through a bounded
-    queue. Time spent producing items, minus time waiting for upstream, is charged to `name`."""
-
-    def __init__(self, name: str, work: Callable[[Iterable], Iterator], upstream: Iterable, maxsize: int,
-                 profile: _Profile, stop: threading.Event) -> None:
-        self.name, self.work, self.upstream = name, work, upstream
-        self.queue: queue.Queue = queue.Queue(maxsize)
-        self.profile, self.stop = profile, stop
-        self.thread = threading.Thread(target=self._run, name=f"wav2lip-{name}", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        _wait.seconds = 0.0
-        items = None
-        try:
-            items = iter(self.work(self.upstream))
-            while not self.stop.is_set():
-                start, waited = time.perf_counter(), _waited()
-                try:
-                    item = next(items)
-                except StopIteration:
-                    break
-                self.profile.add(self.name, time.perf_counter() - start - (_waited() - waited))
-                self._put(item)
-            self._put(_END)
-        except BaseException as exc:  # handed to the consumer, which re-raises it in its thread
-            self._put(_Failure(exc))
-        finally:
-            if hasattr(items, "close"):
-                items.close()
-
-    def _put(self, item: object) -> None:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def __iter__(self) -> Iterator:
-        while True:
-            start = time.perf_counter()
-            while True:
-                try:
-                    item = self.queue.get(timeout=0.1)
-                    break
-                except queue.Empty:
-                    if self.stop.is_set():
-                        return
-            _wait.seconds = _waited() + time.perf_counter() - start
-            if item is _END:
-                return
-            if isinstance(item, _Failure):
-                raise item.exc
-            yield item
 
 
 # ---------------------------------------------------------------- the stages
@@ -345,7 +262,7 @@ class _Run:
                  device: torch.device, cache_dir: str | Path | None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
         self.device, self.cache_dir = device, cache_dir
-        self.profile = _Profile()
+        self.profile = Profile()
         self.stop = threading.Event()
 
     def track_options(self) -> FaceTrackOptions:
@@ -453,7 +370,7 @@ class _Run:
                  ("blend", self.blend, FRAME_QUEUE))
         try:
             for name, work, maxsize in chain:
-                stages = _Stage(name, work, stages, maxsize, self.profile, self.stop)
+                stages = Stage(name, work, stages, maxsize, self.profile, self.stop)
             yield from stages
         finally:
             self.stop.set()
