@@ -139,7 +139,8 @@ def test_health_schema_and_page(server) -> None:
     body = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
     assert {"face", "audio", "blend", "loop", "pads", "box", "detector", "smooth", "fps", "static", "precision",
             "crf"} <= set(body["properties"])
-    assert server.client.get("/docs").status_code == 200
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
     page = server.client.get("/")
     assert page.status_code == 200 and "<video" in page.text and "/static/app.js" in page.text
     for name in ("app.js", "style.css"):
@@ -147,7 +148,7 @@ def test_health_schema_and_page(server) -> None:
 
 
 def test_page_assets_load_nothing_from_elsewhere(server) -> None:
-    for path in ("/", "/static/app.js", "/static/style.css"):
+    for path in ("/", "/docs", "/static/app.js", "/static/docs.js", "/static/style.css"):
         text = server.client.get(path).text
         assert "http://" not in text and "https://" not in text, path
 

@@ -115,3 +115,11 @@ def test_page_deletes_a_past_job(browser, server, media) -> None:
     delete = [b for b in item.find_elements(By.TAG_NAME, "button") if b.text == "Delete"][0]
     delete.click()
     WebDriverWait(browser, 30).until(lambda b: len(server.client.get("/api/jobs").json()) == before - 1)
+
+
+def test_docs_page_renders_the_api_offline(browser, server) -> None:
+    browser.get(f"{server.url}/docs")
+    WebDriverWait(browser, 60).until(lambda b: "POST /api/jobs" in b.find_element(By.ID, "api").text)
+    text = browser.find_element(By.ID, "api").text
+    for words in ("GET /api/jobs/{job_id}/result", "DELETE /api/jobs/{job_id}", "pads", "blend", "paste | feather"):
+        assert words in text

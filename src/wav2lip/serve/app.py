@@ -48,7 +48,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             await run_in_threadpool(queue.stop)
 
     app = FastAPI(
-        title="wav2lip", version=__version__, lifespan=lifespan,
+        title="wav2lip", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
         description="Lip-sync a video or photo to speech. Submit a job with POST /api/jobs (multipart: face, "
         "audio and options named as the CLI's), poll GET /api/jobs/{id}, fetch GET /api/jobs/{id}/result.",
     )
@@ -169,6 +169,12 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        """The API read from /openapi.json by a small script of ours: FastAPI's Swagger UI comes from a
+        CDN, and this must work offline."""
+        return HTMLResponse((STATIC / "docs.html").read_text(encoding="utf-8"))
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
