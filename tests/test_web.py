@@ -79,11 +79,12 @@ def test_page_uploads_and_plays_the_result(browser, server, media, work) -> None
     assert len(previews) == 2  # both inputs previewed before starting
     browser.find_element(By.ID, "start").click()
     playing = ("const v = document.getElementById('result');"
-               "return !!v.currentSrc && v.readyState >= 2 && v.currentTime > 0 && !v.error;")
+               "return !!v.currentSrc && v.readyState >= 2 && v.currentTime > 0 && !v.error && v.videoWidth > 0;")
     WebDriverWait(browser, WAIT_S).until(lambda b: b.execute_script(playing))
     assert browser.find_element(By.ID, "error").get_attribute("hidden") is not None
-    duration = browser.execute_script("return document.getElementById('result').duration")
-    assert abs(duration - 1.2) <= 0.1
+    duration, width = browser.execute_script(
+        "const v = document.getElementById('result'); return [v.duration, v.videoWidth];")
+    assert abs(duration - 1.2) <= 0.1 and width == 524  # the picture plays, not only the sound
     assert browser.find_element(By.ID, "download").get_attribute("href")
     jobs = browser.find_elements(By.CSS_SELECTOR, "#jobs li .status")
     assert [j.text for j in jobs] == ["done"]

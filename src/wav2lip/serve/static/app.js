@@ -54,11 +54,21 @@ function preview(input, box) {
     element.controls = true;
     element.muted = input.id === "face";
     element.playsInline = true;
+    element.preload = "auto";
   }
-  element.src = url;
   const name = document.createElement("div");
   name.className = "muted";
   name.textContent = `${file.name} (${(file.size / 2 ** 20).toFixed(1)} MB)`;
+  // Browsers play fewer formats than the server reads (MPEG-4 Part 2, many image types): say so, no error.
+  const noPreview = () => {
+    element.replaceWith(document.createTextNode("No preview in this browser; the server reads the file anyway."));
+  };
+  element.addEventListener("error", noPreview);
+  element.addEventListener("loadedmetadata", () => {
+    if (element.tagName === "VIDEO" && input.id === "face" && !element.videoWidth) noPreview();
+    else if (element.tagName === "VIDEO") element.currentTime = 0.1; // a frame to look at, not black
+  }, { once: true });
+  element.src = url;
   box.append(element, name);
 }
 
