@@ -31,7 +31,7 @@ from wav2lip.video_io import probe
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BOX = "150 470 140 380"  # vr_face5.mp4's face: top bottom left right
-STARTUP_S = 240  # a loaded 2-core machine takes a while to import torch and load the models
+STARTUP_S = 600  # a loaded 2-core machine can take minutes to import torch and load the models
 
 
 def free_port() -> int:
