@@ -255,15 +255,31 @@ class _Job:
         return np.array([x1, y1, x2, y2], dtype=np.int64)
 
 
+class _StopFlag(threading.Event):
+    """The stages' stop flag: set by the run itself when it ends, or from outside through `cancel`
+    (which the run only reads, so a caller's event is never set by the run)."""
+
+    def __init__(self, cancel: threading.Event | None) -> None:
+        super().__init__()
+        self.cancel = cancel
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.cancel is not None and self.cancel.is_set())
+
+
 class _Run:
     """The stages of one run, sharing the job, the models and the stop flag."""
 
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
-                 device: torch.device, cache_dir: str | Path | None) -> None:
+                 device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
         self.device, self.cache_dir = device, cache_dir
         self.profile = Profile()
-        self.stop = threading.Event()
+        self.stop = _StopFlag(cancel)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop.cancel is not None and self.stop.cancel.is_set()
 
     def track_options(self) -> FaceTrackOptions:
         opts = self.job.options
@@ -404,16 +420,22 @@ def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[_Frame]:
             bar.close()
 
 
-def lipsync_file(job: _Job, run: _Run, output: str | Path) -> Result:
-    """Run the chain into a video file at `output` (written atomically; nothing there on failure)."""
+def lipsync_file(job: _Job, run: _Run, output: str | Path,
+                 on_progress: Callable[[int, int], None] | None = None) -> Result:
+    """Run the chain into a video file at `output` (written atomically; nothing there on failure or
+    cancellation). `on_progress(frames written, frames in all)` is called after every frame."""
     output = Path(output)
     opts = job.options
     start = time.perf_counter()
     missed = 0
     writer = None
     frames = stream(job, run, opts.progress)
+    if on_progress is not None:
+        on_progress(0, job.n_frames)
     try:
         for frame in frames:
+            if run.cancelled:
+                break
             t0 = time.perf_counter()
             if writer is None:
                 h, w = frame.image.shape[:2]
@@ -423,6 +445,10 @@ def lipsync_file(job: _Job, run: _Run, output: str | Path) -> Result:
             writer.write(frame.image)
             missed += frame.box is None
             run.profile.add("encode", time.perf_counter() - t0)
+            if on_progress is not None:
+                on_progress(writer.frames_written, job.n_frames)
+        if run.cancelled:  # the stages end quietly when cancelled: never finish a partial file
+            raise Wav2LipError(f"{output}: cancelled, nothing written")
         if writer is None:
             raise Wav2LipError(f"{job.face}: no frames to write")
         t0 = time.perf_counter()
@@ -501,16 +527,26 @@ class LipSyncer:
             self._detector = create_detector(args.pop("name"), device=self.device, **args)
         return self._detector
 
-    def _run(self, face: str | Path, audio: str | Path, options: dict) -> tuple[_Job, _Run]:
+    def _run(self, face: str | Path, audio: str | Path, options: dict,
+             cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions(**options))
-        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir)
+        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel)
 
-    def run(self, face: str | Path, audio: str | Path, output: str | Path, **options) -> Result:
+    def check(self, face: str | Path, audio: str | Path, **options) -> None:
+        """Raise the Wav2LipError `run` would raise before its first frame for these inputs and options
+        (the audio decoded, the face's first frames probed), without running anything."""
+        self._run(face, audio, options)
+
+    def run(self, face: str | Path, audio: str | Path, output: str | Path, *,
+            on_progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
+            **options) -> Result:
         """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, or .mkv with lossless=True).
-        Options: the fields of `SyncOptions`."""
+        Options: the fields of `SyncOptions`. `on_progress(done, total)` is called after every frame;
+        setting `cancel` stops every stage within a tenth of a second and raises Wav2LipError, with
+        nothing left at `output`."""
         check_output_path(output)
-        job, run = self._run(face, audio, options)
-        return lipsync_file(job, run, output)
+        job, run = self._run(face, audio, options, cancel)
+        return lipsync_file(job, run, output, on_progress)
 
     def frames(self, face: str | Path, audio: str | Path, **options) -> Iterator[np.ndarray]:
         """The output frames (BGR uint8) one at a time, for callers that want frames, not a file."""

@@ -12,7 +12,7 @@ import sys
 from ..errors import Wav2LipError
 
 # Subcommand modules, in the order `wav2lip --help` lists them.
-SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess"]
+SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess", "serve"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,411 @@
+"""`wav2lip serve`: the HTTP API against a real server process on 127.0.0.1 (real uploads of the shared
+clips, real jobs with a small deterministic generator and the real RetinaFace weights), the job queue's
+retention, and the pipeline's progress and cancel hooks."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
+httpx = pytest.importorskip("httpx")
+
+from conftest import cut_wav
+
+from wav2lip import LipSyncer, Wav2LipError
+from wav2lip.checkpoints import save_checkpoint
+from wav2lip.cli import main
+from wav2lip.models.deterministic import fill_deterministic
+from wav2lip.models.generator import Wav2Lip
+from wav2lip.serve.form import parse_options
+from wav2lip.serve.jobs import CRASHED, JOB_FILE, Job, JobQueue, sanitize_name
+from wav2lip.video_io import probe
+
+TOKEN = "test-token-0123"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+BOX = "150 470 140 380"  # vr_face5.mp4's face: top bottom left right
+STARTUP_S = 600  # a loaded 2-core machine can take minutes to import torch and load the models
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`python -m wav2lip serve` in a subprocess, ready once /api/health answers."""
+
+    def __init__(self, data_dir: Path, checkpoint: Path, weights: Path, *args: str, token: str | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data_dir.parent / f"{data_dir.name}-{self.port}.log"
+        env = dict(os.environ)
+        env.pop("WAV2LIP_TOKEN", None)
+        if token:
+            env["WAV2LIP_TOKEN"] = token
+        command = [sys.executable, "-m", "wav2lip", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
+                   "--checkpoint", str(checkpoint), "--detector-weights", str(weights), "--device", "cpu", *args]
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self.client = httpx.Client(base_url=self.url, headers=AUTH if token else {}, timeout=60)
+        deadline = time.monotonic() + STARTUP_S
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited ({self.process.returncode}): {self.log.read_text()}")
+            try:
+                if self.client.get("/api/health").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"server did not start: {self.log.read_text()}")
+            time.sleep(0.3)
+
+    def submit(self, face: Path, audio: Path, face_name: str | None = None, **fields) -> httpx.Response:
+        with open(face, "rb") as f, open(audio, "rb") as a:
+            files = {"face": (face_name or face.name, f), "audio": (audio.name, a)}
+            return self.client.post("/api/jobs", files=files, data={k: str(v) for k, v in fields.items()})
+
+    def wait(self, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 300) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            job = self.client.get(f"/api/jobs/{job_id}").json()
+            if job["status"] in until:
+                return job
+            assert time.monotonic() < deadline, f"job still {job['status']} after {timeout} s"
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(60)
+        self.client.close()
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("serve")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(work) -> Path:
+    path = work / "small.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def weights(models_dir) -> Path:
+    return models_dir / "retinaface_mobilenet0.25.pth"
+
+
+@pytest.fixture(scope="module")
+def speech(media, work) -> Path:
+    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.2)
+
+
+@pytest.fixture(scope="module")
+def server(work, checkpoint, weights):
+    srv = Server(work / "data", checkpoint, weights, "--max-queue", "2", "--max-upload-mb", "2", token=TOKEN)
+    yield srv
+    srv.stop()
+
+
+def job_folders(server: Server) -> set[str]:
+    return {p.name for p in (server_data(server) / "jobs").iterdir()}
+
+
+def server_data(server: Server) -> Path:
+    return Path(server.process.args[server.process.args.index("--data-dir") + 1])
+
+
+# ---------------------------------------------------------------- the API over HTTP
+
+
+def test_health_schema_and_page(server) -> None:
+    health = server.client.get("/api/health").json()
+    assert health["status"] == "ok" and health["checkpoint"] == "small.pth" and health["token_required"]
+    schema = server.client.get("/openapi.json").json()
+    assert {"/api/jobs", "/api/jobs/{job_id}", "/api/jobs/{job_id}/result", "/api/health"} <= set(schema["paths"])
+    body = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert {"face", "audio", "blend", "loop", "pads", "box", "detector", "smooth", "fps", "static", "precision",
+            "crf"} <= set(body["properties"])
+    docs = server.client.get("/docs")
+    assert docs.status_code == 200 and "/static/docs.js" in docs.text
+    page = server.client.get("/")
+    assert page.status_code == 200 and "<video" in page.text and "/static/app.js" in page.text
+    for name in ("app.js", "style.css"):
+        assert server.client.get(f"/static/{name}").status_code == 200
+
+
+def test_page_assets_load_nothing_from_elsewhere(server) -> None:
+    for path in ("/", "/docs", "/static/app.js", "/static/docs.js", "/static/style.css"):
+        text = server.client.get(path).text
+        assert "http://" not in text and "https://" not in text, path
+
+
+def test_token_is_required(server) -> None:
+    bare = httpx.get(f"{server.url}/api/jobs")
+    assert bare.status_code == 401 and "Bearer" in bare.json()["detail"]
+    assert httpx.get(f"{server.url}/api/jobs", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert httpx.get(f"{server.url}/api/health").status_code == 200
+
+
+def test_upload_poll_download(server, media, speech, work) -> None:
+    response = server.submit(media / "vr_face5.mp4", speech, blend="feather", pads="0 12 0 0", crf=23)
+    assert response.status_code == 201, response.text
+    job_id = response.json()["id"]
+    assert response.json()["status"] == "queued"
+    job = server.wait(job_id)
+    assert job["status"] == "done", job
+    assert job["progress"] == 1.0 and job["frames"] == 30 and job["faces_missed"] == 0 and job["error"] is None
+    assert job["created"] and job["finished"] and job["options"]["blend"] == "feather"
+    video = server.client.get(f"/api/jobs/{job_id}/result")
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    out = work / "result.mp4"
+    out.write_bytes(video.content)
+    info = probe(out)
+    assert info.has_audio and info.has_video and abs(info.duration - 1.2) <= 1 / 25
+    part = server.client.get(f"/api/jobs/{job_id}/result", headers={"Range": "bytes=100-199"})
+    assert part.status_code == 206 and part.content == video.content[100:200]
+    # the uploads are gone once the job is over; the result and the record stay
+    assert sorted(p.name for p in (server_data(server) / "jobs" / job_id).iterdir()) == [JOB_FILE, "result.mp4"]
+
+
+def test_two_jobs_at_once_both_finish(server, media, speech) -> None:
+    first = server.submit(media / "vr_face5.mp4", speech, box=BOX)
+    second = server.submit(media / "st_art0.png", speech, loop="pingpong")
+    assert first.status_code == 201 and second.status_code == 201, (first.text, second.text)
+    ids = [first.json()["id"], second.json()["id"]]
+    for job_id in ids:
+        job = server.wait(job_id)
+        assert job["status"] == "done" and job["frames"] == 30, job
+        assert server.client.get(f"/api/jobs/{job_id}/result").status_code == 200
+    listed = [job["id"] for job in server.client.get("/api/jobs").json()]
+    assert listed.index(ids[1]) < listed.index(ids[0])  # newest first
+
+
+def cli_error(face: Path, audio: Path, checkpoint: Path, capsys) -> str:
+    assert main(["infer", "--checkpoint", str(checkpoint), "--face", str(face), "--audio", str(audio),
+                 "-o", "never.mp4", "-q"]) == 2
+    return capsys.readouterr().err.strip().removeprefix("wav2lip: error: ")
+
+
+def test_bad_uploads_answer_400_with_the_clis_message(server, media, speech, work, checkpoint, capsys,
+                                                      monkeypatch) -> None:
+    monkeypatch.chdir(work)
+    before = job_folders(server)
+    (work / "noise.mp4").write_bytes(os.urandom(20_000))
+    (work / "empty.mp4").write_bytes(b"")
+    cases = [(work / "noise.mp4", speech), (work / "empty.mp4", speech), (media / "vr_face5.mp4", media / "st_art0.png"),
+             (media / "vr_audio1.wav", speech)]
+    for face, audio in cases:
+        response = server.submit(Path(face.name) if face.parent == work else face, audio)
+        assert response.status_code == 400, (face, response.text)
+        detail = response.json()["detail"]
+        assert "\n" not in detail and str(server_data(server)) not in detail
+        if face.parent == work:  # named as the client named it, exactly as the CLI says it
+            assert detail == cli_error(Path(face.name), audio, checkpoint, capsys)
+        else:
+            assert detail.startswith((face.name, audio.name)), detail
+    assert not (work / "never.mp4").exists()
+    for fields, words in [({"blend": "smudge"}, "unknown blend"), ({"pads": "1 2"}, "4 integers"),
+                          ({"crf": "high"}, "crf"), ({"colour": "red"}, "unknown option"),
+                          ({"detector": "eyeball"}, "unknown face detector")]:
+        response = server.submit(media / "vr_face5.mp4", speech, **fields)
+        assert response.status_code == 400 and words in response.json()["detail"], (fields, response.text)
+    only_face = server.client.post("/api/jobs", files={"face": ("a.mp4", b"x" * 10)})
+    assert only_face.status_code == 400 and "audio" in only_face.json()["detail"]
+    not_multipart = server.client.post("/api/jobs", json={"face": "a.mp4"})
+    assert not_multipart.status_code == 400
+    assert job_folders(server) == before  # nothing kept of a refused upload
+
+
+def test_uploads_over_the_limit_answer_413(server, speech, work) -> None:
+    before = job_folders(server)
+    big = work / "big.mp4"
+    big.write_bytes(os.urandom(3 * 2**20))
+    declared = server.submit(big, speech)
+    assert declared.status_code == 413 and "limit" in declared.json()["detail"]
+
+    def chunks():  # no Content-Length: the limit is enforced while streaming to disk
+        boundary = b"x0x0x0"
+        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="face"; filename="f.mp4"\r\n\r\n'
+        for _ in range(12):
+            yield os.urandom(256 * 1024)
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    streamed = server.client.post("/api/jobs", content=chunks(),
+                                  headers={"Content-Type": "multipart/form-data; boundary=x0x0x0"})
+    assert streamed.status_code == 413
+    assert job_folders(server) == before
+
+
+def test_a_job_that_fails_says_why_in_one_line(server, media, speech) -> None:
+    response = server.submit(media / "vr_face5.mp4", speech, face_name="me.mp4", box="0 10000 0 10")
+    assert response.status_code == 201
+    job = server.wait(response.json()["id"])
+    assert job["status"] == "failed" and job["error"].startswith("--box 0 10000 0 10"), job
+    assert "me.mp4" in job["error"] and "\n" not in job["error"] and str(server_data(server)) not in job["error"]
+    assert server.client.get(f"/api/jobs/{job['id']}/result").status_code == 409
+
+
+def test_client_file_names_are_never_paths(server, media, speech) -> None:
+    response = server.submit(media / "vr_face5.mp4", speech, face_name="../../escape.mp4", box=BOX)
+    assert response.status_code == 201
+    job = server.wait(response.json()["id"])
+    assert job["status"] == "done" and job["face"] == "escape.mp4"
+    assert not (server_data(server).parent / "escape.mp4").exists()
+    assert not list(server_data(server).rglob("escape.mp4"))
+    assert server.client.get("/api/jobs/..%2F..%2Fetc").status_code == 404
+
+
+def test_cancel_running_and_queued_and_a_full_queue(server, media, work) -> None:
+    long_audio = media / "mt_yongen.wav"  # 8 s: 200 frames with detection on every frame
+    running = server.submit(media / "vr_face2.mp4", long_audio, detect_every=1).json()["id"]
+    server.wait(running, until=("running",))
+    queued = [server.submit(media / "vr_face5.mp4", long_audio, box=BOX).json()["id"] for _ in range(2)]
+    full = server.submit(media / "vr_face5.mp4", long_audio, box=BOX)
+    assert full.status_code == 503 and "queue is full" in full.json()["detail"]
+
+    cancelled = server.client.delete(f"/api/jobs/{queued[0]}")
+    assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
+    stopped = server.client.delete(f"/api/jobs/{running}")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled", stopped.json()
+    folder = server_data(server) / "jobs" / running
+    assert [p.name for p in folder.iterdir()] == [JOB_FILE]  # no result, no partial file
+    assert server.client.get(f"/api/jobs/{running}/result").status_code == 409
+    # the worker is free again: the next queued job runs
+    server.wait(queued[1], until=("running", "done"))
+    assert server.client.delete(f"/api/jobs/{queued[1]}").json()["status"] in ("cancelled", "done")
+    for job_id in (running, *queued):
+        assert server.client.delete(f"/api/jobs/{job_id}").status_code == 204
+        assert server.client.get(f"/api/jobs/{job_id}").status_code == 404
+        assert not (server_data(server) / "jobs" / job_id).exists()
+
+
+def test_restart_recovers_jobs(work, checkpoint, weights, media, speech) -> None:
+    data = work / "restart"
+    first = Server(data, checkpoint, weights)
+    try:
+        running = first.submit(media / "vr_face2.mp4", media / "mt_yongen.wav", detect_every=1).json()["id"]
+        waiting = first.submit(media / "vr_face5.mp4", speech, box=BOX).json()["id"]
+        first.wait(running, until=("running",))
+    finally:
+        first.stop(signal.SIGKILL)  # a crash: nothing is written on the way out
+    (data / "jobs" / ("0" * 32)).mkdir()  # an upload cut short: a folder without a job record
+    (data / "jobs" / ("0" * 32) / "face").write_bytes(b"partial")
+    second = Server(data, checkpoint, weights)
+    try:
+        crashed = second.client.get(f"/api/jobs/{running}").json()
+        assert crashed["status"] == "failed" and crashed["error"] == CRASHED
+        done = second.wait(waiting)
+        assert done["status"] == "done", done
+        assert probe_bytes(second.client.get(f"/api/jobs/{waiting}/result").content, work).has_audio
+        assert not (data / "jobs" / ("0" * 32)).exists()
+        # a clean stop (SIGTERM) while a job runs marks it failed with its own message
+        job_id = second.submit(media / "vr_face2.mp4", media / "mt_yongen.wav", detect_every=1).json()["id"]
+        second.wait(job_id, until=("running",))
+    finally:
+        second.stop(signal.SIGTERM)
+    record = Job.load(data / "jobs" / job_id)
+    assert record.status == "failed" and "shut down" in record.error
+
+
+def probe_bytes(content: bytes, work: Path):
+    path = work / "probe.mp4"
+    path.write_bytes(content)
+    return probe(path)
+
+
+def test_other_hosts_need_a_token(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("WAV2LIP_TOKEN", raising=False)
+    assert main(["serve", "--host", "0.0.0.0"]) == 2
+    assert "--token" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- in-process pieces
+
+
+def test_options_use_the_clis_names_and_syncoptions_checks() -> None:
+    options, detector, precision = parse_options({"blend": "feather", "pads": "0,12,0,0", "static": "true",
+                                                  "resize-factor": "2", "no_cache": "1", "precision": "fp32"})
+    assert options == {"blend": "feather", "pads": (0, 12, 0, 0), "static": True, "resize_factor": 2,
+                       "cache": False}
+    assert (detector, precision) == (None, "fp32")
+    for fields in ({"resize_factor": "0"}, {"fps": "-1"}, {"smooth": "wobbly"}, {"static": "maybe"}):
+        with pytest.raises(Wav2LipError):
+            parse_options(fields)
+
+
+def test_client_names_are_sanitized() -> None:
+    assert sanitize_name("../../etc/passwd", "face") == "passwd"
+    assert sanitize_name("C:\\Users\\me\\clip.mp4", "face") == "clip.mp4"
+    assert sanitize_name("bad\x00\nname.wav", "audio") == "badname.wav"
+    assert sanitize_name("", "audio") == "audio"
+
+
+def make_job(queue: JobQueue, status: str, finished: float, size: int) -> Job:
+    job_id, folder = queue.new_folder()
+    job = Job(job_id, folder, {}, "retinaface", "fp32", "f.mp4", "a.wav", status=status, created=finished - 1,
+              finished=finished if status != "queued" else None)
+    (folder / "result.mp4").write_bytes(b"\0" * size)
+    job.save()
+    queue.jobs[job_id] = job
+    return job
+
+
+def test_retention_by_age_then_total_size(tmp_path) -> None:
+    queue = JobQueue(tmp_path, models=None, keep_hours=1, keep_bytes=250_000)  # type: ignore[arg-type]
+    now = time.time()
+    old = make_job(queue, "done", now - 7200, 1000)
+    waiting = make_job(queue, "queued", now - 7200, 100_000)
+    oldest = make_job(queue, "failed", now - 600, 100_000)
+    newer = make_job(queue, "done", now - 300, 100_000)
+    newest = make_job(queue, "cancelled", now - 60, 10)
+    removed = queue.sweep(now)
+    assert removed == [old.id, oldest.id]  # too old; then the oldest finished until under the limit
+    assert {newer.id, newest.id, waiting.id} == set(queue.jobs)
+    assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(queue.jobs)
+
+
+def test_job_messages_name_the_clients_files(tmp_path) -> None:
+    job = Job("a" * 32, tmp_path / ("a" * 32), {}, "retinaface", "fp32", "me.mp4", "talk.wav")
+    message = f"{job.folder / 'face'}: no face found; {job.folder / 'audio'}: silent; {job.folder / '.result.part'}"
+    assert job.plain(message) == "me.mp4: no face found; talk.wav: silent; .result.part"
+
+
+def test_run_reports_progress_and_cancels_with_nothing_written(checkpoint, weights, media, speech, work) -> None:
+    syncer = LipSyncer(checkpoint, detector_weights=weights, device="cpu", precision="fp32")
+    seen: list[tuple[int, int]] = []
+    idle = threading.Event()
+    out = work / "progress.mp4"
+    syncer.run(media / "vr_face5.mp4", speech, out, on_progress=lambda d, t: seen.append((d, t)), cancel=idle,
+               box=tuple(int(v) for v in BOX.split()))
+    assert seen[0] == (0, 30) and seen[-1] == (30, 30) and [d for d, _ in seen] == list(range(31))
+    assert probe(out).n_frames == 30 and not idle.is_set()  # the run never sets the caller's event
+
+    cancel = threading.Event()
+    stopped: list[float] = []
+
+    def progress(done: int, total: int) -> None:
+        if done == 5:
+            cancel.set()
+            stopped.append(time.perf_counter())
+
+    target = work / "cancelled.mp4"
+    with pytest.raises(Wav2LipError, match="cancelled"):
+        syncer.run(media / "vr_face5.mp4", media / "mt_yongen.wav", target, on_progress=progress, cancel=cancel,
+                   batch_size=4)
+    assert stopped and time.perf_counter() - stopped[0] < 2.0  # the stages stop within 0.1 s
+    assert not target.exists()
+    assert not [p for p in work.iterdir() if p.name.startswith(".cancelled")]
