@@ -37,15 +37,22 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
-def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
-                 what: str = "output") -> Path:
-    """Fail before any work when `path` cannot be written: it is one of `inputs` (by inode), a folder,
-    or its folder is missing or refuses a new file (read-only, /proc, no permission)."""
+def check_not_input(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None],
+                    what: str = "output") -> Path:
+    """Fail when `path` is one of `inputs` by inode (another spelling, a symlink, a hard link)."""
     out = Path(path)
     for source in inputs:
         if source is not None and same_file(out, source):
             raise Wav2LipError(f"{out}: the {what} is the input file {source}; writing it would destroy "
                                "the input (choose another output path)")
+    return out
+
+
+def check_output(path: str | os.PathLike, inputs: Iterable[str | os.PathLike | None] = (),
+                 what: str = "output") -> Path:
+    """Fail before any work when `path` cannot be written: it is one of `inputs` (by inode), a folder,
+    or its folder is missing or refuses a new file (read-only, /proc, no permission)."""
+    out = check_not_input(path, inputs, what)
     if out.is_dir():
         raise Wav2LipError(f"{out}: is a folder, not an {what} file")
     folder = out.parent if str(out.parent) else Path(".")

@@ -32,8 +32,8 @@ def _export(args: argparse.Namespace) -> int:
     from ..export import _require, export_onnx
     from ..store import resolve
 
-    _require("onnx", "onnxscript")
     check_output(args.onnx, [args.checkpoint], "ONNX output")
+    _require("onnx", "onnxscript")
     bar = progress_bar(3, show_progress(args), unit="step", desc="checkpoint")
     try:
         checkpoint = resolve(args.checkpoint, root=args.weights_dir)

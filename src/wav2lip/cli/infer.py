@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import Wav2LipError
+from ..files import check_not_input
 from ..options import BACKENDS, BLEND_MODES, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import LipSyncer, SyncOptions, check_output_path
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
@@ -159,6 +160,12 @@ def _run_manifest(syncer: LipSyncer, manifest: Path, rows: list, bad: list, opti
         failed += 1
         print(f"{manifest}:{number}: error: {problem}", file=sys.stderr)
     for number, face, audio, output in rows:
+        try:
+            check_not_input(output, [face, audio, manifest, *syncer.weights])
+        except Wav2LipError as exc:
+            failed += 1
+            print(f"{manifest}:{number}: error: {exc}", file=sys.stderr)
+            continue
         if output.is_file():
             skipped += 1
             print(f"{manifest}:{number}: {output} exists, skipped", file=sys.stderr)
