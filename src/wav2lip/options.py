@@ -22,6 +22,7 @@ BLEND_MODES = tuple(BLENDS)
 LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter than the audio: again, or back and forth
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
+SYNTH_LAYOUTS = ("prepared", "videos")  # synth-data: the training layout, or videos for preprocess
 # x264's presets, fastest first (x264 --fullhelp).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -31,7 +32,7 @@ LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 BOX_ORDER = ("top", "bottom", "left", "right")  # --box on every command line: the authors' order
 
 __all__ = ["BACKENDS", "BLEND_MODES", "BOX_ORDER", "DETECTORS", "DEVICES", "EVALUATE_MODES", "EXPERT_MODES",
-           "LOOP_MODES", "LOSSLESS_CONTAINERS", "PRECISIONS", "SMOOTH_MODES", "VIDEO_CONTAINERS", "X264_PRESETS",
+           "LOOP_MODES", "LOSSLESS_CONTAINERS", "PRECISIONS", "SMOOTH_MODES", "SYNTH_LAYOUTS", "VIDEO_CONTAINERS", "X264_PRESETS",
            "check_choice", "check_finite", "video_container"]
 
 
