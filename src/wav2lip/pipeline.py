@@ -95,6 +95,8 @@ class SyncOptions:
             raise Wav2LipError(f"resize factor must be a positive integer, got {self.resize_factor}")
         if self.batch_size < 1:
             raise Wav2LipError(f"generator batch size must be positive, got {self.batch_size}")
+        if self.detect_every < 0:
+            raise Wav2LipError(f"detect every must be 0 (only when the track is lost) or more, got {self.detect_every}")
         check_finite(self.fps, "fps")
         if self.fps is not None and self.fps <= 0:
             raise Wav2LipError(f"fps must be positive, got {self.fps}")

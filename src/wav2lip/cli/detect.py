@@ -10,6 +10,7 @@ from ..faces.report import compare_detectors, detect_video
 from ..files import check_distinct, check_output
 from ..options import DETECTORS, SMOOTH_MODES
 from ..pipeline import check_output_path
+from ..video_io import open_source
 from .common import add_box, add_detector, add_device, add_quiet, box_to_xyxy, show_progress, xyxy_to_box
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -88,6 +89,13 @@ def run(args: argparse.Namespace) -> int:
     if args.preview:
         check_output_path(args.preview, reads)
     check_distinct(args.json, args.preview)
+    source = open_source(args.video)  # a bad video is named before any detector weights are looked for
+    if args.box:
+        x1, y1, x2, y2 = box_to_xyxy(args.box)
+        if not (0 <= x1 < x2 <= source.width and 0 <= y1 < y2 <= source.height):
+            raise Wav2LipError(f"--box {' '.join(map(str, args.box))} (top bottom left right) is not inside the "
+                               f"{source.width}x{source.height} frame of {args.video}")
+    source.close()
     if args.compare:
         names = args.compare.split(",")
         if len(names) != 2 or any(n not in DETECTORS for n in names) or names[0] == names[1]:
