@@ -146,3 +146,27 @@ def test_output_container_follows_the_extension(media, narrow_checkpoint, tmp_pa
                  "-o", str(out)]) == 0
     with av.open(str(out)) as opened:
         assert opened.format.name.startswith(container) and opened.streams.video[0].codec_context.name == "h264"
+
+
+def test_evaluate_track_takes_detector_weights_and_device_auto(media, models_dir, tmp_path, capsys):
+    """`evaluate --mode track --detector-weights` reaches the detector (the store has no RetinaFace file here)."""
+    import itertools
+
+    import torch
+
+    from wav2lip.models.syncnet_v2 import SyncNetV2
+    from wav2lip.video_io import VideoWriter, open_source
+
+    speech = cut_wav(media / "vr_audio1.wav", tmp_path / "speech.wav", 0.48)
+    clip = tmp_path / "clip.mp4"
+    with VideoWriter(clip, 25, 524, 524, audio=speech) as writer:
+        writer.write_many(itertools.islice(open_source(media / "vr_face5.mp4"), 12))
+    syncnet = tmp_path / "syncnet_v2.model"
+    torch.save(fill_deterministic(SyncNetV2()).state_dict(), syncnet)
+    weights = models_dir / "retinaface_mobilenet0.25.pth"
+    args = ["evaluate", str(clip), "--mode", "track", "--syncnet", str(syncnet), "-q", "--json",
+            str(tmp_path / "scores.json")]
+    assert main([*args, "--detector-weights", str(weights)]) == 0
+    assert json.loads((tmp_path / "scores.json").read_text())["mode"] == "track"
+    score = wav2lip.evaluate_sync(clip, model=syncnet, mode="track", detector_weights=weights)
+    assert f"LSE-D: {score.lse_d:.3f}" in capsys.readouterr().out
