@@ -123,7 +123,7 @@ def test_manifest_skips_finished_and_reports_failures(checkpoint, media, speech,
     assert not (folder / "b.mp4").exists()
     assert (folder / "done.mp4").read_bytes() == b"finished earlier"
     assert "pairs.csv:3: error:" in err and "missing.mp4" in err and "done.mp4 exists, skipped" in err
-    assert "3 of 4 lines done, 1 failed" in err
+    assert "3 of 4 lines done (1 skipped: output exists), 1 failed" in err
 
 
 def test_lossless_default_name_and_feather(checkpoint, media, speech, work, monkeypatch) -> None:

@@ -22,7 +22,9 @@ from torch.nn import functional as F
 from . import audio as audio_io
 from . import faces, store
 from .checkpoints import load_model
+from .device import resolve_device
 from .errors import Wav2LipError
+from .options import EVALUATE_MODES, check_choice
 from .video_io import open_source
 
 # The evaluator's features and search (spec section 10).
@@ -312,14 +314,14 @@ def fill_track(picked: list[np.ndarray | None]) -> np.ndarray:
 
 
 def _face_boxes(video_path: Path, n_frames: int, detector: faces.FaceDetector | str,
-                device: torch.device) -> np.ndarray:
+                device: torch.device, weights: str | os.PathLike | None = None) -> np.ndarray:
     """(n, 4) float boxes of the main face for the first `n_frames` frames at 25 fps.
 
     Detection runs in batches (several times faster per frame than one call per frame on a CPU);
     only boxes are kept, so the frames are decoded again for cropping.
     """
     if isinstance(detector, str):
-        detector = faces.create_detector(detector, device=device)
+        detector = faces.create_detector(detector, device=device, weights=weights)
     frames = open_source(video_path, fps=EVAL_FPS).frames(n_frames, loop="none")
     detections: list[list[faces.Detection]] = []
     while batch := list(itertools.islice(frames, DETECT_BATCH)):
@@ -336,20 +338,22 @@ def evaluate_sync(
     model: nn.Module | str | os.PathLike = "syncnet_v2.model",
     mode: Mode = "whole",
     detector: faces.FaceDetector | str = "retinaface",
-    device: str | torch.device = "cpu",
+    device: str | torch.device = "auto",
     batch_size: int = 20,
+    detector_weights: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> SyncScore:
     """Score lip sync of a video against its own audio track (or `audio_path`).
 
     mode "whole": each whole frame resized to 224 (generated face crops, the paper's LRS2 figures);
     "track": the main face followed and cropped with the evaluator's rule (videos in the wild).
     `model` is a SyncNetV2 module, a checkpoint path, or a store name; `detector` a FaceDetector or a
-    detector name for "track".
+    detector name for "track" (with `detector_weights`, default the store's file); device "auto" picks
+    CUDA, then Apple MPS, then the CPU.
     """
-    if mode not in ("whole", "track"):
-        raise ValueError(f"mode must be 'whole' or 'track', got {mode!r}")
+    check_choice(mode, EVALUATE_MODES, "evaluation mode")
     video_path = Path(video_path)
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     source = open_source(video_path, fps=EVAL_FPS)
     if source.is_still:
         raise Wav2LipError(f"{video_path}: is a still image; lip sync is scored on videos")
@@ -364,10 +368,15 @@ def evaluate_sync(
     net = _load_evaluator(model, device)
 
     frames: Iterable[np.ndarray] = source.frames(max_frames, loop="none")
+    if progress:
+        from tqdm import tqdm
+
+        frames = tqdm(frames, total=min(max_frames, source.n_frames_estimate or max_frames), unit="frame",
+                      dynamic_ncols=True, smoothing=0.1)
     if mode == "whole":
         crops = (crop_whole(f) for f in frames)
     else:
-        track = smooth_track(_face_boxes(video_path, max_frames, detector, device))
+        track = smooth_track(_face_boxes(video_path, max_frames, detector, device, detector_weights))
         crops = (crop_track(f, *track[i]) for i, f in enumerate(itertools.islice(frames, len(track))))
     video_emb = _embed(net, _clip_batches(crops, batch_size), "forward_lip", device)
     n_clips = video_emb.shape[0]

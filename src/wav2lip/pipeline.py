@@ -13,11 +13,10 @@ without a face, and never holds the video in memory.
 from __future__ import annotations
 
 import itertools
-import os
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -32,10 +31,11 @@ from .blend import BLENDS, to_uint8
 from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
 from .export import onnx_generator
-from .faces import DETECTORS, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from .faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from .files import check_output
+from .options import (BACKENDS, BLEND_MODES, DETECTORS, LOOP_MODES, SMOOTH_MODES, X264_PRESETS, check_choice,
+                      check_finite, video_container)
 from .stages import Profile, Stage
-
-BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 
 FACE_SIZE = 96  # generator crop side (spec section 4)
 MEL_STEP = 16  # mel frames per window (spec section 3)
@@ -45,6 +45,7 @@ REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
 STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
+STOP_WAIT_S = 5.0  # a stopped run waits this long for its stage threads to leave torch/PyAV
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
 _UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
@@ -71,20 +72,45 @@ class SyncOptions:
     preset: str = video_io.DEFAULT_PRESET
     cache: bool = True  # reuse face boxes of a video tracked before with the same settings
     progress: bool = False  # tqdm bar on stderr
+    calibration: tuple[float, float, float, float] | None = None  # detector box map dx dy sx sy (`detect --compare`)
+
+    @classmethod
+    def from_kwargs(cls, options: dict) -> SyncOptions:
+        """Checked options from keyword arguments; an unknown name is one line listing the valid ones."""
+        names = [f.name for f in fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise Wav2LipError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
+                               f"(valid: {', '.join(names)})")
+        result = cls(**options)
+        result.check()
+        return result
 
     def check(self) -> None:
-        if self.smooth not in ("centered", "mean5", "none"):
-            raise Wav2LipError(f"unknown smoothing {self.smooth!r} (centered, mean5 or none)")
-        if self.loop not in ("repeat", "pingpong"):
-            raise Wav2LipError(f"unknown loop mode {self.loop!r} (repeat or pingpong)")
-        if self.blend not in BLENDS:
-            raise Wav2LipError(f"unknown blend {self.blend!r} ({' or '.join(BLENDS)})")
+        check_choice(self.smooth, SMOOTH_MODES, "smoothing")
+        check_choice(self.loop, LOOP_MODES, "loop mode")
+        check_choice(self.blend, BLEND_MODES, "blend")
+        check_choice(self.preset, X264_PRESETS, "x264 preset")
         if self.resize_factor < 1:
             raise Wav2LipError(f"resize factor must be a positive integer, got {self.resize_factor}")
         if self.batch_size < 1:
             raise Wav2LipError(f"generator batch size must be positive, got {self.batch_size}")
+        if self.detect_every < 0:
+            raise Wav2LipError(f"detect every must be 0 (only when the track is lost) or more, got {self.detect_every}")
+        check_finite(self.fps, "fps")
         if self.fps is not None and self.fps <= 0:
             raise Wav2LipError(f"fps must be positive, got {self.fps}")
+        if not 0 <= self.crf <= 51:
+            raise Wav2LipError(f"crf must be 0 (lossless) to 51 (worst), got {self.crf}")
+        if self.box is not None and len(self.box) != 4:
+            raise Wav2LipError(f"box needs 4 numbers (top, bottom, left, right), got {self.box}")
+        if self.calibration is not None:
+            if len(self.calibration) != 4:
+                raise Wav2LipError(f"calibration needs 4 numbers (dx, dy, sx, sy), got {self.calibration}")
+            for value in self.calibration:
+                check_finite(value, "calibration")
+            if min(self.calibration[2:]) <= 0:
+                raise Wav2LipError(f"calibration scales sx, sy must be positive, got {self.calibration}")
 
 
 @dataclass
@@ -192,6 +218,9 @@ class _Job:
         self.source = video_io.open_source(self.face, fps=options.fps, rotate=False, loop=options.loop)
         self.fps = self.source.fps
         self.still = self.source.is_still
+        if not self.still and options.resize_factor > min(self.source.width, self.source.height):
+            raise Wav2LipError(f"{self.face}: --resize-factor {options.resize_factor} leaves nothing of its "
+                               f"{self.source.width}x{self.source.height} frames")
         self.n_frames = audio_io.frame_count_for_audio(wav.size, self.fps)
         self.n_reference = len(audio_io.reference_chunk_starts(self.mel.shape[1], self.fps))
 
@@ -283,7 +312,8 @@ class _Run:
 
     def track_options(self) -> FaceTrackOptions:
         opts = self.job.options
-        return FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every)
+        return FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every,
+                                calibration=BoxCalibration(*opts.calibration) if opts.calibration else None)
 
     def detect(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
         """Boxes for the first pass of the video, tracked as the reference does on its kept frames
@@ -381,15 +411,22 @@ class _Run:
     def frames(self) -> Iterator[_Frame]:
         """The chain's output, in order; stopping early (or an error) stops every stage."""
         stages: Iterable = None
+        started: list[Stage] = []
         chain = (("decode", self.job.decode, FRAME_QUEUE), ("detect", self.detect, FRAME_QUEUE),
                  ("crop", self.crop, 1), ("generate", self.generate, FRAME_QUEUE),
                  ("blend", self.blend, FRAME_QUEUE))
         try:
             for name, work, maxsize in chain:
                 stages = Stage(name, work, stages, maxsize, self.profile, self.stop)
+                started.append(stages)
             yield from stages
         finally:
             self.stop.set()
+            # Threads left inside torch or PyAV when the interpreter exits abort it ("terminate called
+            # without an active exception"): give each the time to finish its current item.
+            deadline = time.monotonic() + STOP_WAIT_S
+            for stage in started:
+                stage.thread.join(max(0.0, deadline - time.monotonic()))
 
 
 def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device) -> np.ndarray:
@@ -464,16 +501,11 @@ def lipsync_file(job: _Job, run: _Run, output: str | Path,
                   dict(run.profile.seconds))
 
 
-def check_output_path(output: str | Path) -> Path:
-    """Fail before any work when the output cannot be written (a missing or read-only folder)."""
-    output = Path(output)
-    folder = output.parent if str(output.parent) else Path(".")
-    if output.is_dir():
-        raise Wav2LipError(f"{output}: is a folder, not an output file")
-    if not folder.is_dir():
-        raise Wav2LipError(f"{output}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK):
-        raise Wav2LipError(f"{output}: output folder {folder} is not writable")
+def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), lossless: bool = False) -> Path:
+    """Fail before any work when the output cannot be written: one of the inputs, a folder, a missing or
+    read-only folder, an extension with no container for the video."""
+    output = check_output(output, inputs)
+    video_container(output, lossless)
     return output
 
 
@@ -509,7 +541,8 @@ class LipSyncer:
             self.generator = onnx_generator(checkpoint)
         else:
             self.precision = resolve_precision(precision, self.device)
-            network = checkpoints.load_model(store.resolve(checkpoint), "wav2lip", device=self.device)
+            checkpoint = store.resolve(checkpoint)
+            network = checkpoints.load_model(checkpoint, "wav2lip", device=self.device)
             self.generator = inference_model(network, self.precision, self.device)  # fp32: the network itself
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
@@ -518,6 +551,7 @@ class LipSyncer:
         if self._detector is None and detector not in DETECTORS:
             raise Wav2LipError(f"unknown face detector {detector!r} (one of {', '.join(DETECTORS)})")
         self.cache_dir = cache_dir
+        self.weights = [p for p in (checkpoint, detector_weights) if p is not None]
 
     @property
     def detector(self) -> FaceDetector:
@@ -529,7 +563,7 @@ class LipSyncer:
 
     def _run(self, face: str | Path, audio: str | Path, options: dict,
              cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
-        job = _Job(face, audio, SyncOptions(**options))
+        job = _Job(face, audio, SyncOptions.from_kwargs(options))
         return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel)
 
     def check(self, face: str | Path, audio: str | Path, **options) -> None:
@@ -537,14 +571,18 @@ class LipSyncer:
         (the audio decoded, the face's first frames probed), without running anything."""
         self._run(face, audio, options)
 
+    def inputs(self, face: str | Path, audio: str | Path) -> list[str | Path]:
+        """Every file a run reads: an output path must be none of them."""
+        return [face, audio, *self.weights]
+
     def run(self, face: str | Path, audio: str | Path, output: str | Path, *,
             on_progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
             **options) -> Result:
-        """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, or .mkv with lossless=True).
-        Options: the fields of `SyncOptions`. `on_progress(done, total)` is called after every frame;
-        setting `cancel` stops every stage within a tenth of a second and raises Wav2LipError, with
-        nothing left at `output`."""
-        check_output_path(output)
+        """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, .mov or .mkv; .mkv with
+        lossless=True). Options: the fields of `SyncOptions`. `on_progress(done, total)` is called after
+        every frame; setting `cancel` stops every stage within a tenth of a second and raises Wav2LipError,
+        with nothing left at `output`."""
+        check_output_path(output, self.inputs(face, audio), bool(options.get("lossless")))
         job, run = self._run(face, audio, options, cancel)
         return lipsync_file(job, run, output, on_progress)
 
@@ -556,7 +594,11 @@ class LipSyncer:
 
 
 def lipsync(face: str | Path, audio: str | Path, output: str | Path, checkpoint: str | Path = "wav2lip_gan.pth",
-            detector: str = "retinaface", device: str = "auto", precision: str = "auto", **options) -> Result:
-    """One call: load the models, lip-sync `face` to `audio` into `output`."""
-    check_output_path(output)
-    return LipSyncer(checkpoint, detector, device, precision).run(face, audio, output, **options)
+            detector: str = "retinaface", device: str = "auto", precision: str = "auto",
+            detector_weights: str | Path | None = None, **options) -> Result:
+    """One call: load the models, lip-sync `face` to `audio` into `output`. Options: the fields of
+    `SyncOptions`, checked (with the output path) before any model is loaded."""
+    SyncOptions.from_kwargs(options)
+    check_output_path(output, [face, audio, checkpoint, detector_weights], bool(options.get("lossless")))
+    syncer = LipSyncer(checkpoint, detector, device, precision, detector_weights=detector_weights)
+    return syncer.run(face, audio, output, **options)

@@ -164,22 +164,37 @@ def preprocess(
     results: list[ClipResult] = []
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     args = (detector, device, weights, batch_size, threads if workers > 1 else 0)
-    if workers > 1:
-        with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
-            for result in pool.map(_work, jobs):
-                results.append(_report(result, progress))
-    else:
-        _init_worker(*args)
-        for job in jobs:
-            results.append(_report(_work(job), progress))
+    bar = None
+    if progress and sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), unit="clip", dynamic_ncols=True)
+    try:
+        if workers > 1:
+            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
+                for result in pool.map(_work, jobs):
+                    results.append(_report(result, progress, bar))
+        else:
+            _init_worker(*args)
+            for job in jobs:
+                results.append(_report(_work(job), progress, bar))
+    finally:
+        if bar is not None:
+            bar.close()
     write_lists(output_dir, val_fraction, test_fraction)
     return results
 
 
-def _report(result: ClipResult, progress: bool) -> ClipResult:
+def _report(result: ClipResult, progress: bool, bar=None) -> ClipResult:
+    """One line per clip (above the progress bar, when there is one)."""
     if progress:
         state = "error: " + result.error if result.error else ("done before" if result.skipped else "ok")
-        print(f"{result.name}: {result.faces}/{result.frames} faces, {state}", file=sys.stderr)
+        line = f"{result.name}: {result.faces}/{result.frames} faces, {state}"
+        if bar is not None:
+            bar.write(line, file=sys.stderr)
+            bar.update(1)
+        else:
+            print(line, file=sys.stderr)
     return result
 
 

@@ -309,8 +309,10 @@ def write_dataset(
     layout "videos": `<spk>/<clip>.mp4` (25 fps, the face in a 224 x 160 frame, AAC audio) and
     `<spk>/<clip>.mouth.npy`, input for `wav2lip preprocess`.
     """
-    if layout not in ("prepared", "videos"):
-        raise Wav2LipError(f"{out}: unknown layout {layout!r} (prepared or videos)")
+    from .options import SYNTH_LAYOUTS  # the option tables import torch; synth-data alone need not
+
+    if layout not in SYNTH_LAYOUTS:
+        raise Wav2LipError(f"{out}: unknown layout {layout!r} (one of {', '.join(SYNTH_LAYOUTS)})")
     if clips < 1:
         raise Wav2LipError(f"{out}: --clips must be at least 1")
     out = Path(out)

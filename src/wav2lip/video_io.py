@@ -441,8 +441,11 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, width: int, height: int,
                  audio: str | os.PathLike | None = None, lossless: bool = False, crf: int = DEFAULT_CRF,
                  preset: str = DEFAULT_PRESET, audio_start: float = 0.0) -> None:
+        from .options import video_container  # the option tables import torch; video_io does not
+
         self.path = Path(path)
         _check_output_folder(self.path)
+        self.format = video_container(self.path, lossless)
         if width <= 0 or height <= 0:
             raise ValueError(f"frame size must be positive, got {width}x{height}")
         self.rate = _exact_rate(fps)
@@ -492,9 +495,8 @@ class VideoWriter:
             self._stack.__exit__(exc_type, exc, tb)
 
     def _open(self, tmp: Path) -> None:
-        fmt = "matroska" if self.lossless else ("mov" if self.path.suffix.lower() == ".mov" else "mp4")
-        options = {} if self.lossless else {"movflags": "+faststart"}
-        self._container = av.open(str(tmp), "w", format=fmt, options=options)
+        options = {"movflags": "+faststart"} if self.format in ("mp4", "mov") else {}
+        self._container = av.open(str(tmp), "w", format=self.format, options=options)
         if self.lossless:
             video = self._container.add_stream("ffv1", rate=self.rate)
             video.pix_fmt = "bgr0"

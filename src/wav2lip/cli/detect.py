@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from ..device import resolve_device
 from ..errors import Wav2LipError
-from ..faces import DETECTORS, BoxCalibration, FaceTrackOptions, create_detector
+from ..faces import BoxCalibration, FaceTrackOptions, create_detector
 from ..faces.report import compare_detectors, detect_video
-from ..faces.smoothing import SMOOTH_MODES
+from ..files import check_distinct, check_output
+from ..options import DETECTORS, SMOOTH_MODES
+from ..pipeline import check_output_path
+from ..video_io import open_source
+from .common import add_box, add_detector, add_device, add_quiet, box_to_xyxy, show_progress, xyxy_to_box
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -15,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("video", metavar="VIDEO", help="video or image file")
     parser.add_argument("--json", metavar="FILE", help="write per-frame boxes, scores and landmarks here")
-    parser.add_argument("--preview", metavar="FILE", help="write a video with the boxes drawn (.mp4)")
-    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
-                        help="retinaface: fast (default); s3fd: the reference's detector, slow on a CPU")
-    parser.add_argument("--retinaface-weights", metavar="PATH", help="RetinaFace weights (default: model store)")
-    parser.add_argument("--s3fd-weights", metavar="PATH", help="S3FD weights (default: model store)")
-    parser.add_argument("--device", default="cpu", help="torch device for detection (default: cpu)")
+    parser.add_argument("--preview", metavar="FILE", help="write a video with the boxes drawn (.mp4, .mov, .mkv)")
+    add_detector(parser, help_extra="; with --compare, the weights of the --detector one of the two")
+    # Per-detector weights, earlier spellings: still accepted, and the way to give both in --compare.
+    parser.add_argument("--retinaface-weights", metavar="PATH", help=argparse.SUPPRESS)
+    parser.add_argument("--s3fd-weights", metavar="PATH", help=argparse.SUPPRESS)
+    add_device(parser, " for detection")
     parser.add_argument("--max-size", type=int, metavar="PIXELS",
                         help="longest side the full-frame detector sees (default: 480 for retinaface, "
                         "full size for s3fd); 0 = full size")
@@ -32,8 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="centered: lag-free (default); mean5: the reference's 5-box mean")
     parser.add_argument("--pads", type=int, nargs=4, default=list(FaceTrackOptions.pads),
                         metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the box (default: 0 10 0 0)")
-    parser.add_argument("--box", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
-                        help="use this fixed box for every frame (no detection, pads or smoothing)")
+    add_box(parser)
     parser.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left")
     parser.add_argument("--face-at", type=float, nargs=2, metavar=("X", "Y"), help="follow the face nearest X Y")
     parser.add_argument("--max-gap", type=int, default=FaceTrackOptions.max_gap, metavar="N",
@@ -43,18 +47,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--compare", metavar="TARGET,SOURCE",
                         help="fit and print the box map SOURCE -> TARGET, e.g. s3fd,retinaface")
     parser.add_argument("--compare-every", type=int, default=5, metavar="N", help="compare on every N-th frame")
+    add_quiet(parser)
     parser.set_defaults(func=run)
 
 
+def _weights(args: argparse.Namespace, name: str) -> str | None:
+    """The weights for detector `name`: its own flag, else --detector-weights when it is the --detector."""
+    own = args.s3fd_weights if name == "s3fd" else args.retinaface_weights
+    return own or (args.detector_weights if name == args.detector else None)
+
+
 def _detector(args: argparse.Namespace, name: str):
-    weights = args.s3fd_weights if name == "s3fd" else args.retinaface_weights
     options = {"batch_size": args.batch_size}
     if args.max_size is not None:
         options["max_size"] = args.max_size or None
-    return create_detector(name, device=args.device, weights=weights, **options)
+    return create_detector(name, device=resolve_device(args.device), weights=_weights(args, name), **options)
+
+
+def _infer_flags(args: argparse.Namespace, median_box) -> str:
+    """The `wav2lip infer` flags that track this face the same way (and a fixed box, for a still camera)."""
+    flags = [f"--detector {args.detector}"]
+    if _weights(args, args.detector):
+        flags.append(f"--detector-weights {_weights(args, args.detector)}")
+    flags += [f"--pads {' '.join(map(str, args.pads))}", f"--smooth {args.smooth}",
+              f"--detect-every {args.detect_every}"]
+    if args.calibration:
+        flags.append(f"--calibration {' '.join(f'{v:g}' for v in args.calibration)}")
+    lines = [f"same face boxes in infer: {' '.join(flags)}"]
+    if args.box:
+        lines = [f"same face box in infer: --box {' '.join(map(str, args.box))}"]
+    elif median_box is not None:
+        lines.append(f"or one fixed box (the median, top bottom left right): --box "
+                     f"{' '.join(map(str, xyxy_to_box(median_box)))}")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
+    reads = [args.video, args.retinaface_weights, args.s3fd_weights, args.detector_weights]
+    if args.json:
+        check_output(args.json, reads, "JSON output")
+    if args.preview:
+        check_output_path(args.preview, reads)
+    check_distinct(args.json, args.preview)
+    source = open_source(args.video)  # a bad video is named before any detector weights are looked for
+    if args.box:
+        x1, y1, x2, y2 = box_to_xyxy(args.box)
+        if not (0 <= x1 < x2 <= source.width and 0 <= y1 < y2 <= source.height):
+            raise Wav2LipError(f"--box {' '.join(map(str, args.box))} (top bottom left right) is not inside the "
+                               f"{source.width}x{source.height} frame of {args.video}")
+    source.close()
     if args.compare:
         names = args.compare.split(",")
         if len(names) != 2 or any(n not in DETECTORS for n in names) or names[0] == names[1]:
@@ -64,21 +105,23 @@ def run(args: argparse.Namespace) -> int:
         c = result.calibration
         print(f"{names[1]} -> {names[0]} on {result.pairs} frames: mean IoU {result.iou_before:.3f} as is, "
               f"{result.iou_after:.3f} mapped")
-        print(f"--calibration {c.dx:.4f} {c.dy:.4f} {c.sx:.4f} {c.sy:.4f}")
+        print(f"use it in infer or detect: --detector {names[1]} --calibration {c.dx:.4f} {c.dy:.4f} {c.sx:.4f} {c.sy:.4f}")
         if not (args.json or args.preview):
             return 0
     options = FaceTrackOptions(
         pads=tuple(args.pads), smooth=args.smooth, detect_every=args.detect_every, max_gap=args.max_gap,
-        fixed_box=tuple(args.box) if args.box else None, face_index=args.face_index,
+        fixed_box=box_to_xyxy(args.box) if args.box else None, face_index=args.face_index,
         face_at=tuple(args.face_at) if args.face_at else None,
         calibration=BoxCalibration(*args.calibration) if args.calibration else None,
     )
     detector = None if args.box else _detector(args, args.detector)
-    report = detect_video(args.video, detector, options, json_path=args.json, preview=args.preview)
+    report = detect_video(args.video, detector, options, json_path=args.json, preview=args.preview,
+                          progress=show_progress(args))
     found = report.n_frames - len(report.missing)
     print(f"{args.video}: face in {found} of {report.n_frames} frames ({len(report.interpolated)} interpolated)")
     if report.missing:
         print(f"no face in frames: {_ranges(report.missing)}")
+    print(_infer_flags(args, report.median_box))
     return 0
 
 

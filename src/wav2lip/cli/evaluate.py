@@ -5,8 +5,9 @@ import argparse
 import json
 
 from ..evaluate import evaluate_sync
-from ..faces import DETECTORS
-from ..files import atomic_output
+from ..files import atomic_output, check_output
+from ..options import EVALUATE_MODES
+from .common import add_detector, add_device, add_quiet, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,22 +17,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("video", metavar="VIDEO", help="video to score")
     parser.add_argument("--audio", metavar="FILE", help="score against this audio instead of the video's own track")
-    parser.add_argument("--mode", choices=("whole", "track"), default="whole",
+    parser.add_argument("--mode", choices=EVALUATE_MODES, default="whole",
                         help="whole: each whole frame (face crops, the paper's LRS2 way; default); "
                         "track: follow the face and crop it as the evaluator does (videos in the wild)")
     parser.add_argument("--syncnet", metavar="PATH_OR_NAME", default="syncnet_v2.model",
                         help="SyncNet v2 weights: a file or a model store name (default: syncnet_v2.model)")
-    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
-                        help="face detector for --mode track (default: retinaface)")
-    parser.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_detector(parser, help_extra="; --mode track only")
+    add_device(parser)
     parser.add_argument("--batch-size", type=int, default=20, help="5-frame clips per forward pass")
     parser.add_argument("--json", metavar="OUT", help="also write the scores and per-frame confidence here")
+    add_quiet(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.json:
+        check_output(args.json, [args.video, args.audio, args.syncnet, args.detector_weights], "JSON output")
     score = evaluate_sync(args.video, audio_path=args.audio, model=args.syncnet, mode=args.mode,
-                          detector=args.detector, device=args.device, batch_size=args.batch_size)
+                          detector=args.detector, device=args.device, batch_size=args.batch_size,
+                          detector_weights=args.detector_weights, progress=show_progress(args))
     print(f"{args.video}: {score.n_frames} frames scored")
     print(f"AV offset: {score.offset:+d} frames")
     print(f"LSE-D: {score.lse_d:.3f}")

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import argparse
 
+from ..files import check_output
+from .common import add_quiet, progress_bar, show_progress
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -20,12 +23,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--weights-dir", metavar="DIR", default=None,
         help="weight cache folder (default: $WAV2LIP_HOME or the platform cache, e.g. ~/.cache/wav2lip)",
     )
+    add_quiet(parser)
     parser.set_defaults(func=_export)
 
 
 def _export(args: argparse.Namespace) -> int:
-    from ..export import export_generator  # torch is imported only when the command runs
+    from ..checkpoints import load_model  # torch is imported only when the command runs
+    from ..export import _require, export_onnx
+    from ..store import resolve
 
-    path = export_generator(args.onnx, args.checkpoint, opset=args.opset, weights_dir=args.weights_dir)
+    check_output(args.onnx, [args.checkpoint], "ONNX output")
+    _require("onnx", "onnxscript")
+    bar = progress_bar(3, show_progress(args), unit="step", desc="checkpoint")
+    try:
+        checkpoint = resolve(args.checkpoint, root=args.weights_dir)
+        check_output(args.onnx, [checkpoint], "ONNX output")
+        if bar is not None:
+            bar.update(1)
+            bar.set_description("load")
+        model = load_model(checkpoint, "wav2lip")
+        if bar is not None:
+            bar.update(1)
+            bar.set_description("export")
+        path = export_onnx(model, args.onnx, opset=args.opset)
+        if bar is not None:
+            bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
     print(f"wrote {path}")
     return 0

@@ -10,9 +10,11 @@ import sys
 from pathlib import Path
 
 from ..errors import Wav2LipError
-from ..faces import DETECTORS
-from ..pipeline import BACKENDS, LipSyncer, SyncOptions
+from ..files import check_not_input
+from ..options import BACKENDS, BLEND_MODES, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
+from ..pipeline import LipSyncer, SyncOptions, check_output_path
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
+from .common import add_box, add_detector, add_device, add_quiet, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,17 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--face", metavar="FACE", help="video or image with the face to animate")
     p.add_argument("--audio", metavar="AUDIO", help="speech: any audio file, or a video's audio track")
     p.add_argument("-o", "--output", "--outfile", dest="output", metavar="OUT",
-                   help="output video (default: results/result_voice.mp4; .mkv with --lossless)")
+                   help="output video, .mp4, .mov or .mkv (default: results/result_voice.mp4; .mkv with "
+                   "--lossless, which needs .mkv)")
     p.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint", default="wav2lip_gan.pth",
                    metavar="CKPT", help="generator weights: a file or a model-store name (default: wav2lip_gan.pth)")
     p.add_argument("--manifest", metavar="CSV",
-                   help="batch mode: lines of face,audio,output (paths relative to the CSV's folder); finished "
-                   "outputs are skipped, failures reported without stopping the rest")
+                   help="batch mode: UTF-8 lines of face,audio,output (paths relative to the CSV's folder); "
+                   "finished outputs are skipped, failures reported without stopping the rest")
 
     g = p.add_argument_group("face")
-    g.add_argument("--detector", choices=DETECTORS, default="retinaface",
-                   help="retinaface: fast (default); s3fd: the reference's detector, slow on a CPU")
-    g.add_argument("--detector-weights", metavar="PATH", help="detector weights (default: the model store's)")
+    add_detector(g)
     g.add_argument("--face-det-batch-size", "--face_det_batch_size", dest="face_det_batch_size", type=int,
                    default=16, metavar="N", help="face detection batch size (default: 16)")
     g.add_argument("--detect-every", type=int, default=SyncOptions.detect_every, metavar="N",
@@ -42,9 +43,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    f"(default: {SyncOptions.detect_every})")
     g.add_argument("--pads", type=int, nargs=4, default=list(SyncOptions.pads),
                    metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the detected box (default: 0 10 0 0)")
-    g.add_argument("--box", type=int, nargs=4, metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="fixed face box for every frame: no detection, pads or smoothing")
-    g.add_argument("--smooth", choices=("centered", "mean5", "none"), default=None,
+    add_box(g)
+    g.add_argument("--calibration", type=float, nargs=4, metavar=("DX", "DY", "SX", "SY"),
+                   help="map detector boxes: centre shift and size scale in box units (what `wav2lip detect "
+                   "--compare` prints)")
+    g.add_argument("--smooth", choices=SMOOTH_MODES, default=None,
                    help="box smoothing: centered (lag-free, default), mean5 (the reference's), none")
     g.add_argument("--nosmooth", action="store_true", help="no box smoothing (same as --smooth none)")
     g.add_argument("--no-cache", action="store_true", help="do not reuse or store face boxes of this video")
@@ -59,24 +62,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="crop the video after resizing; -1 = to the edge (default: 0 -1 0 -1)")
     g.add_argument("--rotate", action="store_true", help="turn video frames 90 degrees clockwise "
                    "(rotation metadata of phone videos is honoured anyway)")
-    g.add_argument("--loop", choices=("repeat", "pingpong"), default="repeat",
+    g.add_argument("--loop", choices=LOOP_MODES, default="repeat",
                    help="a video shorter than the audio: repeat it, or play it back and forth (no jump)")
 
     g = p.add_argument_group("generation and output")
-    g.add_argument("--blend", choices=("paste", "feather"), default="paste",
+    g.add_argument("--blend", choices=BLEND_MODES, default="paste",
                    help="paste: the reference's hard rectangle (default); feather: soft, colour-matched mouth")
     g.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=SyncOptions.batch_size,
                    metavar="N", help=f"generator batch size (default: {SyncOptions.batch_size}; lowered for big frames)")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+    add_device(g)
+    g.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="generator arithmetic; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="generator runtime: torch (default), or onnxruntime (CPU, fp32; needs wav2lip[onnx])")
     g.add_argument("--lossless", action="store_true", help="FFV1 RGB in Matroska: bit-exact frames")
     g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default: {DEFAULT_CRF})")
-    g.add_argument("--preset", default=DEFAULT_PRESET, help=f"x264 preset (default: {DEFAULT_PRESET})")
+    g.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
+                   help=f"x264 preset, {X264_PRESETS[0]} .. {X264_PRESETS[-1]} (default: {DEFAULT_PRESET})")
     g.add_argument("--profile", action="store_true", help="print time per stage and end-to-end frames/s")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_quiet(g)
     p.set_defaults(func=run)
 
 
@@ -87,7 +91,7 @@ def _options(args: argparse.Namespace) -> dict:
         detect_every=args.detect_every, static=args.static, fps=args.fps, resize_factor=args.resize_factor,
         crop=tuple(args.crop), rotate=args.rotate, loop=args.loop, blend=args.blend, batch_size=args.batch_size,
         lossless=args.lossless, crf=args.crf, preset=args.preset, cache=not args.no_cache,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=show_progress(args), calibration=tuple(args.calibration) if args.calibration else None,
     )
 
 
@@ -99,22 +103,29 @@ def _output_path(args: argparse.Namespace) -> Path:
     return out
 
 
-def _read_manifest(path: Path) -> list[tuple[int, Path, Path, Path]]:
+def _read_manifest(path: Path) -> tuple[list[tuple[int, Path, Path, Path]], list[tuple[int, str]]]:
+    """The manifest's jobs (line number, face, audio, output) and its malformed lines (number, problem)."""
     if not path.is_file():
-        raise Wav2LipError(f"{path}: manifest not found")
-    rows = []
-    with open(path, newline="") as f:
-        for number, row in enumerate(csv.reader(f), 1):
-            cells = [c.strip() for c in row]
-            if not any(cells) or cells[0].startswith("#"):
-                continue
-            if number == 1 and [c.lower() for c in cells] == ["face", "audio", "output"]:
-                continue
-            if len(cells) != 3:
-                raise Wav2LipError(f"{path}:{number}: expected face,audio,output, got {len(cells)} fields")
-            face, audio, output = (path.parent / c for c in cells)
-            rows.append((number, face, audio, output))
-    return rows
+        raise Wav2LipError(f"{path}: manifest not found" if not path.exists() else f"{path}: manifest is not a file")
+    try:  # utf-8-sig: a byte-order mark (Excel, Notepad) is not part of the first cell
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise Wav2LipError(f"{path}:{line}: not UTF-8 text (save the manifest as UTF-8)") from None
+    rows, bad = [], []
+    for number, row in enumerate(csv.reader(text.splitlines()), 1):
+        cells = [c.strip() for c in row]
+        if not any(cells) or cells[0].startswith("#"):
+            continue
+        if number == 1 and [c.lower() for c in cells] == ["face", "audio", "output"]:
+            continue
+        if len(cells) != 3 or not all(cells):
+            bad.append((number, f"expected face,audio,output, got {len(cells)} fields"
+                        + ("" if len(cells) != 3 else " with an empty one")))
+            continue
+        face, audio, output = (path.parent / c for c in cells)
+        rows.append((number, face, audio, output))
+    return rows, bad
 
 
 def _report(result, profile: bool) -> None:
@@ -127,21 +138,53 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is None and (args.face is None or args.audio is None):
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
-    syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision, backend=args.backend,
-                       detector_weights=args.detector_weights, face_det_batch_size=args.face_det_batch_size)
+    SyncOptions.from_kwargs(options)  # bad options fail before the models load
+    weights = [args.checkpoint, args.detector_weights]
     if args.manifest is None:
-        _report(syncer.run(args.face, args.audio, _output_path(args), **options), args.profile)
+        output = check_output_path(_output_path(args), [args.face, args.audio, *weights], args.lossless)
+    else:
+        rows, bad = _read_manifest(Path(args.manifest))
+    syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
+                       backend=args.backend, detector_weights=args.detector_weights,
+                       face_det_batch_size=args.face_det_batch_size)
+    if args.manifest is None:
+        _report(syncer.run(args.face, args.audio, output, **options), args.profile)
         return 0
-    failed = 0
-    rows = _read_manifest(Path(args.manifest))
+    return _run_manifest(syncer, Path(args.manifest), rows, bad, options, args.profile)
+
+
+def _run_manifest(syncer: LipSyncer, manifest: Path, rows: list, bad: list, options: dict, profile: bool) -> int:
+    """Every line runs whatever the others do; the summary counts done, skipped and failed lines."""
+    failed = skipped = 0
+    for number, problem in bad:
+        failed += 1
+        print(f"{manifest}:{number}: error: {problem}", file=sys.stderr)
     for number, face, audio, output in rows:
-        if output.exists():
-            print(f"{args.manifest}:{number}: {output} exists, skipped", file=sys.stderr)
-            continue
         try:
-            _report(syncer.run(face, audio, output, **options), args.profile)
+            check_not_input(output, [face, audio, manifest, *syncer.weights])
         except Wav2LipError as exc:
             failed += 1
-            print(f"{args.manifest}:{number}: error: {exc}", file=sys.stderr)
-    print(f"{len(rows) - failed} of {len(rows)} lines done, {failed} failed", file=sys.stderr)
+            print(f"{manifest}:{number}: error: {exc}", file=sys.stderr)
+            continue
+        if output.is_file():
+            skipped += 1
+            print(f"{manifest}:{number}: {output} exists, skipped", file=sys.stderr)
+            continue
+        made = [p for p in reversed(output.parents) if not p.exists()]
+        try:
+            if output.exists():
+                kind = "a folder" if output.is_dir() else "not a regular file"
+                raise Wav2LipError(f"{output}: is {kind}, not an output file")
+            output.parent.mkdir(parents=True, exist_ok=True)
+            check_output_path(output, [manifest], options["lossless"])
+            _report(syncer.run(face, audio, output, **options), profile)
+        except (Wav2LipError, OSError) as exc:
+            failed += 1
+            print(f"{manifest}:{number}: error: {exc}", file=sys.stderr)
+            for folder in reversed(made):  # folders made for this line, if it left them empty
+                if folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+    total = len(rows) + len(bad)
+    print(f"{total - failed} of {total} lines done ({skipped} skipped: output exists), {failed} failed",
+          file=sys.stderr)
     return 1 if failed else 0

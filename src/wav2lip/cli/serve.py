@@ -8,10 +8,8 @@ import sys
 from pathlib import Path
 
 from .. import store
-from ..device import PRECISIONS
 from ..errors import Wav2LipError
-from ..faces import DETECTORS
-from ..pipeline import BACKENDS
+from ..options import BACKENDS, DETECTORS, DEVICES, PRECISIONS
 
 DEFAULT_PORT = 7860  # the port Gradio apps use, where users of lip-sync pages look first
 
@@ -34,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector-weights", metavar="PATH", help="weights of --detector (default: the model store's)")
     p.add_argument("--face-det-batch-size", "--face_det_batch_size", dest="face_det_batch_size", type=int,
                    default=16, metavar="N", help="face detection batch size (default: 16)")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="default: auto")
+    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="the default generator arithmetic (a job may ask for another)")
     p.add_argument("--backend", choices=BACKENDS, default="torch", help="generator runtime (default: torch)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from .. import synth
+from ..options import SYNTH_LAYOUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -14,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("out", metavar="OUT", help="output folder")
     parser.add_argument("--clips", type=int, required=True, help="number of clips")
-    parser.add_argument("--layout", choices=("prepared", "videos"), default="prepared",
+    parser.add_argument("--layout", choices=SYNTH_LAYOUTS, default="prepared",
                         help="prepared: face crops + audio.wav + file lists; videos: 25 fps mp4 with audio")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same data)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each clip")

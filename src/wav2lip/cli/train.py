@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from ..files import check_folder
+from ..options import EXPERT_MODES
 from ..train import make_config, train
 
 
@@ -55,7 +57,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generator.add_argument("--gan", action="store_true", default=None,
                            help="add the visual quality discriminator (wav2lip_gan recipe)")
     generator.add_argument("--init-disc", metavar="PTH", help="discriminator weights to start from (--gan)")
-    generator.add_argument("--expert-mode", choices=("eval", "train"),
+    generator.add_argument("--expert-mode", choices=EXPERT_MODES,
                            help="frozen expert's BatchNorm: eval (default) or train (as the reference)")
     generator.set_defaults(func=_run, recipe="generator")
 
@@ -68,6 +70,7 @@ _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size"
 def _run(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name, None) for name in _FLAGS}
     config = make_config(args.recipe, args.config, **overrides)
+    check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
     metrics = train(config)
     if metrics and os.environ.get("RANK", "0") == "0":
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))

@@ -27,6 +27,7 @@ class DetectReport:
     n_frames: int
     missing: list[int]
     interpolated: list[int]
+    median_box: tuple[int, int, int, int] | None = None  # x1 y1 x2 y2: the middle of the tracked boxes
 
 
 def draw(item: TrackedFace) -> np.ndarray:
@@ -67,28 +68,41 @@ def detect_video(
     options: FaceTrackOptions | None = None,
     json_path: str | os.PathLike | None = None,
     preview: str | os.PathLike | None = None,
+    progress: bool = False,
 ) -> DetectReport:
     """Track the face through `video`; write the per-frame JSON and/or a preview video; streaming."""
     source = open_source(video)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=source.n_frames_estimate, unit="frame", dynamic_ncols=True, smoothing=0.1)
     fps = source.fps
     records: list[dict] = []
     with contextlib.ExitStack() as stack:
         writer = None
         if preview is not None:
             writer = stack.enter_context(VideoWriter(preview, source.rate, source.width, source.height))
+        if bar is not None:
+            stack.callback(bar.close)
         for item in track(source, detector, options):
             records.append(_record(item))
             if writer is not None:
                 writer.write(draw(item))
+            if bar is not None:
+                bar.update(1)
+    boxes = [r["box"] for r in records if r["box"] is not None]
     report = DetectReport(
         fps, len(records),
         [r["index"] for r in records if r["box"] is None],
         [r["index"] for r in records if r["interpolated"]],
+        tuple(int(v) for v in np.median(boxes, axis=0)) if boxes else None,
     )
     if json_path is not None:
         doc = {
             "video": str(video),
             "fps": fps,
+            "box_order": "x1 y1 x2 y2 (pixels; `infer --box` takes them as top bottom left right: y1 y2 x1 x2)",
             "detector": None if detector is None else detector.settings,
             "missing": report.missing,
             "frames": records,

@@ -9,10 +9,8 @@ from typing import AsyncIterator, Callable
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from ..blend import BLENDS
-from ..device import PRECISIONS
 from ..errors import Wav2LipError
-from ..faces import DETECTORS
+from ..options import BLEND_MODES, DETECTORS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import SyncOptions
 from .jobs import AUDIO, FACE, sanitize_name
 
@@ -44,12 +42,12 @@ def _bool(text: str) -> bool:
 # Form field -> (parser, JSON schema, help). Names are the CLI's options (dashes as underscores; a
 # dashed spelling is accepted too). Value checks beyond the type are SyncOptions.check's.
 OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
-    "blend": (str.strip, {"type": "string", "enum": list(BLENDS)}, "paste (the reference's) or feather"),
-    "loop": (str.strip, {"type": "string", "enum": ["repeat", "pingpong"]}, "a video shorter than the audio"),
+    "blend": (str.strip, {"type": "string", "enum": list(BLEND_MODES)}, "paste (the reference's) or feather"),
+    "loop": (str.strip, {"type": "string", "enum": list(LOOP_MODES)}, "a video shorter than the audio"),
     "pads": (_four, {"type": "string", "example": "0 10 0 0"}, "widen the detected box: top bottom left right"),
     "box": (_four, {"type": "string", "example": "150 470 140 380"},
             "fixed face box for every frame: top bottom left right (no detection)"),
-    "smooth": (str.strip, {"type": "string", "enum": ["centered", "mean5", "none"]}, "box smoothing"),
+    "smooth": (str.strip, {"type": "string", "enum": list(SMOOTH_MODES)}, "box smoothing"),
     "detect_every": (int, {"type": "integer"}, "full-frame detection every N frames, tracking in between"),
     "static": (_bool, {"type": "boolean"}, "use only the first frame of the video"),
     "fps": (float, {"type": "number"}, "frame rate for a still image; for a video, resample to this rate"),
@@ -59,7 +57,7 @@ OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
     "batch_size": (int, {"type": "integer"}, "generator batch size"),
     "lossless": (_bool, {"type": "boolean"}, "FFV1 RGB in Matroska (the result is .mkv)"),
     "crf": (int, {"type": "integer"}, "x264 quality: lower is better (default 18)"),
-    "preset": (str.strip, {"type": "string"}, "x264 preset"),
+    "preset": (str.strip, {"type": "string", "enum": list(X264_PRESETS)}, "x264 preset"),
     "no_cache": (_bool, {"type": "boolean"}, "do not reuse or store this video's face boxes"),
     "detector": (str.strip, {"type": "string", "enum": list(DETECTORS)}, "face detector (default: the server's)"),
     "precision": (str.strip, {"type": "string", "enum": list(PRECISIONS)}, "generator arithmetic"),
@@ -93,7 +91,7 @@ def parse_options(fields: dict[str, str]) -> tuple[dict, str | None, str | None]
     precision = values.pop("precision", None) or None
     if "no_cache" in values:
         values["cache"] = not values.pop("no_cache")
-    SyncOptions(**values).check()  # type: ignore[arg-type]
+    SyncOptions.from_kwargs(values)
     return values, detector, precision  # type: ignore[return-value]
 
 

@@ -1,0 +1,62 @@
+"""Arguments every subcommand spells the same way: detector, its weights, device, face box, progress."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..options import BOX_ORDER, DETECTORS, DEVICES
+
+BOX_METAVAR = tuple(word.upper() for word in BOX_ORDER)
+
+
+def add_detector(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *old_weights: str,
+                 help_extra: str = "") -> None:
+    """--detector and --detector-weights; `old_weights` are earlier spellings, accepted but not shown."""
+    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
+                        help="retinaface: fast (default); s3fd: the reference's detector, slow on a CPU")
+    parser.add_argument("--detector-weights", dest="detector_weights", metavar="PATH",
+                        help="face detector weights: a file or a model-store name (default: the store's file "
+                        f"for --detector){help_extra}")
+    for spelling in old_weights:
+        parser.add_argument(spelling, dest="detector_weights", help=argparse.SUPPRESS)
+
+
+def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "") -> None:
+    parser.add_argument("--device", choices=DEVICES, default="auto",
+                        help=f"torch device{what}: auto (CUDA, then Apple MPS, then the CPU; default), cpu, cuda, mps")
+
+
+def add_box(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--box", type=int, nargs=4, metavar=BOX_METAVAR,
+                        help="fixed face box for every frame, in pixels, in the authors' order "
+                        f"{' '.join(BOX_METAVAR)}: no detection, pads or smoothing")
+
+
+def box_to_xyxy(box: list[int] | tuple[int, ...]) -> tuple[int, int, int, int]:
+    """--box (top, bottom, left, right) -> (x1, y1, x2, y2)."""
+    top, bottom, left, right = box
+    return left, top, right, bottom
+
+
+def xyxy_to_box(box) -> list[int]:
+    """(x1, y1, x2, y2) -> --box numbers (top, bottom, left, right)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    return [y1, y2, x1, x2]
+
+
+def add_quiet(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+
+
+def show_progress(args: argparse.Namespace) -> bool:
+    """A progress bar on stderr when it is a terminal and -q was not given."""
+    return not getattr(args, "quiet", False) and sys.stderr.isatty()
+
+
+def progress_bar(total: int | None, enabled: bool, unit: str = "frame", desc: str | None = None):
+    """A tqdm bar (or None when disabled)."""
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, smoothing=0.1)
