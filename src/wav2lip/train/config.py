@@ -42,7 +42,6 @@ class TrainConfig:
     sync_threshold: float = 0.75  # eval sync loss below which the sync loss is switched on (spec 8)
     sync_weight: float = 0.01  # the sync weight once switched on (0.03 with the GAN)
     disc_weight: float = 0.07  # perceptual (GAN) loss weight with --gan
-    degrade: float = 0.0  # expert: share of training windows blurred / dimmed like a young generator's faces
     expert_mode: str = "eval"  # frozen expert's BatchNorm: "eval" (ours) or "train" (the reference)
     seed: int = 0
     workers: int = 2  # DataLoader worker processes per training process

@@ -183,14 +183,7 @@ class ExpertSamples(ClipSamples):
     """SyncNet samples (spec section 7): half in sync, half with frames from another window.
 
     Item: faces (5, 48, 96, 3) uint8 lower halves, mel (1, 80, 16) float32, label float32 (1 = in sync).
-    With `degrade` > 0 that share of the windows is blurred and loses contrast and brightness (one draw
-    per window): the expert then also sees faces like a young generator paints, and judges them by the
-    mouth's movement instead of calling every soft mouth out of sync.
     """
-
-    def __init__(self, clips: list[ClipEntry], seed: int, frame_cache: int = 20_000, degrade: float = 0.0) -> None:
-        super().__init__(clips, seed, frame_cache)
-        self.degrade = degrade
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.float32]:
         rng = self.rng(index)
@@ -203,22 +196,8 @@ class ExpertSamples(ClipSamples):
             mel = self.mel_window(k, frame)
             if mel is None:
                 continue
-            lower = faces[:, IMG_SIZE // 2:]
-            if self.degrade > 0 and rng.random() < self.degrade:
-                lower = degraded(lower, rng)
-            return lower, mel, np.float32(in_sync)
+            return faces[:, IMG_SIZE // 2:], mel, np.float32(in_sync)
         raise self.exhausted()
-
-
-def degraded(faces: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(T, H, W, 3) uint8 frames blurred, pulled toward their mean and scaled in brightness (one draw for all)."""
-    sigma = rng.uniform(0.5, 2.5)
-    contrast = rng.uniform(0.5, 1.0)
-    brightness = rng.uniform(0.85, 1.1)
-    out = np.stack([cv2.GaussianBlur(f, (0, 0), sigma) for f in faces]).astype(np.float32)
-    mean = out.mean(axis=(0, 1, 2), keepdims=True)
-    out = (mean + (out - mean) * contrast) * brightness
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 
 
 class GeneratorSamples(ClipSamples):

@@ -43,9 +43,8 @@ class ExpertRecipe(Recipe):
     def parts(self) -> list[Part]:
         return [Part("", "syncnet", self.model, self.optimizer)]
 
-    def samples(self, clips: list[ClipEntry], seed: int, training: bool = True) -> ExpertSamples:
-        degrade = self.config.degrade if training else 0.0  # evaluation judges the data as it is
-        return ExpertSamples(clips, seed, self.config.frame_cache, degrade)
+    def samples(self, clips: list[ClipEntry], seed: int) -> ExpertSamples:
+        return ExpertSamples(clips, seed, self.config.frame_cache)
 
     def _forward(self, model: torch.nn.Module, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         faces, mel, label = batch

@@ -67,7 +67,7 @@ class GeneratorRecipe(Recipe):
             parts.append(Part("disc_", "discriminator", self.disc, self.disc_optimizer))
         return parts
 
-    def samples(self, clips: list[ClipEntry], seed: int, training: bool = True) -> GeneratorSamples:
+    def samples(self, clips: list[ClipEntry], seed: int) -> GeneratorSamples:
         return GeneratorSamples(clips, seed, self.config.frame_cache)
 
     def _inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

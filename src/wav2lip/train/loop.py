@@ -274,7 +274,7 @@ def _train(config: TrainConfig) -> dict[str, float]:
             recipe.train_disc = DistributedDataParallel(recipe.disc, device_ids=ids)
 
     train_samples = recipe.samples(train_clips, config.seed)
-    val_samples = recipe.samples(val_clips, config.seed + _EVAL_SEED, training=False)
+    val_samples = recipe.samples(val_clips, config.seed + _EVAL_SEED)
     sampler = StepSampler(config.batch_size, start, info.rank, info.world, stop_step=config.steps)
     log = _Log(folder, info.main)
     if info.main and start:
