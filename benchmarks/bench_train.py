@@ -19,9 +19,12 @@ Narrow networks and lr 1e-3 (the authors use 1e-4) keep it within an hour on two
 from __future__ import annotations
 
 import argparse
+import copy
 import json
+import math
 import multiprocessing as mp
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +36,7 @@ from wav2lip import synth
 from wav2lip.checkpoints import load_model
 from wav2lip.evaluate import offset_search
 from wav2lip.models.syncnet import sync_probability
-from wav2lip.train import latest_checkpoint, make_config, train
+from wav2lip.train import checkpoint_path, latest_checkpoint, make_config, train
 from wav2lip.train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
 from wav2lip.train.expert import stack_lower_halves
 
@@ -66,11 +69,16 @@ def _switch_step(folder: Path) -> int | None:
 
 
 def train_experts(args, data: Path, judge_data: Path, out: Path, deadline: float) -> dict:
-    """Expert and judge side by side in chunks, each until its eval loss <= target or the deadline."""
-    common = dict(workers=0, threads=1, progress=False, lr=args.lr, batch_size=32, width=args.expert_width,
-                  eval_batches=16, log_interval=50, keep_checkpoints=2)
+    """Expert and judge side by side in chunks, each until its eval loss <= target or the deadline.
+
+    On a plateau (two evaluations without a new best) a network's learning rate drops to a third, at
+    most twice: a resumed run takes the rate it is given.
+    """
+    common = dict(workers=0, threads=1, progress=False, batch_size=32, width=args.expert_width,
+                  eval_batches=32, log_interval=50, keep_checkpoints=2)
     runs = {"expert": (data, out / "expert"), "judge": (judge_data, out / "judge")}
-    state = {name: {"loss": float("inf"), "steps": _steps_done(folder), "seconds": 0.0}
+    state = {name: {"loss": float("inf"), "best": float("inf"), "stale": 0, "lr": args.lr, "drops": 0,
+                    "steps": _steps_done(folder), "seconds": 0.0, "history": []}
              for name, (_, folder) in runs.items()}
     chunk_s = 0.0
     with mp.get_context("fork").Pool(2) as pool:
@@ -84,49 +92,90 @@ def train_experts(args, data: Path, judge_data: Path, out: Path, deadline: float
                 steps = state[name]["steps"] + args.expert_chunk
                 jobs.append({"recipe": "expert", "config": dict(
                     data_root=str(root), checkpoint_dir=str(folder), steps=steps, eval_interval=args.expert_chunk,
-                    checkpoint_interval=args.expert_chunk, **common)})
+                    checkpoint_interval=args.expert_chunk, lr=state[name]["lr"], **common)})
             tick = time.time()
             for name, result in zip(todo, pool.map(_train_chunk, jobs)):
-                state[name]["steps"] += args.expert_chunk
-                state[name]["loss"] = result["metrics"]["loss"]
-                state[name]["accuracy"] = result["metrics"]["accuracy"]
-                state[name]["seconds"] += result["seconds"]
-                print(f"{name} step {state[name]['steps']}: eval loss {state[name]['loss']:.4f}, "
-                      f"accuracy {state[name]['accuracy']:.3f} ({result['seconds']:.0f} s)", flush=True)
+                run = state[name]
+                run["steps"] += args.expert_chunk
+                run["loss"] = result["metrics"]["loss"]
+                run["accuracy"] = result["metrics"]["accuracy"]
+                run["seconds"] += result["seconds"]
+                run["history"].append({"step": run["steps"], "loss": run["loss"], "lr": run["lr"]})
+                print(f"{name} step {run['steps']}: eval loss {run['loss']:.4f}, accuracy {run['accuracy']:.3f}, "
+                      f"lr {run['lr']:.1e} ({result['seconds']:.0f} s)", flush=True)
+                if run["loss"] < run["best"] - 0.003:
+                    run["best"], run["stale"] = run["loss"], 0
+                else:
+                    run["stale"] += 1
+                if run["stale"] >= 2 and run["drops"] < 2:
+                    run["lr"] /= 3
+                    run["drops"] += 1
+                    run["stale"] = 0
             chunk_s = time.time() - tick
     for name, (_, folder) in runs.items():
         state[name]["checkpoint"] = str(latest_checkpoint(folder))
     return state
 
 
+def _fork(source: Path, target: Path, step: int) -> None:
+    """Start `target` as a copy of `source` at `step` (checkpoint and log up to it); nothing at step 0."""
+    target.mkdir(parents=True, exist_ok=True)
+    if step == 0:
+        return
+    shutil.copy2(checkpoint_path(source, step), checkpoint_path(target, step))
+    lines = [line for line in (source / "log.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
+    (target / "log.jsonl").write_text("".join(f"{line}\n" for line in lines))
+
+
 def train_generators(args, data: Path, expert: Path, out: Path, deadline: float) -> dict:
-    """l1, expert and gan generators side by side, in rounds of the same steps, until the deadline."""
+    """l1, expert and gan generators side by side, in rounds of the same steps, until the deadline.
+
+    Until its sync loss switches on, the recipe's generator is the l1 generator bit for bit (same seed,
+    same samples, same steps; resuming is exact). So it is not trained twice: when an evaluation of
+    the l1 run falls under the threshold, the recipe's run starts from the l1 run's previous
+    checkpoint and repeats that chunk itself, and its own evaluation switches the sync loss on.
+    """
     common = dict(data_root=str(data), expert=str(expert), workers=0, threads=1, progress=False, lr=args.lr,
                   disc_lr=args.lr, batch_size=8, width=args.width, eval_interval=args.gen_chunk,
                   checkpoint_interval=args.gen_chunk, eval_batches=8, log_interval=50, keep_checkpoints=2,
                   expert_mode=args.expert_mode)
     extra = {"l1": dict(sync_weight=0.0), "expert": {}, "gan": dict(gan=True)}
-    steps = min(_steps_done(out / f"gen_{name}") for name in ROWS)
+    folders = {name: out / f"gen_{name}" for name in ROWS}
+    threshold = make_config("generator").sync_threshold
+    steps = min(_steps_done(folders[name]) for name in ("l1", "gan"))
+    running = ["l1", "gan"] + (["expert"] if folders["expert"].exists() else [])
     first = steps
     history: dict[str, list] = {name: [] for name in ROWS}
     round_s, seconds = 0.0, {name: 0.0 for name in ROWS}
+
+    def job(name: str, to: int) -> dict:
+        return {"recipe": "generator", "config": dict(checkpoint_dir=str(folders[name]), steps=to, **common,
+                                                      **extra[name])}
+
     with mp.get_context("fork").Pool(3) as pool:
         while steps == first or time.time() + round_s * 1.05 < deadline:  # at least one round
             steps += args.gen_chunk
-            jobs = [{"recipe": "generator", "config": dict(checkpoint_dir=str(out / f"gen_{name}"), steps=steps,
-                                                           **common, **extra[name])} for name in ROWS]
             tick = time.time()
-            results = pool.map(_train_chunk, jobs)
+            results = dict(zip(running, pool.map(_train_chunk, [job(name, steps) for name in running])))
+            if "expert" not in running and results["l1"]["metrics"]["sync"] < threshold:
+                _fork(folders["l1"], folders["expert"], steps - args.gen_chunk)
+                results["expert"] = pool.apply(_train_chunk, (job("expert", steps),))
+                running.append("expert")
+                print(f"l1 eval sync loss under {threshold} at step {steps}: the recipe's run forks from it "
+                      f"at step {steps - args.gen_chunk}", flush=True)
             round_s = time.time() - tick
             line = []
-            for name, result in zip(ROWS, results):
-                m = result["metrics"]
-                seconds[name] += result["seconds"]
+            for name in running:
+                m = results[name]["metrics"]
+                seconds[name] += results[name]["seconds"]
                 history[name].append({"step": steps, "l1": m["l1"], "sync": m["sync"]})
                 line.append(f"{name} l1 {m['l1']:.4f} sync {m['sync']:.3f}")
             print(f"generators step {steps} ({round_s:.0f} s): " + "; ".join(line), flush=True)
-    return {name: {"steps": steps, "checkpoint": str(latest_checkpoint(out / f"gen_{name}")), "seconds": seconds[name],
-                   "history": history[name], "sync_switched_on_at": _switch_step(out / f"gen_{name}")}
+    if "expert" not in running:  # never switched on: the recipe's run is the l1 run
+        _fork(folders["l1"], folders["expert"], steps)
+        history["expert"] = list(history["l1"])
+    return {name: {"steps": steps, "checkpoint": str(latest_checkpoint(folders[name])), "seconds": seconds[name],
+                   "history": history[name], "sync_switched_on_at": _switch_step(folders[name])}
             for name in ROWS}
 
 
@@ -170,20 +219,47 @@ class TestClip:
         out = model(torch.from_numpy(mels).float(), x.permute(0, 3, 1, 2))
         return (out.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
-    @torch.no_grad()
-    def embed(self, expert: torch.nn.Module, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """Expert embeddings of each 5-frame window of `frames` and of the audio window it goes with."""
+    def windows(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every 5-frame window of `frames` as the expert takes it (lower halves on channels) and its mel."""
         n = len(frames) - SYNC_T + 1
         lower = torch.from_numpy(frames[:, IMG_SIZE // 2:]).permute(0, 3, 1, 2).float() / 255  # (N, 3, 48, 96)
         faces = torch.stack([lower[i:i + SYNC_T].permute(1, 0, 2, 3) for i in range(n)])  # (n, 3, 5, 48, 96)
         mels = np.stack([self.mel[None, :, mel_start(f):mel_start(f) + MEL_STEP] for f in self.frames[:n]])
-        audio_emb, face_emb = expert(torch.from_numpy(mels).float(), stack_lower_halves(faces))
-        return audio_emb, face_emb
+        return stack_lower_halves(faces), torch.from_numpy(mels).float()
+
+    @torch.no_grad()
+    def embed(self, expert: torch.nn.Module, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Expert (eval mode) embeddings of each 5-frame window of `frames` and of its audio window."""
+        faces, mels = self.windows(frames)
+        return expert.eval()(mels, faces)
+
+
+@torch.no_grad()
+def sync_losses(clips: list[TestClip], generated: list[np.ndarray], expert: torch.nn.Module,
+                batch_size: int = 8, seed: int = 0) -> dict[str, float]:
+    """Mean BCE of the expert's verdict 'in sync' over every window of the clips, in both BatchNorm modes.
+
+    Train mode is the reference's frozen expert (and ours by default): BatchNorm uses the statistics of
+    each batch, here batches of windows drawn at random across clips as in training evaluation.
+    """
+    pairs = [clip.windows(frames) for clip, frames in zip(clips, generated)]
+    faces, mels = torch.cat([f for f, _ in pairs]), torch.cat([m for _, m in pairs])
+    losses = {}
+    for mode in ("train", "eval"):
+        model = copy.deepcopy(expert).train(mode == "train")
+        order = torch.from_numpy(np.random.default_rng(seed).permutation(len(faces)))
+        bce = []
+        for i in range(0, len(order) - batch_size + 1, batch_size):
+            index = order[i:i + batch_size]
+            audio_emb, face_emb = model(mels[index], faces[index])
+            bce += (-torch.log(sync_probability(audio_emb, face_emb).clamp(min=math.exp(-100)))).tolist()
+        losses[mode] = float(np.mean(bce))
+    return losses
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0 ** 2 / max(mse, 1e-12)))
+    return float(10 * np.log10(255.0 ** 2 / mse)) if mse > 0 else float("inf")
 
 
 def _sharpness(frames: np.ndarray) -> float:
@@ -193,13 +269,10 @@ def _sharpness(frames: np.ndarray) -> float:
 
 
 def score(clips: list[TestClip], generated: list[np.ndarray], expert: torch.nn.Module,
-          judge: torch.nn.Module, vshift: int) -> dict:
+          judge: torch.nn.Module, vshift: int, expert_mode: str) -> dict:
     """The table's columns for one row (generated frames per clip; the truth for the truth row)."""
-    bce, offsets, lse_d, lse_c, measured, truth_open, psnr, sharp, sharp_truth = [], [], [], [], [], [], [], [], []
+    offsets, lse_d, lse_c, measured, truth_open, psnr, sharp, sharp_truth = [], [], [], [], [], [], [], []
     for clip, frames in zip(clips, generated):
-        audio_emb, face_emb = clip.embed(expert, frames)
-        probability = sync_probability(audio_emb, face_emb).clamp(1e-7, 1.0)
-        bce += (-torch.log(probability)).tolist()
         audio_emb, face_emb = clip.embed(judge, frames)
         search = offset_search(face_emb, audio_emb, vshift)
         offsets.append(search.offset)
@@ -210,14 +283,17 @@ def score(clips: list[TestClip], generated: list[np.ndarray], expert: torch.nn.M
         psnr.append(_psnr(frames[:, IMG_SIZE // 2:], clip.truth[:, IMG_SIZE // 2:]))
         sharp.append(_sharpness(frames))
         sharp_truth.append(_sharpness(clip.truth))
+    sync = sync_losses(clips, generated, expert)
     return {
-        "eval_sync_loss": float(np.mean(bce)),
+        "eval_sync_loss": sync[expert_mode],
+        "eval_sync_loss_train_bn": sync["train"],
+        "eval_sync_loss_eval_bn": sync["eval"],
         "judge_offset_accuracy": float(np.mean([o == 0 for o in offsets])),
         "judge_offsets": offsets,
         "judge_lse_d": float(np.mean(lse_d)),
         "judge_lse_c": float(np.mean(lse_c)),
         "mouth_r": float(np.corrcoef(measured, truth_open)[0, 1]),
-        "psnr_lower": float(np.mean(psnr)),
+        "psnr_lower": float(np.mean(psnr)) if np.isfinite(np.mean(psnr)) else None,  # None: identical
         "sharpness": float(np.sum(sharp) / np.sum(sharp_truth)),
     }
 
@@ -248,7 +324,8 @@ def evaluate_rows(args, out: Path, experts: dict, generators: dict) -> dict:
     for name in ROWS:
         model = load_model(generators[name]["checkpoint"], "wav2lip")
         outputs[name] = [clip.generate(model) for clip in clips]
-    rows = {name: score(clips, frames, expert, judge, args.vshift) for name, frames in outputs.items()}
+    rows = {name: score(clips, frames, expert, judge, args.vshift, args.expert_mode)
+            for name, frames in outputs.items()}
     for name in ROWS:
         rows[name]["checkpoint"] = generators[name]["checkpoint"]
         rows[name]["steps"] = generators[name]["steps"]
@@ -258,7 +335,7 @@ def evaluate_rows(args, out: Path, experts: dict, generators: dict) -> dict:
 
 
 def print_table(result: dict) -> None:
-    columns = [("eval_sync_loss", "sync loss", "{:.3f}"), ("judge_offset_accuracy", "judge offset ok", "{:.0%}"),
+    columns = [("eval_sync_loss", "sync loss", "{:.3f}"), ("eval_sync_loss_eval_bn", "sync loss (BN eval)", "{:.3f}"), ("judge_offset_accuracy", "judge offset ok", "{:.0%}"),
                ("judge_lse_d", "LSE-D", "{:.3f}"), ("judge_lse_c", "LSE-C", "{:.3f}"),
                ("mouth_r", "mouth r", "{:.3f}"), ("psnr_lower", "PSNR lower", "{:.2f}"),
                ("sharpness", "sharpness", "{:.3f}")]
@@ -267,7 +344,7 @@ def print_table(result: dict) -> None:
     print("|---|" + "---|" * len(columns))
     for name in (*ROWS, "truth"):
         row = result["rows"][name]
-        print(f"| {name} | " + " | ".join(fmt.format(row[key]) for key, _, fmt in columns) + " |")
+        print(f"| {name} | " + " | ".join("-" if row[key] is None else fmt.format(row[key]) for key, _, fmt in columns) + " |")
     e, j = result["expert"], result["judge"]
     print(f"\nexpert: eval loss {e['eval_loss']:.4f} after {e['steps']} steps ({e['seconds'] / 60:.1f} min); "
           f"judge: eval loss {j['eval_loss']:.4f} after {j['steps']} steps; generators: "
@@ -288,7 +365,7 @@ def main() -> None:
     parser.add_argument("--width", type=float, default=0.125, help="generator width")
     parser.add_argument("--gen-chunk", type=int, default=100, help="generator steps between evaluations")
     parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--expert-mode", default="eval", choices=("eval", "train"))
+    parser.add_argument("--expert-mode", default=make_config("generator").expert_mode, choices=("eval", "train"))
     parser.add_argument("--test-clips", type=int, default=12)
     parser.add_argument("--test-seconds", type=float, default=4.0)
     parser.add_argument("--vshift", type=int, default=15, help="judge's offset search range, frames")
@@ -311,6 +388,7 @@ def main() -> None:
         "minutes": (time.time() - started) / 60,
         "budget_minutes": args.minutes,
         "expert": {"eval_loss": experts["expert"]["loss"], "steps": experts["expert"]["steps"],
+                   "history": experts["expert"]["history"],
                    "accuracy": experts["expert"]["accuracy"], "seconds": experts["expert"]["seconds"],
                    "checkpoint": experts["expert"]["checkpoint"], "width": args.expert_width},
         "judge": {"eval_loss": experts["judge"]["loss"], "steps": experts["judge"]["steps"],

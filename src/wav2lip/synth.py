@@ -137,7 +137,7 @@ def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int
             if rng.random() < 0.25:
                 t = _consonant(rng, wav, mouth, t, str(rng.choice(["p", "m", "f", "s"])), pitch, sr)
             t += int(rng.uniform(0.0, 0.04) * sr)
-        t += int((rng.uniform(0.6, 1.2) if rng.random() < 0.15 else rng.uniform(0.12, 0.5)) * sr)
+        t += int((rng.uniform(0.5, 0.9) if rng.random() < 0.05 else rng.uniform(0.12, 0.45)) * sr)
     wav += rng.normal(0, 0.002, n)
     sigma = _COARTICULATION_S * sr
     x = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
