@@ -42,7 +42,7 @@ from wav2lip.train.expert import stack_lower_halves
 
 ROWS = ("l1", "expert", "gan")
 # Share of the budget for the two experts; the generators get the rest less the scoring reserve.
-EXPERT_SHARE = 0.36
+EXPERT_SHARE = 0.40
 SCORING_RESERVE_S = 150.0
 
 
@@ -359,7 +359,7 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=60.0, help="time budget for everything, data to table")
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--clips", type=int, default=96, help="clips in the training set (and in the judge's)")
-    parser.add_argument("--expert-width", type=float, default=0.25)
+    parser.add_argument("--expert-width", type=float, default=0.125)
     parser.add_argument("--expert-target", type=float, default=0.25, help="stop training an expert at this eval loss")
     parser.add_argument("--expert-chunk", type=int, default=200, help="expert steps between evaluations")
     parser.add_argument("--width", type=float, default=0.125, help="generator width")
@@ -376,7 +376,7 @@ def main() -> None:
     data, judge_data = out / "data", out / "judge_data"
     for root, seed in ((data, 1), (judge_data, 2)):
         if not (root / "train.txt").exists():
-            synth.write_dataset(root, args.clips, seed=seed, seconds=3.0)
+            synth.write_dataset(root, args.clips, seed=seed, seconds=3.0, clips_per_speaker=2)
     print(f"data ready ({time.time() - started:.0f} s)", flush=True)
 
     expert_deadline = started + args.minutes * 60 * EXPERT_SHARE
