@@ -5,7 +5,8 @@ The paper's ablation in miniature, on synthetic talking faces whose true mouth s
 1. data: a training set (seed 1), a disjoint judge set (seed 2: other faces, other audio) and
    held-out test clips (seed 3, never seen by any network);
 2. the expert (training set) and an independent judge expert (judge set) train side by side, one
-   process each, until their eval loss reaches --expert-target (or their share of the time runs out);
+   process each, until their eval loss reaches --expert-target; the judge, needed only for scoring,
+   keeps training beside the generators if it needs longer (its time is inside the budget);
 3. three generators train side by side for the same number of steps with that frozen expert:
    l1 (sync weight kept at 0), expert (the recipe: the sync loss switches itself on once the eval
    sync loss falls under 0.75) and gan (the wav2lip_gan recipe);
@@ -41,7 +42,7 @@ from wav2lip.train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
 from wav2lip.train.expert import stack_lower_halves
 
 ROWS = ("l1", "expert", "gan")
-# Share of the budget for the two experts; the generators get the rest less the scoring reserve.
+# The most of the budget the training expert may take; the generators start as soon as it is done.
 EXPERT_SHARE = 0.40
 SCORING_RESERVE_S = 150.0
 
@@ -68,53 +69,59 @@ def _switch_step(folder: Path) -> int | None:
     return None
 
 
-def train_experts(args, data: Path, judge_data: Path, out: Path, deadline: float) -> dict:
-    """Expert and judge side by side in chunks, each until its eval loss <= target or the deadline.
+def train_expert(args, root: Path, folder: Path, deadline: float, name: str) -> dict:
+    """One expert in chunks until its eval loss <= target or the deadline.
 
-    On a plateau (two evaluations without a new best) a network's learning rate drops to a third, at
-    most twice: a resumed run takes the rate it is given.
+    On a plateau (two evaluations without a new best) the learning rate drops to a third, at most
+    twice: a resumed run takes the rate it is given.
     """
     common = dict(workers=0, threads=1, progress=False, batch_size=32, width=args.expert_width,
                   eval_batches=32, log_interval=50, keep_checkpoints=2)
-    runs = {"expert": (data, out / "expert"), "judge": (judge_data, out / "judge")}
-    state = {name: {"loss": float("inf"), "best": float("inf"), "stale": 0, "lr": args.lr, "drops": 0,
-                    "steps": _steps_done(folder), "seconds": 0.0, "history": []}
-             for name, (_, folder) in runs.items()}
+    run = {"loss": float("inf"), "best": float("inf"), "stale": 0, "lr": args.lr, "drops": 0,
+           "steps": _steps_done(folder), "seconds": 0.0, "history": []}
     chunk_s = 0.0
-    with mp.get_context("fork").Pool(2) as pool:
-        while True:
-            todo = [n for n in runs if state[n]["loss"] > args.expert_target]
-            if not todo or time.time() + chunk_s > deadline:
-                break
-            jobs = []
-            for name in todo:
-                root, folder = runs[name]
-                steps = state[name]["steps"] + args.expert_chunk
-                jobs.append({"recipe": "expert", "config": dict(
-                    data_root=str(root), checkpoint_dir=str(folder), steps=steps, eval_interval=args.expert_chunk,
-                    checkpoint_interval=args.expert_chunk, lr=state[name]["lr"], **common)})
-            tick = time.time()
-            for name, result in zip(todo, pool.map(_train_chunk, jobs)):
-                run = state[name]
-                run["steps"] += args.expert_chunk
-                run["loss"] = result["metrics"]["loss"]
-                run["accuracy"] = result["metrics"]["accuracy"]
-                run["seconds"] += result["seconds"]
-                run["history"].append({"step": run["steps"], "loss": run["loss"], "lr": run["lr"]})
-                print(f"{name} step {run['steps']}: eval loss {run['loss']:.4f}, accuracy {run['accuracy']:.3f}, "
-                      f"lr {run['lr']:.1e} ({result['seconds']:.0f} s)", flush=True)
-                if run["loss"] < run["best"] - 0.003:
-                    run["best"], run["stale"] = run["loss"], 0
-                else:
-                    run["stale"] += 1
-                if run["stale"] >= 2 and run["drops"] < 2:
-                    run["lr"] /= 3
-                    run["drops"] += 1
-                    run["stale"] = 0
-            chunk_s = time.time() - tick
-    for name, (_, folder) in runs.items():
-        state[name]["checkpoint"] = str(latest_checkpoint(folder))
-    return state
+    while run["loss"] > args.expert_target and time.time() + chunk_s < deadline:
+        tick = time.time()
+        result = _train_chunk({"recipe": "expert", "config": dict(
+            data_root=str(root), checkpoint_dir=str(folder), steps=run["steps"] + args.expert_chunk,
+            eval_interval=args.expert_chunk, checkpoint_interval=args.expert_chunk, lr=run["lr"], **common)})
+        chunk_s = time.time() - tick
+        run["steps"] += args.expert_chunk
+        run["loss"] = result["metrics"]["loss"]
+        run["accuracy"] = result["metrics"]["accuracy"]
+        run["seconds"] += result["seconds"]
+        run["history"].append({"step": run["steps"], "loss": run["loss"], "lr": run["lr"]})
+        print(f"{name} step {run['steps']}: eval loss {run['loss']:.4f}, accuracy {run['accuracy']:.3f}, "
+              f"lr {run['lr']:.1e} ({result['seconds']:.0f} s)", flush=True)
+        if run["loss"] < run["best"] - 0.003:
+            run["best"], run["stale"] = run["loss"], 0
+        else:
+            run["stale"] += 1
+        if run["stale"] >= 2 and run["drops"] < 2:
+            run["lr"] /= 3
+            run["drops"] += 1
+            run["stale"] = 0
+    run["checkpoint"] = str(latest_checkpoint(folder))
+    return run
+
+
+def _expert_process(args, root: Path, folder: Path, deadline: float, name: str) -> None:
+    run = train_expert(args, root, folder, deadline, name)
+    (folder / "bench_state.json").write_text(json.dumps(run))
+
+
+def start_expert(args, root: Path, folder: Path, deadline: float, name: str) -> mp.Process:
+    """Train an expert in a process of its own; its result lands in FOLDER/bench_state.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bench_state.json").unlink(missing_ok=True)
+    process = mp.get_context("fork").Process(target=_expert_process, args=(args, root, folder, deadline, name))
+    process.start()
+    return process
+
+
+def finish_expert(process: mp.Process, folder: Path) -> dict:
+    process.join()
+    return json.loads((folder / "bench_state.json").read_text())
 
 
 def _fork(source: Path, target: Path, step: int) -> None:
@@ -379,10 +386,14 @@ def main() -> None:
             synth.write_dataset(root, args.clips, seed=seed, seconds=3.0, clips_per_speaker=2)
     print(f"data ready ({time.time() - started:.0f} s)", flush=True)
 
-    expert_deadline = started + args.minutes * 60 * EXPERT_SHARE
-    experts = train_experts(args, data, judge_data, out, expert_deadline)
-    generators = train_generators(args, data, Path(experts["expert"]["checkpoint"]), out,
-                                  budget_end - SCORING_RESERVE_S)
+    # The judge trains beside everything else until its target or the generators' end; the
+    # generators start as soon as the training expert reaches its target.
+    gen_deadline = budget_end - SCORING_RESERVE_S
+    judge = start_expert(args, judge_data, out / "judge", gen_deadline, "judge")
+    expert = start_expert(args, data, out / "expert", started + args.minutes * 60 * EXPERT_SHARE, "expert")
+    experts = {"expert": finish_expert(expert, out / "expert")}
+    generators = train_generators(args, data, Path(experts["expert"]["checkpoint"]), out, gen_deadline)
+    experts["judge"] = finish_expert(judge, out / "judge")
     rows = evaluate_rows(args, out, experts, generators)
     result = {
         "minutes": (time.time() - started) / 60,
@@ -393,7 +404,7 @@ def main() -> None:
                    "checkpoint": experts["expert"]["checkpoint"], "width": args.expert_width},
         "judge": {"eval_loss": experts["judge"]["loss"], "steps": experts["judge"]["steps"],
                   "seconds": experts["judge"]["seconds"], "checkpoint": experts["judge"]["checkpoint"],
-                  "trained_within_budget": True},
+                  "history": experts["judge"]["history"], "trained_within_budget": True},
         "generators": {name: {k: v for k, v in generators[name].items()} for name in ROWS},
         "rows": rows,
         "settings": vars(args),
