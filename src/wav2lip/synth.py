@@ -114,11 +114,13 @@ class Speech:
         return self.mouth[:, 1]
 
 
-def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int = SAMPLE_RATE) -> Speech:
+def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int = SAMPLE_RATE,
+           consonants: bool = True) -> Speech:
     """Words of 1-3 syllables (optional consonant, vowel, optional consonant) separated by pauses.
 
     Each sound sets a mouth target held over its span; vowels open with their loudness envelope.
     The targets are then smoothed (co-articulation), so neighbouring sounds shape each other.
+    `consonants` False gives vowels only: a mouth that loudness and formants predict (an easy task).
     """
     n = int(round(seconds * sr))
     wav = np.zeros(n, np.float64)
@@ -126,7 +128,7 @@ def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int
     t = int(rng.uniform(0.05, 0.3) * sr)
     while t < n:
         for _ in range(rng.integers(1, 4)):
-            if rng.random() < 0.6:
+            if consonants and rng.random() < 0.6:
                 t = _consonant(rng, wav, mouth, t, str(rng.choice(list(_CONSONANTS))), pitch, sr)
             length = int(rng.uniform(0.12, 0.3) * sr)
             stop = min(n, t + length)
@@ -134,7 +136,7 @@ def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int
                 break
             _vowel(rng, wav, mouth, t, stop, length, pitch, sr)
             t = stop
-            if rng.random() < 0.25:
+            if consonants and rng.random() < 0.25:
                 t = _consonant(rng, wav, mouth, t, str(rng.choice(["p", "m", "f", "s"])), pitch, sr)
             t += int(rng.uniform(0.0, 0.04) * sr)
         t += int((rng.uniform(0.5, 0.9) if rng.random() < 0.05 else rng.uniform(0.12, 0.45)) * sr)
@@ -256,14 +258,15 @@ class Clip:
             yield _draw_face(self.identity, self.mouth[i], motion, i, size, zoom)
 
 
-def make_clip(seed: int, seconds: float = 3.0, shift: int = 0, identity: Identity | None = None) -> Clip:
+def make_clip(seed: int, seconds: float = 3.0, shift: int = 0, identity: Identity | None = None,
+              consonants: bool = True) -> Clip:
     """A clip fully determined by `seed` (and the speaker `identity`, random from the seed if None).
 
     `shift` > 0 makes the face lag the audio by that many frames: an out-of-sync clip.
     """
     rng = np.random.default_rng([seed, 0])
     identity = identity or Identity.random(rng)
-    sound = speech(rng, seconds, identity.pitch)
+    sound = speech(rng, seconds, identity.pitch, consonants=consonants)
     n_frames = int(round(seconds * FPS))
     mouth = np.stack([per_frame(sound.mouth[:, c], n_frames) for c in range(len(MOUTH))], axis=1)
     return Clip(identity=identity, wav=sound.wav, mouth=_shifted(mouth, shift), shift=shift, seed=seed)
@@ -406,7 +409,7 @@ def _clip_name(k: int, clips_per_speaker: int) -> tuple[str, str]:
 def write_dataset(
     out: str | Path, clips: int, layout: str = "prepared", seed: int = 0, seconds: float = 3.0,
     clips_per_speaker: int = 4, size: int = 96, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    shift: int = 0,
+    shift: int = 0, consonants: bool = True,
 ) -> list[Path]:
     """Write `clips` synthetic clips under `out`; return their folders (prepared) or files (videos).
 
@@ -430,7 +433,8 @@ def write_dataset(
         speaker, name = _clip_name(k, clips_per_speaker)
         if speaker not in identities:
             identities[speaker] = Identity.random(np.random.default_rng([seed, 7, k // clips_per_speaker]))
-        clip = make_clip(seed * 1_000_003 + k, seconds, shift=shift, identity=identities[speaker])
+        clip = make_clip(seed * 1_000_003 + k, seconds, shift=shift, identity=identities[speaker],
+                         consonants=consonants)
         (out / speaker).mkdir(exist_ok=True)
         if layout == "prepared":
             written.append(_write_prepared(out / speaker / name, clip, size))
