@@ -76,14 +76,14 @@ def test_errors(tmp_path, weights):
 
 
 def test_sync_filter_drops_shifted_clips_and_finds_their_offset(tmp_path):
-    synth.write_dataset(tmp_path / "data", 12, seed=5, seconds=2.0)
+    synth.write_dataset(tmp_path / "data", 12, seed=5, seconds=2.0, consonants=False)  # vowels: quick to learn
     train(make_config("expert", data_root=str(tmp_path / "data"), checkpoint_dir=str(tmp_path / "expert"),
-                      steps=150, batch_size=16, lr=1e-3, eval_interval=150, checkpoint_interval=150,
+                      steps=400, batch_size=16, lr=1e-3, eval_interval=400, checkpoint_interval=400,
                       log_interval=50, width=0.125, workers=0, threads=1, progress=False, eval_batches=2))
     expert_path = latest_checkpoint(tmp_path / "expert")
     # Unseen faces and audio: in sync, and with the lips 6 frames late.
-    synth.write_dataset(tmp_path / "good", 4, seed=9, seconds=2.0)
-    synth.write_dataset(tmp_path / "late", 4, seed=9, seconds=2.0, shift=6)
+    synth.write_dataset(tmp_path / "good", 4, seed=9, seconds=2.0, consonants=False)
+    synth.write_dataset(tmp_path / "late", 4, seed=9, seconds=2.0, shift=6, consonants=False)
     expert = load_model(expert_path, "syncnet")
     for kind, shift in (("good", 0), ("late", 6)):
         for clip in sorted((tmp_path / kind).glob("spk*/*")):

@@ -56,3 +56,22 @@ def test_videos_layout(tmp_path):
     assert np.load(paths[0].with_suffix(".mouth.npy")).shape == (25,)
     with pytest.raises(Wav2LipError, match="unknown layout"):
         synth.write_dataset(tmp_path, 1, layout="frames")
+
+
+def test_mouth_shapes_go_beyond_opening():
+    clip = synth.make_clip(11, 6.0)
+    assert clip.mouth.shape == (150, len(synth.MOUTH))
+    assert (clip.mouth.std(axis=0) > 0.05).all()  # opening, width, rounding, teeth and tongue all move
+    loudness = synth.per_frame(np.abs(clip.wav), clip.n_frames)
+    assert np.any((clip.opening < 0.02) & (loudness > 0.02))  # lips closed while sound goes on (/m/)
+    assert np.corrcoef(loudness, clip.opening)[0, 1] < 0.95  # loudness alone does not tell the mouth
+
+    def frame(state: list[float]) -> np.ndarray:
+        still = synth.Clip(clip.identity, clip.wav, np.array([state], np.float32), shift=0, seed=1)
+        return next(still.frames()).astype(np.int16)
+
+    plain = frame([0.5, 0.5, 0.0, 0.0, 0.0])
+    for other in ([0.5, 0.5, 1.0, 0.0, 0.0], [0.5, 0.5, 0.0, 1.0, 0.0], [0.5, 0.5, 0.0, 0.0, 1.0],
+                  [0.5, 1.0, 0.0, 0.0, 0.0]):
+        changed = np.abs(frame(other) - plain).max(axis=2) > 30
+        assert changed.sum() > 10 and changed[:48].sum() == 0, other  # the mouth changes, the upper half not

@@ -193,6 +193,29 @@ def test_samples_follow_the_reference_recipe(data):
     assert 0.4 < np.mean(labels) < 0.6  # half in sync
 
 
+def test_curriculum_switches_the_sync_loss_on_by_itself(data, expert_run, tmp_path):
+    """The sync weight is 0 until an evaluation's sync loss is under the threshold, then the recipe's."""
+    expert = latest_checkpoint(expert_run)
+
+    def run(folder: Path, **extra) -> list[dict]:
+        train(make_config("generator", data_root=str(data), checkpoint_dir=str(folder), expert=str(expert), steps=4,
+                          batch_size=2, eval_interval=2, checkpoint_interval=4, log_interval=1,
+                          **{**FAST, "eval_batches": 1, **extra}))
+        return _log(folder)
+
+    never = run(tmp_path / "never", sync_threshold=0.0)  # no loss is below 0: L1 only throughout
+    assert not any("note" in r for r in never)
+    assert all("sync" not in r for r in never if r["split"] == "train")
+    records = run(tmp_path / "switch", sync_threshold=100.0)  # below 100 at the first evaluation (step 1)
+    notes = [r for r in records if "note" in r]
+    assert [r["step"] for r in notes] == [1] and "sync loss weight now 0.01" in notes[0]["note"]
+    train_records = [r for r in records if r["split"] == "train"]
+    assert "sync" not in train_records[0] and all("sync" in r for r in train_records[1:])
+    assert all(r["loss"] != r["l1"] for r in train_records[1:])
+    saved = torch.load(latest_checkpoint(tmp_path / "switch"), weights_only=True)
+    assert saved["train_state"]["sync_weight"] == 0.01
+
+
 def test_ranks_share_one_global_batch_sequence():
     single = list(StepSampler(4, start_step=0, stop_step=6))
     ranks = [list(StepSampler(2, start_step=0, rank=r, world=2, stop_step=6)) for r in (0, 1)]

@@ -1,14 +1,18 @@
 """Synthetic talking faces whose true mouth opening is known: the data that proves training learns.
 
 No real lip-sync data exists where this project is tested, so this module draws one. Speech is made
-of voiced syllables (a harmonic source with a gliding pitch, shaped by formants) separated by pauses;
-the drawn mouth opens with each syllable's loudness envelope scaled by its first formant (jaw
-opening) and widens with its second (lip spreading), as real mouths roughly do. Heads move, eyes
-blink and the light changes, so a model must find the mouth rather than memorise pixels.
+of words of syllables separated by pauses: vowels (a harmonic source with a gliding pitch, shaped by
+formants) and consonants (bilabial closures with a burst or a nasal hum, /f/ and /s/ hiss, /l/ and
+/w/). The mouth is more than an opening: jaw height sets the first formant, spread and rounded lips the
+second, bilabials close the lips while sound goes on, /f/ rests the teeth on the lower lip, /l/ shows the
+tongue, and neighbouring sounds blend (co-articulation). Loudness alone does not tell the mouth, so
+an expert that sees the shape has something to teach. Heads move, eyes blink, faces, skin, lips and
+background gradients vary and the light changes, so a model must find the mouth rather than memorise pixels.
 Everything is a function of the seed.
 """
 from __future__ import annotations
 
+import functools
 import json
 import wave
 from dataclasses import dataclass
@@ -46,6 +50,11 @@ class Identity:
     eye_y: float
     mouth_w: float
     pitch: float
+    lip_h: float  # lip thickness
+    mouth_dy: float  # mouth height offset from _MOUTH_Y
+    face_h: float
+    background2: tuple[float, float, float]  # the background is a gradient to this colour
+    gradient_angle: float
 
     @classmethod
     def random(cls, rng: np.random.Generator) -> Identity:
@@ -62,66 +71,151 @@ class Identity:
             eye_y=float(rng.uniform(0.36, 0.42)),
             mouth_w=float(rng.uniform(0.11, 0.15)),
             pitch=float(rng.uniform(0.7, 1.6)),
+            lip_h=float(rng.uniform(0.016, 0.03)),
+            mouth_dy=float(rng.uniform(-0.015, 0.015)),
+            face_h=float(rng.uniform(0.43, 0.5)),
+            background2=tuple(float(v) for v in rng.uniform(30, 230, 3)),
+            gradient_angle=float(rng.uniform(0, 2 * np.pi)),
         )
+
+
+# Mouth state channels, each in [0, 1]: jaw opening, lip spreading (0.5 relaxed), lip rounding,
+# upper-teeth visibility, tongue-tip visibility.
+MOUTH = ("opening", "width", "round", "teeth", "tongue")
+_REST = (0.0, 0.5, 0.0, 0.0, 0.0)
+# Consonants: (mouth target, duration range in s, sound). Bilabials close the lips entirely, which no
+# loudness curve predicts; /f/ rests the upper teeth on the lower lip; /s/ spreads with teeth showing;
+# /l/ shows the tongue tip; /w/ rounds the lips.
+_CONSONANTS = {
+    "p": ((0.0, 0.45, 0.1, 0.0, 0.0), (0.05, 0.09), "burst"),
+    "m": ((0.0, 0.45, 0.1, 0.0, 0.0), (0.06, 0.11), "nasal"),
+    "f": ((0.07, 0.55, 0.0, 1.0, 0.0), (0.08, 0.14), "hiss_low"),
+    "s": ((0.12, 0.8, 0.0, 1.0, 0.0), (0.08, 0.14), "hiss_high"),
+    "l": ((0.4, 0.5, 0.0, 0.5, 1.0), (0.06, 0.1), "voiced_l"),
+    "w": ((0.12, 0.15, 1.0, 0.0, 0.0), (0.06, 0.1), "voiced_w"),
+}
+# Lips anticipate and carry over neighbouring sounds: every channel is smoothed over this many seconds.
+_COARTICULATION_S = 0.018
 
 
 @dataclass
 class Speech:
-    """A waveform and, per sample, how open and how wide the mouth saying it is (both in [0, 1])."""
+    """A waveform and, per sample, the state of the mouth saying it: (n, 5) in MOUTH's order."""
 
     wav: np.ndarray
-    opening: np.ndarray
-    width: np.ndarray
+    mouth: np.ndarray
+
+    @property
+    def opening(self) -> np.ndarray:
+        return self.mouth[:, 0]
+
+    @property
+    def width(self) -> np.ndarray:
+        return self.mouth[:, 1]
 
 
-def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int = SAMPLE_RATE) -> Speech:
-    """Words of 1-3 voiced syllables with varying pitch and formants, separated by pauses."""
+def speech(rng: np.random.Generator, seconds: float, pitch: float = 1.0, sr: int = SAMPLE_RATE,
+           consonants: bool = True) -> Speech:
+    """Words of 1-3 syllables (optional consonant, vowel, optional consonant) separated by pauses.
+
+    Each sound sets a mouth target held over its span; vowels open with their loudness envelope.
+    The targets are then smoothed (co-articulation), so neighbouring sounds shape each other.
+    `consonants` False gives vowels only: a mouth that loudness and formants predict (an easy task).
+    """
     n = int(round(seconds * sr))
     wav = np.zeros(n, np.float64)
-    opening = np.zeros(n, np.float64)
-    spread = np.zeros(n, np.float64)
+    mouth = np.tile(np.array(_REST, np.float64), (n, 1))
     t = int(rng.uniform(0.05, 0.3) * sr)
     while t < n:
         for _ in range(rng.integers(1, 4)):
-            length = int(rng.uniform(0.12, 0.32) * sr)
+            if consonants and rng.random() < 0.6:
+                t = _consonant(rng, wav, mouth, t, str(rng.choice(list(_CONSONANTS))), pitch, sr)
+            length = int(rng.uniform(0.12, 0.3) * sr)
             stop = min(n, t + length)
             if stop - t < 16:
                 break
-            _syllable(rng, wav, opening, spread, t, stop, length, pitch, sr)
-            t = stop + int(rng.uniform(0.0, 0.05) * sr)
-        t += int(rng.uniform(0.12, 0.6) * sr)
+            _vowel(rng, wav, mouth, t, stop, length, pitch, sr)
+            t = stop
+            if consonants and rng.random() < 0.25:
+                t = _consonant(rng, wav, mouth, t, str(rng.choice(["p", "m", "f", "s"])), pitch, sr)
+            t += int(rng.uniform(0.0, 0.04) * sr)
+        t += int((rng.uniform(0.5, 0.9) if rng.random() < 0.05 else rng.uniform(0.12, 0.45)) * sr)
     wav += rng.normal(0, 0.002, n)
-    return Speech(
-        wav=np.clip(wav, -1, 1).astype(np.float32),
-        opening=opening.astype(np.float32),
-        width=np.clip(0.5 + spread, 0, 1).astype(np.float32),
-    )
+    sigma = _COARTICULATION_S * sr
+    x = np.arange(-int(3 * sigma), int(3 * sigma) + 1)
+    kernel = np.exp(-0.5 * (x / sigma) ** 2)
+    kernel /= kernel.sum()
+    padded = np.concatenate([np.tile(mouth[:1], (len(x) // 2, 1)), mouth, np.tile(mouth[-1:], (len(x) // 2, 1))])
+    smooth = np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(len(MOUTH))], axis=1)
+    return Speech(wav=np.clip(wav, -1, 1).astype(np.float32), mouth=np.clip(smooth, 0, 1).astype(np.float32))
 
 
-def _syllable(
-    rng: np.random.Generator, wav: np.ndarray, opening: np.ndarray, spread: np.ndarray,
-    start: int, stop: int, length: int, pitch: float, sr: int,
-) -> None:
-    """Add one syllable in place: harmonics of a gliding f0 weighted by three formant resonances."""
-    k = np.arange(stop - start)
-    u = k / length
-    envelope = np.sin(np.pi * np.clip(u, 0, 1)) ** 0.7  # smooth onset and release
+def _voiced(rng: np.random.Generator, length: int, formants: tuple, pitch: float, sr: int) -> np.ndarray:
+    """Harmonics of a gliding f0 weighted by formant resonances ((freq, bandwidth, gain), ...), peak 1."""
+    u = np.arange(length) / max(1, length)
     f0 = 120 * pitch * np.exp(np.log(rng.uniform(0.8, 1.25)) + np.log(rng.uniform(0.8, 1.25)) * u)
-    f1 = rng.uniform(280, 850)
-    f2 = rng.uniform(850, 2400)
-    formants = ((f1, 90.0, 1.0), (f2, 140.0, 0.6), (rng.uniform(2500, 3200), 200.0, 0.3))
     phase = 2 * np.pi * np.cumsum(f0) / sr
     harmonics = np.arange(1, int(4000 / f0.min()) + 1)[:, None]
     freq = harmonics * f0[None, :]
     gain = sum(g * np.exp(-0.5 * ((freq - f) / bw) ** 2) for f, bw, g in formants) + 0.03 / harmonics
     gain = np.where(freq < 4000, gain, 0.0)
     voiced = (gain * np.sin(harmonics * phase[None, :])).sum(axis=0)
-    voiced /= max(1e-6, np.abs(voiced).max())
-    loudness = rng.uniform(0.25, 0.8)
-    wav[start:stop] += loudness * envelope * voiced
-    jaw = 0.3 + 0.7 * (f1 - 280) / (850 - 280)  # a high F1 is an open jaw
-    opening[start:stop] = np.maximum(opening[start:stop], envelope * jaw)
-    spread[start:stop] += envelope * 0.5 * ((f2 - 850) / (2400 - 850) - 0.5)  # high F2 spreads the lips
+    return voiced / max(1e-6, np.abs(voiced).max())
+
+
+def _noise(rng: np.random.Generator, length: int, low: float, high: float, sr: int) -> np.ndarray:
+    """White noise band-limited to [low, high] Hz, peak 1."""
+    spectrum = np.fft.rfft(rng.normal(0, 1, length))
+    freq = np.fft.rfftfreq(length, 1 / sr)
+    spectrum[(freq < low) | (freq > high)] = 0
+    noise = np.fft.irfft(spectrum, length)
+    return noise / max(1e-6, np.abs(noise).max())
+
+
+def _vowel(rng: np.random.Generator, wav: np.ndarray, mouth: np.ndarray, start: int, stop: int, length: int,
+           pitch: float, sr: int) -> None:
+    """Add one vowel in place. Jaw height sets F1; front (spread) vowels raise F2, rounded back ones lower it."""
+    jaw = rng.uniform(0.2, 1.0)
+    front = rng.uniform(0, 1)
+    rounded = float(np.clip(rng.uniform(-0.3, 1.0) * (1 - front) * 1.6, 0, 1))
+    scale = 1 - 0.12 * rounded  # protruded lips lengthen the tract: every formant falls
+    f1 = (280 + 570 * jaw) * scale
+    f2 = (850 + 1550 * front) * scale
+    formants = ((f1, 90.0, 1.0), (f2, 140.0, 0.6), (rng.uniform(2500, 3200) * scale, 200.0, 0.3))
+    k = np.arange(stop - start)
+    envelope = np.sin(np.pi * np.clip(k / length, 0, 1)) ** 0.7  # smooth onset and release
+    wav[start:stop] += rng.uniform(0.25, 0.8) * envelope * _voiced(rng, length, formants, pitch, sr)[:stop - start]
+    mouth[start:stop, 0] = envelope * jaw
+    mouth[start:stop, 1] = np.clip(0.5 + 0.5 * (front - 0.5) - 0.4 * rounded, 0, 1)
+    mouth[start:stop, 2] = rounded
+    mouth[start:stop, 3] = float(np.clip(front * jaw * 1.5, 0, 1))
+    mouth[start:stop, 4] = 0.0
+
+
+def _consonant(rng: np.random.Generator, wav: np.ndarray, mouth: np.ndarray, start: int, kind: str,
+               pitch: float, sr: int) -> int:
+    """Add one consonant at `start` in place; return where it ends."""
+    target, (low, high), sound = _CONSONANTS[kind]
+    length = int(rng.uniform(low, high) * sr)
+    stop = min(len(wav), start + length)
+    span = stop - start
+    if span < 16:
+        return stop
+    mouth[start:stop] = target
+    ramp = np.minimum(1, np.minimum(np.arange(span), np.arange(span)[::-1]) / (0.01 * sr))
+    if sound == "burst":  # silence while the lips are closed, then their release
+        burst = min(span, int(0.012 * sr))
+        wav[stop - burst:stop] += rng.uniform(0.2, 0.5) * _noise(rng, burst, 500, 7000, sr) * np.linspace(1, 0.2, burst)
+    elif sound == "nasal":
+        wav[start:stop] += rng.uniform(0.1, 0.25) * ramp * _voiced(rng, span, ((250, 100.0, 1.0),), pitch, sr)
+    elif sound == "hiss_low":
+        wav[start:stop] += rng.uniform(0.05, 0.12) * ramp * _noise(rng, span, 2500, 7000, sr)
+    elif sound == "hiss_high":
+        wav[start:stop] += rng.uniform(0.08, 0.2) * ramp * _noise(rng, span, 4500, 7800, sr)
+    else:
+        formants = ((350, 90.0, 1.0), (1100, 140.0, 0.5)) if kind == "l" else ((300, 90.0, 1.0), (700, 140.0, 0.5))
+        wav[start:stop] += rng.uniform(0.15, 0.35) * ramp * _voiced(rng, span, formants, pitch, sr)
+    return stop
 
 
 def per_frame(curve: np.ndarray, n_frames: int, fps: float = FPS, sr: int = SAMPLE_RATE) -> np.ndarray:
@@ -144,38 +238,38 @@ class Clip:
 
     identity: Identity
     wav: np.ndarray
-    opening: np.ndarray  # per video frame, what is drawn (after `shift`)
-    width: np.ndarray
+    mouth: np.ndarray  # (n_frames, 5) per video frame in MOUTH's order, what is drawn (after `shift`)
     shift: int
     seed: int
 
     @property
+    def opening(self) -> np.ndarray:
+        return self.mouth[:, 0]
+
+    @property
     def n_frames(self) -> int:
-        return len(self.opening)
+        return len(self.mouth)
 
     def frames(self, size: int = 96, zoom: float = 1.0) -> Iterator[np.ndarray]:
         """BGR uint8 `size` x `size` frames: a face crop (zoom 1), or a face in a wider view (zoom < 1)."""
         rng = np.random.default_rng([self.seed, 1])
         motion = _Motion(rng, self.n_frames)
         for i in range(self.n_frames):
-            yield _draw_face(self.identity, self.opening[i], self.width[i], motion, i, size, zoom)
+            yield _draw_face(self.identity, self.mouth[i], motion, i, size, zoom)
 
 
-def make_clip(seed: int, seconds: float = 3.0, shift: int = 0, identity: Identity | None = None) -> Clip:
+def make_clip(seed: int, seconds: float = 3.0, shift: int = 0, identity: Identity | None = None,
+              consonants: bool = True) -> Clip:
     """A clip fully determined by `seed` (and the speaker `identity`, random from the seed if None).
 
     `shift` > 0 makes the face lag the audio by that many frames: an out-of-sync clip.
     """
     rng = np.random.default_rng([seed, 0])
     identity = identity or Identity.random(rng)
-    sound = speech(rng, seconds, identity.pitch)
+    sound = speech(rng, seconds, identity.pitch, consonants=consonants)
     n_frames = int(round(seconds * FPS))
-    opening = per_frame(sound.opening, n_frames)
-    width = per_frame(sound.width, n_frames)
-    return Clip(
-        identity=identity, wav=sound.wav, opening=_shifted(opening, shift), width=_shifted(width, shift),
-        shift=shift, seed=seed,
-    )
+    mouth = np.stack([per_frame(sound.mouth[:, c], n_frames) for c in range(len(MOUTH))], axis=1)
+    return Clip(identity=identity, wav=sound.wav, mouth=_shifted(mouth, shift), shift=shift, seed=seed)
 
 
 class _Motion:
@@ -216,17 +310,25 @@ def _ellipse(img: np.ndarray, scale: float, cx: float, cy: float, ax: float, ay:
     cv2.ellipse(img, centre, axes, angle, arc[0], arc[1], color, -1, cv2.LINE_AA, shift)
 
 
-def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion, i: int, size: int,
+@functools.lru_cache(maxsize=8)
+def _background(identity: Identity, big: int) -> np.ndarray:
+    """A linear gradient between the identity's two background colours."""
+    yy, xx = np.mgrid[0:big, 0:big] / big - 0.5
+    u = np.clip(0.5 + xx * np.cos(identity.gradient_angle) + yy * np.sin(identity.gradient_angle), 0, 1)
+    a, b = np.array(identity.background), np.array(identity.background2)
+    return (a + (b - a) * u[..., None]).astype(np.uint8)
+
+
+def _draw_face(identity: Identity, mouth: np.ndarray, motion: _Motion, i: int, size: int,
                zoom: float = 1.0) -> np.ndarray:
     """The face crop of frame i: draw large, move the head, light it, downsample."""
     big = size * _SUPERSAMPLE
     s = float(big)
-    img = np.empty((big, big, 3), np.uint8)
-    img[:] = _bgr(identity.background)
+    img = _background(identity, big).copy()
     idy = identity
     _ellipse(img, s, 0.5, 0.36, idy.face_w * 1.08, 0.36, _bgr(idy.hair))  # hair behind the head
-    _ellipse(img, s, 0.5, 0.53, idy.face_w, 0.47, _bgr(idy.skin))
-    _ellipse(img, s, 0.5, 0.49, idy.face_w * 0.85, 0.40, _bgr(idy.skin, 1.04))  # soft highlight
+    _ellipse(img, s, 0.5, 0.53, idy.face_w, idy.face_h, _bgr(idy.skin))
+    _ellipse(img, s, 0.5, 0.49, idy.face_w * 0.85, idy.face_h - 0.07, _bgr(idy.skin, 1.04))  # soft highlight
     for side in (-1, 1):
         ex = 0.5 + side * idy.eye_dx
         if motion.blink[i]:
@@ -239,7 +341,7 @@ def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion
     nose = np.array([[0.5, 0.47], [0.46, 0.60], [0.54, 0.60]]) * s * 16
     cv2.fillPoly(img, [nose.astype(np.int32)], _bgr(idy.skin, 0.82), cv2.LINE_AA, 4)
     _ellipse(img, s, 0.5, 0.60, 0.04, 0.012, _bgr(idy.skin, 0.7))  # nostrils' shadow
-    _draw_mouth(img, s, idy, opening, width)
+    _draw_mouth(img, s, idy, *(float(v) for v in mouth))
 
     centre = (big / 2, big * 0.55)
     matrix = cv2.getRotationMatrix2D(centre, float(motion.angle[i]), float(motion.scale[i]) * zoom)
@@ -252,17 +354,25 @@ def _draw_face(identity: Identity, opening: float, width: float, motion: _Motion
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _draw_mouth(img: np.ndarray, s: float, identity: Identity, opening: float, width: float) -> None:
-    """Lips whose gap follows `opening` and whose corners follow `width`; teeth show when open."""
-    half_w = identity.mouth_w * (0.8 + 0.45 * width)
+def _draw_mouth(img: np.ndarray, s: float, identity: Identity, opening: float, width: float,
+                rounded: float, teeth: float, tongue: float) -> None:
+    """Lips whose gap follows `opening`, corners `width`, pursing `rounded`; teeth and tongue as given."""
+    half_w = identity.mouth_w * (0.8 + 0.45 * width) * (1 - 0.3 * rounded)
+    lip_h = identity.lip_h * (1 + 0.5 * rounded)  # protruded lips look fuller
     gap = 0.085 * opening
-    cy = _MOUTH_Y
-    _ellipse(img, s, 0.5, cy, half_w, 0.022 + gap * 0.6, _bgr(identity.lips))
+    cy = _MOUTH_Y + identity.mouth_dy
+    _ellipse(img, s, 0.5, cy, half_w, lip_h + gap * 0.6, _bgr(identity.lips))
     if gap > 0.002:
-        _ellipse(img, s, 0.5, cy, half_w * 0.82, gap, (20, 15, 35))  # the dark inside
-        _ellipse(img, s, 0.5, cy - gap * 0.9, half_w * 0.6, min(gap * 0.35, 0.012), (225, 225, 230))
+        inner_w = half_w * 0.82 * (1 - 0.35 * rounded)  # a rounded mouth opens as an O
+        _ellipse(img, s, 0.5, cy, inner_w, gap, (20, 15, 35))  # the dark inside
+        if teeth > 0.05:
+            _ellipse(img, s, 0.5, cy - gap * 0.9, inner_w * 0.75, min(gap * 0.35, 0.012) * teeth, (225, 225, 230))
+        if tongue > 0.05:
+            _ellipse(img, s, 0.5, cy + gap * 0.85, inner_w * 0.55, gap * 0.2 * tongue, _bgr(identity.lips, 0.7))
     else:
         _ellipse(img, s, 0.5, cy, half_w * 0.85, 0.003, _bgr(identity.lips, 0.5))  # closed lips' line
+    if teeth > 0.5 and gap < 0.012:  # upper teeth resting on the lower lip (/f/)
+        _ellipse(img, s, 0.5, cy + 0.004, half_w * 0.5, 0.007 * teeth, (225, 225, 230))
 
 
 def mouth_opening(face_bgr: np.ndarray) -> float:
@@ -299,7 +409,7 @@ def _clip_name(k: int, clips_per_speaker: int) -> tuple[str, str]:
 def write_dataset(
     out: str | Path, clips: int, layout: str = "prepared", seed: int = 0, seconds: float = 3.0,
     clips_per_speaker: int = 4, size: int = 96, val_fraction: float = 0.1, test_fraction: float = 0.1,
-    shift: int = 0,
+    shift: int = 0, consonants: bool = True,
 ) -> list[Path]:
     """Write `clips` synthetic clips under `out`; return their folders (prepared) or files (videos).
 
@@ -323,7 +433,8 @@ def write_dataset(
         speaker, name = _clip_name(k, clips_per_speaker)
         if speaker not in identities:
             identities[speaker] = Identity.random(np.random.default_rng([seed, 7, k // clips_per_speaker]))
-        clip = make_clip(seed * 1_000_003 + k, seconds, shift=shift, identity=identities[speaker])
+        clip = make_clip(seed * 1_000_003 + k, seconds, shift=shift, identity=identities[speaker],
+                         consonants=consonants)
         (out / speaker).mkdir(exist_ok=True)
         if layout == "prepared":
             written.append(_write_prepared(out / speaker / name, clip, size))

@@ -58,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="add the visual quality discriminator (wav2lip_gan recipe)")
     generator.add_argument("--init-disc", metavar="PTH", help="discriminator weights to start from (--gan)")
     generator.add_argument("--expert-mode", choices=EXPERT_MODES,
-                           help="frozen expert's BatchNorm: eval (default) or train (as the reference)")
+                           help="frozen expert's BatchNorm: train (default, as the reference) or eval")
     generator.set_defaults(func=_run, recipe="generator")
 
 

@@ -42,7 +42,7 @@ class TrainConfig:
     sync_threshold: float = 0.75  # eval sync loss below which the sync loss is switched on (spec 8)
     sync_weight: float = 0.01  # the sync weight once switched on (0.03 with the GAN)
     disc_weight: float = 0.07  # perceptual (GAN) loss weight with --gan
-    expert_mode: str = "eval"  # frozen expert's BatchNorm: "eval" (ours) or "train" (the reference)
+    expert_mode: str = "train"  # frozen expert's BatchNorm: "train" (the reference; see generator.py) or "eval"
     seed: int = 0
     workers: int = 2  # DataLoader worker processes per training process
     frame_cache: int = 20_000  # decoded 96x96 frames kept per worker

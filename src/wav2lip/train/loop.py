@@ -184,8 +184,11 @@ def _resume(recipe: Recipe, path: Path) -> int:
         checkpoints.load_state(part.model, saved.state_dict, part_path, part.kind)
         if saved.optimizer is None:
             raise Wav2LipError(f"{part_path}: has no optimizer state to resume from")
+        rates = [group["lr"] for group in part.optimizer.param_groups]  # the config's, which a resume may change
         try:
             part.optimizer.load_state_dict(saved.optimizer)
+            for group, lr in zip(part.optimizer.param_groups, rates):
+                group["lr"] = lr
         except (ValueError, KeyError) as exc:
             raise Wav2LipError(f"{part_path}: optimizer state does not fit this model ({exc})") from None
     state = main.extra.get("train_state") or {}
