@@ -700,6 +700,10 @@ def evaluate_folder(
     model = load_sync_model(options.pop("model", "syncnet_v2.model"), options.get("device", "cpu"))
     settings = {"model": model.description, "mode": options.get("mode", "whole")}
     done = _previous(json_path, settings)
+    if options.get("mode") == "track" and isinstance(options.get("detector", "retinaface"), str):
+        options["detector"] = faces.create_detector(options.get("detector", "retinaface"),
+                                                    device=options.get("device", "cpu"),
+                                                    weights=options.pop("detector_weights", None))
     results: list[VideoResult] = []
     for video in videos:
         rel = str(video.relative_to(folder))

@@ -166,7 +166,7 @@ def _finished(output_dir: Path, name: str) -> ClipResult | None:
     if marker.is_file():
         try:
             record = json.loads(marker.read_text())
-            result = ClipResult(**{k: v for k, v in record.items() if k != "source"}, skipped=True)
+            result = ClipResult(**{k: v for k, v in record.items() if k not in ("source", "skipped")}, skipped=True)
         except (ValueError, TypeError):
             return None
         if all((output_dir / c / DONE).is_file() for c in result.clips):
@@ -210,7 +210,13 @@ def _preprocess_video(video, output_dir, name, detector, batch_size, colour_hist
                       open_source) -> ClipResult:
     speaker, clip = name.split("/")
     work = output_dir / speaker / f".{clip}.part"
-    work.mkdir(parents=True)
+    for attempt in range(3):  # another worker may remove the speaker folder it found empty meanwhile
+        try:
+            work.mkdir(parents=True)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     wav = audio.load_audio(video)
     has_face: list[bool] = []
     cuts: list[int] = []
