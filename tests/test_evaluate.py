@@ -342,6 +342,11 @@ def test_folder_mode_csv_json_plot_reference_and_resume(tmp_path, tiny_expert, c
     # Another model's scores are never mixed into the same file.
     with pytest.raises(Wav2LipError, match="another model or mode"):
         ev.evaluate_folder(gen, json_path=out_json, model=f"expert:{tiny_expert}", mode="track")
+    out_json.write_bytes(b"\xff\x00 not json")
+    with pytest.raises(Wav2LipError, match="not a scores file"):
+        ev.evaluate_folder(gen, json_path=out_json, model=f"expert:{tiny_expert}")
+    with pytest.raises(Wav2LipError, match="one of the input videos"):
+        ev.evaluate_folder(gen, json_path=gen / "a.mp4", model=f"expert:{tiny_expert}")
 
 
 def test_single_video_reference_plot_and_outputs_that_are_inputs(tmp_path, tiny_expert, capsys):
