@@ -137,35 +137,37 @@ def test_sync_fix_recovers_planted_offsets_and_corrects_them(tmp_path, tiny_expe
 
 
 def test_scene_cuts_and_face_losses_split_a_clip(tmp_path, weights):
-    """30 frames of one face, 30 without any face, 30 more of it, then a cut to another face (30)."""
+    """40 frames of one face, 30 without any face, 40 more of it, then a cut to another face (40)."""
     from wav2lip.video_io import VideoWriter
 
-    a, b = synth.make_clip(11, 2.4), synth.make_clip(12, 1.2)
-    frames_a = [cv2.copyMakeBorder(f, 0, 0, 32, 32, cv2.BORDER_REPLICATE) for f in a.frames(160, zoom=0.6)]
-    frames_b = [cv2.copyMakeBorder(f, 0, 0, 32, 32, cv2.BORDER_REPLICATE) for f in b.frames(160, zoom=0.6)]
+    a, b = synth.make_clip(1, 3.2), synth.make_clip(2, 1.6)
+    frames_a = [cv2.copyMakeBorder(f, 0, 0, 32, 32, cv2.BORDER_REPLICATE) for f in a.frames(160, zoom=0.8)]
+    frames_b = [cv2.copyMakeBorder(f, 0, 0, 32, 32, cv2.BORDER_REPLICATE) for f in b.frames(160, zoom=0.8)]
     empty = np.full_like(frames_a[0], [int(v) for v in a.identity.background])
-    frames = frames_a[:30] + [empty] * 30 + frames_a[30:60] + frames_b[:30]
-    wav = np.concatenate([a.wav[:60 * 640], b.wav[:30 * 640], np.zeros(30 * 640)])
+    frames = frames_a[:40] + [empty] * 30 + frames_a[40:80] + frames_b[:40]
     raw = tmp_path / "raw" / "spk"
     raw.mkdir(parents=True)
-    synth.write_wav(tmp_path / "speech.wav", wav)
+    synth.write_wav(tmp_path / "speech.wav", np.concatenate([a.wav[:80 * 640], b.wav[:40 * 640], np.zeros(30 * 640)]))
     with VideoWriter(raw / "talk.mp4", 25, 224, 160, audio=tmp_path / "speech.wav") as writer:
         writer.write_many(frames)
     out = tmp_path / "prep"
     [result] = preprocess.preprocess(tmp_path / "raw", out, weights=weights, progress=False)
-    assert result.error is None and result.frames == 120
+    assert result.error is None and result.frames == 150
     assert result.clips == ["spk/talk_s00", "spk/talk_s01", "spk/talk_s02"], result.notes
-    assert any("no face for 30 frames" in n for n in result.notes)
-    assert any("scene cut at frame 90" in n for n in result.notes)
+    assert any("no face for" in n for n in result.notes) and "split at a scene cut at frame 110" in result.notes
+    spans = []
     for name in result.clips:
         folder = out / name
-        done = json.loads((folder / ".done").read_text())
-        assert done["span"][1] - done["span"][0] == 30
-        assert len(list(folder.glob("*.jpg"))) >= 27 and (folder / "0.jpg").is_file()
-        assert abs(audio.load_audio(folder / "audio.wav").size - 30 * 640) <= 1
+        start, end = json.loads((folder / ".done").read_text())["span"]
+        spans.append((start, end))
+        assert 15 < len(list(folder.glob("*.jpg"))) <= end - start
+        assert abs(audio.load_audio(folder / "audio.wav").size - (end - start) * 640) <= 1
+    assert spans[0][0] == 0 and 30 <= spans[0][1] <= 40 and 70 <= spans[1][0] <= 80 and spans[1][1] == 110
+    assert spans[2] == (110, 150)
     report = json.loads((out / "report.json").read_text())
-    assert report["totals"] == {"videos": 1, "failed": 0, "split": 1, "dropped": 0, "clips": 3, "frames": 90,
-                                "face_frames": result.faces, "hours": round(90 / 25 / 3600, 4)}
+    frames = sum(e - s for s, e in spans)
+    assert report["totals"] == {"videos": 1, "failed": 0, "split": 1, "dropped": 0, "clips": 3, "frames": frames,
+                                "face_frames": result.faces, "hours": round(frames / 25 / 3600, 4)}
     assert report["changed"]["spk/talk"]["notes"] == result.notes
     # One speaker: the lists fall back to a clip-level split, and say so; no list is empty.
     assert "only 1 speaker" in report["split_note"]
