@@ -48,6 +48,7 @@ def prepared_clips(root: Path, seconds: float) -> dict[str, int]:
 
 def shifted_video(path: Path, seed: int, shift: int, seconds: float) -> Path:
     if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
         clip = synth.make_clip(seed, seconds, shift=shift)
         wav = path.with_suffix(".wav")
         synth.write_wav(wav, clip.wav)
@@ -90,9 +91,10 @@ def main() -> None:
         print(f"\nevaluate --model expert:PATH on one talker shifted by k ({args.seconds:g} s, 96 px face crops)")
         print(f"{'k':>3} {'offset':>6} {'offset - offset(0)':>18} {'LSE-D':>6} {'LSE-C':>6}")
         scores = {k: ev.evaluate_sync(shifted_video(out / "videos" / f"k{k:+d}.mp4", 4242, k, args.seconds),
-                                      model=model) for k in range(-6, 7)}
-        for k, s in scores.items():
-            print(f"{k:+3d} {s.offset:+6d} {s.offset - scores[0].offset:+18d} {s.lse_d:6.3f} {s.lse_c:6.3f}")
+                                      model=model) for k in (0, *range(-6, 0), *range(1, 7))}
+        for k in range(-6, 7):
+            s = scores[k]
+            print(f"{k:+3d} {s.offset:+6d} {s.offset - scores[0].offset:+18d} {s.lse_d:6.3f} {s.lse_c:6.3f}", flush=True)
 
     if "speed" not in skip:
         v2 = fill_deterministic(SyncNetV2())
