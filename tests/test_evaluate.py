@@ -127,24 +127,23 @@ def _det(x1: float, y1: float, x2: float, y2: float) -> Detection:
     return Detection(box=np.array([x1, y1, x2, y2], dtype=np.float32), score=0.9)
 
 
-def test_link_face_track_follows_one_face():
-    small, big, moved = _det(10, 10, 50, 50), _det(100, 100, 200, 200), _det(14, 12, 54, 52)
-    picked = ev.link_face_track([[small], [big, moved], [], [big], [big]] + [[]] * 26 + [[small, big]])
-    np.testing.assert_array_equal(picked[0], small.box)
-    np.testing.assert_array_equal(picked[1], moved.box)  # continuity beats size
-    assert picked[2] is None and picked[3] is None  # the big face never overlaps the track
-    np.testing.assert_array_equal(picked[-1], big.box)  # lost for over 25 frames: the largest face restarts
-
-
-def test_fill_track_interpolates_short_gaps_and_holds_the_rest():
-    a, b = np.array([0.0, 0, 40, 40]), np.array([40.0, 0, 80, 40])
-    boxes = ev.fill_track([None, a, None, None, None, b] + [None] * 30 + [a])
-    np.testing.assert_array_equal(boxes[0], a)  # before the first face: held
-    np.testing.assert_allclose(boxes[3], [20, 0, 60, 40])  # halfway between a and b
-    np.testing.assert_array_equal(boxes[10], b)  # a 30-frame gap is not bridged: nearest box
-    np.testing.assert_array_equal(boxes[34], a)
-    with pytest.raises(ValueError):
-        ev.fill_track([None, None])
+def test_track_shot_follows_the_reference_rule():
+    face, other, small = _det(100, 100, 220, 220), _det(300, 100, 420, 220), _det(10, 10, 40, 40)
+    moved = _det(104, 102, 224, 222)
+    detections = [[face, other] if i % 2 == 0 else [moved, other] for i in range(30)]
+    detections += [[] for _ in range(10)] + [[face] for _ in range(10)]  # a 10-frame loss is bridged
+    detections += [[] for _ in range(30)] + [[face, small] for _ in range(20)]  # a 30-frame loss is not
+    tracks = ev.track_shot(detections, 0, len(detections), min_track=15, min_face_size=100)
+    assert [(t.start, t.end) for t in tracks] == [(0, 50), (0, 30), (80, 100)]
+    t = 6 / 11  # frame 35 lies between frame 29 (moved) and frame 40 (face)
+    np.testing.assert_allclose(tracks[0].boxes[35], (1 - t) * moved.box + t * face.box)
+    assert np.all(tracks[1].boxes[:, 0] == 300)
+    # "More than min_track detections": the 30-detection track needs min_track < 30.
+    assert [(t.start, t.end) for t in ev.track_shot(detections, 0, 100, min_track=30)] == [(0, 50)]
+    # The small face (30 px) makes a track once the size limit is under 30 px.
+    small_ok = ev.track_shot(detections, 0, 100, min_track=15, min_face_size=20)
+    assert [(t.start, t.end) for t in small_ok] == [(0, 50), (0, 30), (80, 100), (80, 100)]
+    assert small_ok[3].boxes[0, 2] == 40
 
 
 class Planted(nn.Module):
@@ -231,13 +230,18 @@ def test_evaluate_real_clip_with_syncnet_v2(talking_clip, whole_score):
 def test_evaluate_track_mode_crops_the_face(talking_clip, checkpoint, whole_score, models_dir):
     video, _ = talking_clip
     detector = create_detector("retinaface", weights=models_dir / "retinaface_mobilenet0.25.pth")
-    boxes = ev._face_boxes(video, 10, detector, torch.device("cpu"))
-    assert boxes.shape == (10, 4)
-    centre = (boxes[:, :2] + boxes[:, 2:]) / 2
+    tracks, shots = ev.find_tracks(video, 10, detector, min_track=5, min_face_size=40)
+    assert shots == [(0, 10)] and [(t.start, t.end) for t in tracks] == [(0, 10)]
+    centre = (tracks[0].boxes[:, :2] + tracks[0].boxes[:, 2:]) / 2
     assert np.all((centre > 48) & (centre < 144))  # the presenter's face is near the middle
-    tracked = ev.evaluate_sync(video, model=checkpoint, mode="track", detector=detector)
-    assert tracked.n_frames == whole_score.n_frames
+    tracked = ev.evaluate_sync(video, model=checkpoint, mode="track", detector=detector, min_track=5,
+                               min_face_size=40)
+    assert tracked.n_frames == whole_score.n_frames and len(tracked.tracks) == 1
+    assert tracked.lse_d == tracked.tracks[0].score.lse_d
     assert not np.allclose(tracked.mean_dists, whole_score.mean_dists)
+    # The reference's defaults want 100-frame tracks: a 10-frame clip has none, and the error says what to do.
+    with pytest.raises(Wav2LipError, match="no face track of more than 100 frames.*--min-track"):
+        ev.evaluate_sync(video, model=checkpoint, mode="track", detector=detector)
 
 
 def test_cli_prints_scores_and_writes_json(talking_clip, checkpoint, tmp_path, capsys):
@@ -274,3 +278,89 @@ def test_too_short_and_wrong_inputs(tmp_path, planted_clip, media, checkpoint, m
         wrong = tmp_path / "wrong.pth"
         torch.save({"face_encoder.0.weight": torch.zeros(1)}, wrong)
         ev.evaluate_sync(six, audio_path=tmp_path / "a.wav", model=wrong)
+
+
+def _synthetic_video(path: Path, seed: int, shift: int, seconds: float = 2.4) -> Path:
+    """A 96 x 96 face-crop video (H.264 + AAC) of a synthetic talker whose lips lag the audio by `shift`."""
+    from wav2lip import synth
+
+    clip = synth.make_clip(seed, seconds, shift=shift)
+    wav = path.with_suffix(".wav")
+    synth.write_wav(wav, clip.wav)
+    write_video(path, list(clip.frames(96)), audio=wav)
+    wav.unlink()
+    return path
+
+
+def test_expert_offsets_follow_the_planted_shift(tmp_path, tiny_expert):
+    offsets = {}
+    for k in (-4, 0, 3):
+        video = _synthetic_video(tmp_path / f"shift{k}.mp4", 4242, k)
+        score = ev.evaluate_sync(video, model=f"expert:{tiny_expert}")
+        assert score.model.startswith("lip-sync expert") and str(tiny_expert) in score.model
+        assert score.n_frames == 60 - 5 and 0 <= score.lse_d <= 2
+        offsets[k] = score.offset
+    assert {k: offsets[k] - offsets[0] for k in offsets} == {-4: -4, 0: 0, 3: 3}, offsets
+    assert offsets[0] == 0
+
+
+def test_folder_mode_csv_json_plot_reference_and_resume(tmp_path, tiny_expert, capsys):
+    pytest.importorskip("matplotlib")
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    (gen / "sub").mkdir(parents=True)
+    ref.mkdir()
+    for k, name in ((-4, "a.mp4"), (3, "sub/b.mp4")):
+        _synthetic_video(gen / name, 99 + k, k)
+        (ref / name).parent.mkdir(exist_ok=True)
+        _synthetic_video(ref / name, 99 + k, 0)
+    (gen / "broken.mp4").write_bytes(np.random.default_rng(1).bytes(4000))
+    out_json, out_csv, plots = tmp_path / "s.json", tmp_path / "s.csv", tmp_path / "plots"
+    args = ["evaluate", "--dir", str(gen), "--reference", str(ref), "--model", f"expert:{tiny_expert}",
+            "--json", str(out_json), "--csv", str(out_csv), "--plot", str(plots)]
+    assert main(args) == 1  # one bad video: reported, the others scored
+    printed = capsys.readouterr()
+    assert "broken.mp4: error" in printed.err and "generated" in printed.out and "reference" in printed.out
+    data = json.loads(out_json.read_text())
+    rows = {(r["set"], r["video"]): r for r in data["videos"]}
+    assert rows[("generated", "broken.mp4")]["error"] and rows[("generated", "broken.mp4")]["score"] is None
+    assert rows[("reference", "broken.mp4")]["error"].startswith("no reference video")
+    assert rows[("generated", "a.mp4")]["score"]["offset"] == -4
+    assert rows[("generated", "sub/b.mp4")]["score"]["offset"] == 3
+    assert all(rows[("reference", v)]["score"]["offset"] == 0 for v in ("a.mp4", "sub/b.mp4"))
+    assert len(rows[("generated", "a.mp4")]["score"]["framewise_conf"]) == 55
+    assert data["means"]["generated"]["videos"] == 2 and data["means"]["generated"]["failed"] == 1
+    assert data["means"]["generated"]["abs_offset"] == 3.5 and data["means"]["reference"]["abs_offset"] == 0
+    lines = out_csv.read_text().splitlines()
+    assert lines[0] == ",".join(ev.CSV_FIELDS) and len(lines) == 1 + 6 + 2
+    assert lines[-2].startswith("generated,MEAN,3.5000,") and lines[-1].startswith("reference,MEAN,0.0000,")
+    assert sorted(p.name for p in plots.iterdir()) == ["a.mp4.png", "sub__b.mp4.png"]
+    assert cv2.imread(str(plots / "a.mp4.png")) is not None
+    # Resumed: scored videos are not scored again (same timings), the bad one is tried again.
+    assert main(args) == 1
+    again = {(r["set"], r["video"]): r for r in json.loads(out_json.read_text())["videos"]}
+    assert again[("generated", "a.mp4")]["seconds"] == rows[("generated", "a.mp4")]["seconds"]
+    # Another model's scores are never mixed into the same file.
+    with pytest.raises(Wav2LipError, match="another model or mode"):
+        ev.evaluate_folder(gen, json_path=out_json, model=f"expert:{tiny_expert}", mode="track")
+    out_json.write_bytes(b"\xff\x00 not json")
+    with pytest.raises(Wav2LipError, match="not a scores file"):
+        ev.evaluate_folder(gen, json_path=out_json, model=f"expert:{tiny_expert}")
+    with pytest.raises(Wav2LipError, match="one of the input videos"):
+        ev.evaluate_folder(gen, json_path=gen / "a.mp4", model=f"expert:{tiny_expert}")
+
+
+def test_single_video_reference_plot_and_outputs_that_are_inputs(tmp_path, tiny_expert, capsys):
+    pytest.importorskip("matplotlib")
+    gen = _synthetic_video(tmp_path / "gen.mp4", 5, 2)
+    (tmp_path / "ref").mkdir()
+    ref = _synthetic_video(tmp_path / "ref" / "gen.mp4", 5, 0)
+    args = ["evaluate", str(gen), "--model", f"expert:{tiny_expert}", "--reference", str(tmp_path / "ref")]
+    assert main([*args, "--json", str(tmp_path / "s.json"), "--plot", str(tmp_path / "c.png")]) == 0
+    out = capsys.readouterr().out
+    assert "generated AV offset: +2 frames" in out and "reference AV offset: +0 frames" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["offset"] == 2 and data["reference"]["offset"] == 0 and data["reference"]["video"] == str(ref)
+    assert cv2.imread(str(tmp_path / "c.png")).shape[1] == 1000
+    before = gen.read_bytes()
+    assert main([*args, "--json", str(gen)]) == 2
+    assert gen.read_bytes() == before and "one of the inputs" in capsys.readouterr().err

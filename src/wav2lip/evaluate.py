@@ -7,8 +7,11 @@ clips, so video length is bounded by time, not memory.
 """
 from __future__ import annotations
 
+import csv
 import itertools
+import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Literal
@@ -24,6 +27,7 @@ from . import faces, store
 from .checkpoints import load_model
 from .device import resolve_device
 from .errors import Wav2LipError
+from .files import atomic_output
 from .options import EVALUATE_MODES, check_choice
 from .video_io import open_source
 
@@ -40,7 +44,6 @@ MEDFILT_KERNEL = 9  # median filter of the framewise confidence
 TRACK_MEDFILT_KERNEL = 13  # median filter of the crop size and centre along a face track
 CROP_SCALE = 0.4  # crop margin: rows [cy - s, cy + 1.8 s), columns cx +- 1.4 s
 CROP_PAD_VALUE = 110  # grey the frame is padded with before cropping
-MAX_TRACK_GAP = 25  # frames without a face bridged by interpolation
 TRACK_IOU = 0.5  # a face continues the track when it overlaps the last box by more than this
 DETECT_BATCH = 16  # frames per face-detection call in "track" mode
 MIN_FRAMES = CLIP_FRAMES + 1  # the reference scores min(frames, audio) - 5 clips: 6 frames give one
@@ -163,7 +166,11 @@ def offset_search(video_emb: torch.Tensor, audio_emb: torch.Tensor, vshift: int 
 
 @dataclass
 class SyncScore:
-    """LSE-D (lower is better), LSE-C (higher is better) and the AV offset in frames at 25 fps."""
+    """LSE-D (lower is better), LSE-C (higher is better) and the AV offset in frames at 25 fps.
+
+    In "track" mode the video's numbers are the means over its face tracks (each in `tracks`), the
+    offset and the per-frame curve those of the longest track.
+    """
 
     offset: int
     lse_d: float
@@ -171,17 +178,33 @@ class SyncScore:
     n_frames: int  # 5-frame clips scored (one per video frame)
     framewise_conf: np.ndarray = field(repr=False)
     mean_dists: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0, np.float32))
+    model: str = ""  # which network produced the numbers
+    start: int = 0  # video frame (25 fps) of the first framewise_conf value
+    tracks: list[TrackScore] = field(default_factory=list, repr=False)
 
     def as_dict(self) -> dict:
-        return {
+        out = {
+            "model": self.model,
             "offset": self.offset,
             "lse_d": self.lse_d,
             "lse_c": self.lse_c,
             "n_frames": self.n_frames,
+            "start": self.start,
             "framewise_conf": [round(float(v), 4) for v in self.framewise_conf],
             "mean_dists": [round(float(v), 4) for v in self.mean_dists],
         }
+        if self.tracks:
+            out["tracks"] = [{"start": t.start, "end": t.end, **t.score.as_dict()} for t in self.tracks]
+        return out
 
+
+@dataclass
+class TrackScore:
+    """One face track of "track" mode: video frames [start, end) at 25 fps, and its score."""
+
+    start: int
+    end: int
+    score: SyncScore
 
 def evaluator_audio(path: str | os.PathLike) -> np.ndarray:
     """16 kHz mono audio as the evaluator reads it: int16 sample values (as floats, no scaling)."""
@@ -232,7 +255,7 @@ def crop_track(frame: np.ndarray, s: float, cx: float, cy: float) -> np.ndarray:
 
 
 def _clip_batches(frames: Iterable[np.ndarray], batch_size: int) -> Iterator[torch.Tensor]:
-    """(B, 3, 5, 224, 224) float clips, one per start frame v whose frame v + 5 exists too.
+    """(B, 3, 5, H, W) float clips, one per start frame v whose frame v + 5 exists too.
 
     The reference scores min(frames, audio) - 5 clips, one fewer than the frames allow, so a clip is
     only emitted once the frame following it has arrived.
@@ -252,104 +275,267 @@ def _stack_clips(frames: list[np.ndarray]) -> torch.Tensor:
     return video.unfold(1, CLIP_FRAMES, 1).permute(1, 0, 4, 2, 3).contiguous()
 
 
-def _embed(model: nn.Module, batches: Iterable[torch.Tensor], tower: str, device: torch.device) -> torch.Tensor:
-    forward = getattr(model, tower)
+def _embed(forward, batches: Iterable[torch.Tensor], device: torch.device) -> torch.Tensor:
     out = []
     with torch.inference_mode():
         for batch in batches:
             out.append(forward(batch.to(device)).float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, 1024)
+    return torch.cat(out) if out else torch.zeros(0, 1)
 
 
-def _load_evaluator(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
+class SyncModel:
+    """A network that embeds 5-frame face clips and their 0.2 s of audio into one space.
+
+    The offset search, LSE-D and LSE-C are computed the same way whichever network embeds: SyncNet v2
+    (the evaluator, numbers comparable with papers) or the project's lip-sync expert (numbers on the
+    expert's own scale, distances of unit vectors in [0, 2]).
+    """
+
+    kind = ""
+
+    def __init__(self, net: nn.Module, description: str, device: torch.device) -> None:
+        self.net, self.description, self.device = net, description, device
+
+    def crop_whole(self, frame: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def crop_track(self, frame: np.ndarray, s: float, cx: float, cy: float) -> np.ndarray:
+        raise NotImplementedError
+
+    def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class SyncNetV2Model(SyncModel):
+    """The SyncNet v2 evaluator (spec section 10): 224 x 224 BGR 0..255 crops, 13 MFCCs."""
+
+    kind = "syncnet_v2"
+
+    def crop_whole(self, frame: np.ndarray) -> np.ndarray:
+        return crop_whole(frame)
+
+    def crop_track(self, frame: np.ndarray, s: float, cx: float, cy: float) -> np.ndarray:
+        return crop_track(frame, s, cx, cy)
+
+    def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
+        return _embed(self.net.forward_lip, _clip_batches(crops, batch_size), self.device)
+
+    def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
+        clips = audio_clips(mfcc(samples[: (n_clips + CLIP_FRAMES) * SAMPLES_PER_FRAME]), n_clips)
+        batches = (torch.from_numpy(clips[i:i + batch_size]) for i in range(0, n_clips, batch_size))
+        return _embed(self.net.forward_aud, batches, self.device)
+
+
+class ExpertModel(SyncModel):
+    """The project's lip-sync expert (spec section 7): lower halves of 96 x 96 crops, 80-band mel windows.
+
+    It sees what it was trained on: the whole frame (face crops) or, along a track, the detector's box
+    (as `wav2lip preprocess` crops training faces), resized to 96 x 96; audio windows start at mel
+    frame int(80 v / 25) for video frame v.
+    """
+
+    kind = "expert"
+
+    def crop_whole(self, frame: np.ndarray) -> np.ndarray:
+        return cv2.resize(frame, (EXPERT_SIZE, EXPERT_SIZE))[EXPERT_SIZE // 2:]
+
+    def crop_track(self, frame: np.ndarray, s: float, cx: float, cy: float) -> np.ndarray:
+        pad = int(s) + 1
+        padded = cv2.copyMakeBorder(frame, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=(CROP_PAD_VALUE,) * 3)
+        box = padded[int(cy - s + pad):int(cy + s + pad), int(cx - s + pad):int(cx + s + pad)]
+        if box.size == 0:
+            raise ValueError(f"empty face crop for s={s}, centre=({cx}, {cy})")
+        return self.crop_whole(box)
+
+    def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
+        from .train.expert import stack_lower_halves
+
+        def forward(clips: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.net.face_encoder(stack_lower_halves(clips / 255.0)).flatten(1), dim=1)
+
+        return _embed(forward, _clip_batches(crops, batch_size), self.device)
+
+    def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
+        from .train.data import MEL_STEP, mel_start
+
+        mel = audio_io.melspectrogram((samples / 32768.0).astype(np.float32))
+        need = mel_start(n_clips - 1) + MEL_STEP
+        if mel.shape[1] < need:  # the last windows run past the audio: silence, as the evaluator's zeros
+            mel = np.pad(mel, ((0, 0), (0, need - mel.shape[1])), constant_values=mel.min())
+        windows = np.stack([mel[None, :, mel_start(v):mel_start(v) + MEL_STEP] for v in range(n_clips)])
+        batches = (torch.from_numpy(windows[i:i + batch_size]).float() for i in range(0, n_clips, batch_size))
+
+        def forward(mels: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.net.audio_encoder(mels).flatten(1), dim=1)
+
+        return _embed(forward, batches, self.device)
+
+
+EXPERT_PREFIX = "expert:"  # --model expert:PATH scores with a trained lip-sync expert
+EXPERT_SIZE = 96  # the expert's face crop side (spec section 7)
+
+
+def load_sync_model(model: SyncModel | nn.Module | str | os.PathLike = "syncnet_v2.model",
+                    device: str | torch.device = "cpu") -> SyncModel:
+    """A SyncModel from a module, a SyncNet v2 file or store name, or `expert:PATH` (a trained expert)."""
+    from .models.syncnet import SyncNet
+
+    device = torch.device(device)
+    if isinstance(model, SyncModel):
+        return model
+    if isinstance(model, SyncNet):
+        return ExpertModel(model.to(device).eval(), f"lip-sync expert (width {model.width})", device)
     if isinstance(model, nn.Module):
-        return model.to(device).eval()
-    return load_model(store.resolve(model), "syncnet_v2", device=device)
+        return SyncNetV2Model(model.to(device).eval(), "SyncNet v2", device)
+    name = str(model)
+    if name.startswith(EXPERT_PREFIX):
+        path = store.resolve(name[len(EXPERT_PREFIX):])
+        net = load_model(path, "syncnet", device=device)
+        return ExpertModel(net, f"lip-sync expert {path} (width {net.width})", device)
+    path = store.resolve(model)
+    return SyncNetV2Model(load_model(path, "syncnet_v2", device=device), f"SyncNet v2 {path}", device)
 
 
-def link_face_track(detections: list[list[faces.Detection]]) -> list[np.ndarray | None]:
-    """One face per frame, linked as the evaluator links its tracks (spec section 10).
+def score_crops(crops: Iterable[np.ndarray], samples: np.ndarray, model: SyncModel, batch_size: int = 20) -> SyncScore:
+    """Offset, LSE-D, LSE-C of a stream of model-ready crops (25 fps) against int16-valued 16 kHz audio.
 
-    A face continues the track when its IoU with the last tracked box exceeds 0.5 and at most 25
-    frames have passed; otherwise (start, or the face lost for longer) the largest face starts anew.
+    Scores min(frames, audio frames) - 5 clips, as the reference; raises ValueError when none.
     """
-    picked: list[np.ndarray | None] = []
-    last, last_index = None, -MAX_TRACK_GAP - 1
-    for index, dets in enumerate(detections):
-        box = None
-        if dets:
-            boxes = np.stack([d.box for d in dets]).astype(np.float64)
-            if last is not None and index - last_index <= MAX_TRACK_GAP:
-                iou = faces.box_iou(last, boxes)[0]
-                if iou.max() > TRACK_IOU:
-                    box = boxes[int(iou.argmax())]
+    max_frames = samples.size // SAMPLES_PER_FRAME
+    video_emb = model.embed_video(itertools.islice(crops, max_frames), batch_size)
+    n_clips = video_emb.shape[0]
+    if n_clips == 0:
+        raise ValueError("too few frames to score")
+    audio_emb = model.embed_audio(samples, n_clips, batch_size)
+    result = offset_search(video_emb, audio_emb)
+    return SyncScore(offset=result.offset, lse_d=result.min_dist, lse_c=result.confidence, n_frames=n_clips,
+                     framewise_conf=result.framewise_conf, mean_dists=result.mean_dists, model=model.description)
+
+
+# ---- "track" mode: the reference evaluator's pipeline (run_pipeline.py defaults, spec section 10) ----
+
+MIN_TRACK = 100  # frames: shots and face tracks must be this long (the reference's --min_track)
+MIN_FACE_SIZE = 100  # pixels: a track's mean box width or height must exceed this (--min_face_size)
+NUM_FAILED_DET = 25  # frames a track survives without a matching detection (--num_failed_det)
+SCENE_CUT = 0.5  # colour-histogram distance that starts a new shot (faces.tracking's cut rule; see README)
+
+
+@dataclass
+class FaceTrack:
+    """Frames [start, start + len(boxes)) of one face within one shot; boxes gap-interpolated."""
+
+    start: int
+    boxes: np.ndarray  # (n, 4) x1, y1, x2, y2
+
+    @property
+    def end(self) -> int:
+        return self.start + len(self.boxes)
+
+
+def track_shot(detections: list[list[faces.Detection]], start: int, end: int,
+               min_track: int = MIN_TRACK, min_face_size: float = MIN_FACE_SIZE) -> list[FaceTrack]:
+    """The reference's track_shot over frames [start, end) of one shot.
+
+    Repeatedly: a track starts at the first face left; each later frame continues it with the first
+    face whose IoU with the track's last box exceeds 0.5, while no more than 25 frames have passed;
+    used faces are removed and the next track starts. Tracks with more than `min_track` detections
+    are interpolated over their gaps and kept when their mean width or height exceeds `min_face_size`.
+    """
+    left = [[d.box.astype(np.float64) for d in detections[i]] for i in range(start, end)]
+    tracks = []
+    while True:
+        frames: list[int] = []
+        boxes: list[np.ndarray] = []
+        for i in range(start, end):
+            candidates = left[i - start]
+            if not candidates:
+                continue
+            if not frames:
+                take: int | None = 0
+            elif i - frames[-1] <= NUM_FAILED_DET:
+                iou = faces.box_iou(boxes[-1], np.stack(candidates))[0]
+                above = np.flatnonzero(iou > TRACK_IOU)
+                take = int(above[0]) if above.size else None
             else:
-                box = boxes[int(np.argmax((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))]
-        if box is not None:
-            last, last_index = box, index
-        picked.append(box)
-    return picked
+                break
+            if take is not None:
+                frames.append(i)
+                boxes.append(candidates.pop(take))
+        if not frames:
+            return tracks
+        if len(frames) > min_track:
+            span = np.arange(frames[0], frames[-1] + 1)
+            stacked = np.stack(boxes)
+            filled = np.stack([np.interp(span, frames, stacked[:, k]) for k in range(4)], axis=1)
+            size = max(np.mean(filled[:, 2] - filled[:, 0]), np.mean(filled[:, 3] - filled[:, 1]))
+            if size > min_face_size:
+                tracks.append(FaceTrack(int(span[0]), filled))
 
 
-def fill_track(picked: list[np.ndarray | None]) -> np.ndarray:
-    """(n, 4) boxes: gaps of at most 25 frames linearly interpolated (as the evaluator does), frames
-    outside them holding the nearest known box so that every frame gets a crop."""
-    known = np.array([i for i, box in enumerate(picked) if box is not None])
-    if known.size == 0:
-        raise ValueError("no face in any frame")
-    boxes = np.empty((len(picked), 4))
-    for i, box in enumerate(picked):
-        if box is not None:
-            boxes[i] = box
-            continue
-        after = known[np.searchsorted(known, i):]
-        before = known[:np.searchsorted(known, i)]
-        if before.size and after.size and after[0] - before[-1] <= MAX_TRACK_GAP + 1:
-            t = (i - before[-1]) / (after[0] - before[-1])
-            boxes[i] = (1 - t) * picked[before[-1]] + t * picked[after[0]]
-        else:
-            nearest = min([*before[-1:], *after[:1]], key=lambda k: abs(k - i))
-            boxes[i] = picked[nearest]
-    return boxes
+def find_tracks(video_path: str | os.PathLike, n_frames: int, detector: faces.FaceDetector,
+                min_track: int = MIN_TRACK, min_face_size: float = MIN_FACE_SIZE) -> tuple[list[FaceTrack], list[tuple[int, int]]]:
+    """Face tracks of the first `n_frames` frames at 25 fps, and the shots [start, end) they came from.
 
-
-def _face_boxes(video_path: Path, n_frames: int, detector: faces.FaceDetector | str,
-                device: torch.device, weights: str | os.PathLike | None = None) -> np.ndarray:
-    """(n, 4) float boxes of the main face for the first `n_frames` frames at 25 fps.
-
-    Detection runs in batches (several times faster per frame than one call per frame on a CPU);
-    only boxes are kept, so the frames are decoded again for cropping.
+    One decoding pass detects faces on every frame (in batches) and marks scene cuts; only boxes and
+    one histogram are kept, so memory does not grow with the frame size.
     """
-    if isinstance(detector, str):
-        detector = faces.create_detector(detector, device=device, weights=weights)
+    from .faces.tracking import colour_histogram, histogram_distance
+
     frames = open_source(video_path, fps=EVAL_FPS).frames(n_frames, loop="none")
     detections: list[list[faces.Detection]] = []
+    cuts, previous = [0], None
     while batch := list(itertools.islice(frames, DETECT_BATCH)):
+        for k, frame in enumerate(batch):
+            hist = colour_histogram(frame)
+            if previous is not None and histogram_distance(previous, hist) > SCENE_CUT:
+                cuts.append(len(detections) + k)
+            previous = hist
         detections.extend(detector.detect(batch))
-    try:
-        return fill_track(link_face_track(detections))
-    except ValueError:
-        raise Wav2LipError(f"{video_path}: no face found in any frame; use mode 'whole' for face crops") from None
+    cuts.append(len(detections))
+    shots = list(zip(cuts[:-1], cuts[1:]))
+    tracks = []
+    for first, last in shots:
+        if last - first >= min_track:
+            tracks.extend(track_shot(detections, first, last, min_track, min_face_size))
+    return tracks, shots
+
+
+def _score_track(video_path: Path, track: FaceTrack, samples: np.ndarray, model: SyncModel,
+                 batch_size: int) -> SyncScore:
+    """Score one track as the reference scores its cropped track video: its frames, its stretch of audio."""
+    smoothed = smooth_track(track.boxes)
+    frames = open_source(video_path, fps=EVAL_FPS).frames(track.end, loop="none")
+    crops = (model.crop_track(f, *smoothed[i]) for i, f in enumerate(itertools.islice(frames, track.start, None)))
+    score = score_crops(crops, samples[track.start * SAMPLES_PER_FRAME:track.end * SAMPLES_PER_FRAME], model,
+                        batch_size)
+    score.start = track.start
+    return score
 
 
 def evaluate_sync(
     video_path: str | os.PathLike,
     audio_path: str | os.PathLike | None = None,
-    model: nn.Module | str | os.PathLike = "syncnet_v2.model",
+    model: SyncModel | nn.Module | str | os.PathLike = "syncnet_v2.model",
     mode: Mode = "whole",
     detector: faces.FaceDetector | str = "retinaface",
     device: str | torch.device = "auto",
     batch_size: int = 20,
     detector_weights: str | os.PathLike | None = None,
+    min_track: int = MIN_TRACK,
+    min_face_size: float = MIN_FACE_SIZE,
     progress: bool = False,
 ) -> SyncScore:
     """Score lip sync of a video against its own audio track (or `audio_path`).
 
-    mode "whole": each whole frame resized to 224 (generated face crops, the paper's LRS2 figures);
-    "track": the main face followed and cropped with the evaluator's rule (videos in the wild).
-    `model` is a SyncNetV2 module, a checkpoint path, or a store name; `detector` a FaceDetector or a
-    detector name for "track" (with `detector_weights`, default the store's file); device "auto" picks
-    CUDA, then Apple MPS, then the CPU.
+    mode "whole": each whole frame resized to the model's input (generated face crops, the paper's
+    LRS2 figures); "track": the reference evaluator's pipeline (shots, face tracks of more than
+    `min_track` frames, each track cropped and scored, the video's numbers the mean over its tracks).
+    `model`: a SyncNet v2 file or store name (default), `expert:PATH` for a trained lip-sync expert,
+    or a module. `detector` is a FaceDetector or a detector name (with `detector_weights`) for "track".
+    device "auto" picks CUDA, then Apple MPS, then the CPU; `progress` shows a bar over the frames.
     """
     check_choice(mode, EVALUATE_MODES, "evaluation mode")
     video_path = Path(video_path)
@@ -365,34 +551,270 @@ def evaluate_sync(
             f"{audio_file}: {samples.size / audio_io.SAMPLE_RATE:.3f} s of audio is too short to score; "
             f"need at least {MIN_FRAMES} frames ({MIN_FRAMES / EVAL_FPS:.2f} s)"
         )
-    net = _load_evaluator(model, device)
-
-    frames: Iterable[np.ndarray] = source.frames(max_frames, loop="none")
-    if progress:
-        from tqdm import tqdm
-
-        frames = tqdm(frames, total=min(max_frames, source.n_frames_estimate or max_frames), unit="frame",
-                      dynamic_ncols=True, smoothing=0.1)
+    net = load_sync_model(model, device)
     if mode == "whole":
-        crops = (crop_whole(f) for f in frames)
-    else:
-        track = smooth_track(_face_boxes(video_path, max_frames, detector, device, detector_weights))
-        crops = (crop_track(f, *track[i]) for i, f in enumerate(itertools.islice(frames, len(track))))
-    video_emb = _embed(net, _clip_batches(crops, batch_size), "forward_lip", device)
-    n_clips = video_emb.shape[0]
-    if n_clips == 0:
+        frames: Iterable[np.ndarray] = source.frames(max_frames, loop="none")
+        if progress:
+            from tqdm import tqdm
+
+            frames = tqdm(frames, total=min(max_frames, source.n_frames_estimate or max_frames), unit="frame",
+                          dynamic_ncols=True, smoothing=0.1)
+        try:
+            return score_crops((net.crop_whole(f) for f in frames), samples, net, batch_size)
+        except ValueError:
+            raise Wav2LipError(
+                f"{video_path}: too few video frames to score; need at least {MIN_FRAMES} at {EVAL_FPS} fps"
+            ) from None
+    if isinstance(detector, str):
+        detector = faces.create_detector(detector, device=device, weights=detector_weights)
+    tracks, shots = find_tracks(video_path, max_frames, detector, min_track, min_face_size)
+    if not tracks:
+        longest = max(b - a for a, b in shots)
         raise Wav2LipError(
-            f"{video_path}: too few video frames to score; need at least {MIN_FRAMES} at {EVAL_FPS} fps"
+            f"{video_path}: no face track of more than {min_track} frames with a mean face size over "
+            f"{min_face_size:g} px ({len(shots)} shots, the longest {longest} frames); lower --min-track / "
+            f"--min-face-size for short clips, or use --mode whole for face crops"
         )
-    clips = audio_clips(mfcc(samples[: (n_clips + CLIP_FRAMES) * SAMPLES_PER_FRAME]), n_clips)
-    audio_batches = (torch.from_numpy(clips[i:i + batch_size]) for i in range(0, n_clips, batch_size))
-    audio_emb = _embed(net, audio_batches, "forward_aud", device)
-    result = offset_search(video_emb, audio_emb)
+    scored = []
+    for track in tracks:
+        try:
+            scored.append(TrackScore(track.start, track.end, _score_track(video_path, track, samples, net, batch_size)))
+        except ValueError:
+            continue  # a track whose audio ends within 5 frames of its start
+    if not scored:
+        raise Wav2LipError(f"{video_path}: no face track has audio under more than {CLIP_FRAMES} of its frames")
+    main = max(scored, key=lambda t: t.score.n_frames).score
     return SyncScore(
-        offset=result.offset,
-        lse_d=result.min_dist,
-        lse_c=result.confidence,
-        n_frames=n_clips,
-        framewise_conf=result.framewise_conf,
-        mean_dists=result.mean_dists,
+        offset=main.offset,
+        lse_d=float(np.mean([t.score.lse_d for t in scored])),
+        lse_c=float(np.mean([t.score.lse_c for t in scored])),
+        n_frames=sum(t.score.n_frames for t in scored),
+        framewise_conf=main.framewise_conf,
+        mean_dists=main.mean_dists,
+        model=net.description,
+        start=main.start,
+        tracks=scored,
     )
+
+
+# ---- many videos: --dir, --reference, --json / --csv, --plot ----
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".m4v")
+CSV_FIELDS = ("set", "video", "offset", "lse_d", "lse_c", "n_frames", "tracks", "seconds", "error")
+
+
+def find_videos(folder: str | os.PathLike) -> list[Path]:
+    """Every video file under `folder` (by extension, recursively), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise Wav2LipError(f"{root}: folder of videos does not exist")
+    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not videos:
+        raise Wav2LipError(f"{root}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
+    return videos
+
+
+def reference_for(video: Path, folder: Path, reference: Path) -> Path | None:
+    """The ground-truth video beside a generated one: the same relative path, or the same name with any
+    video extension, under `reference`."""
+    rel = video.relative_to(folder)
+    if (reference / rel).is_file():
+        return reference / rel
+    for ext in VIDEO_EXTENSIONS:
+        candidate = (reference / rel).with_suffix(ext)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class VideoResult:
+    """One scored (or failed) video of a batch; `set` is "generated" or "reference"."""
+
+    set: str
+    video: str  # path relative to its folder
+    score: dict | None  # SyncScore.as_dict()
+    error: str | None
+    seconds: float
+    stamp: list  # [size, mtime_ns] of the file when scored: a changed file is scored again
+
+    def row(self) -> dict:
+        s = self.score or {}
+        return {"set": self.set, "video": self.video, "offset": s.get("offset", ""),
+                "lse_d": _fmt(s.get("lse_d")), "lse_c": _fmt(s.get("lse_c")), "n_frames": s.get("n_frames", ""),
+                "tracks": len(s.get("tracks", [])) if s else "", "seconds": f"{self.seconds:.2f}",
+                "error": self.error or ""}
+
+
+def _fmt(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def means(results: list[VideoResult], set_name: str) -> dict:
+    """Mean offset magnitude, LSE-D and LSE-C over the scored videos of one set; in "track" mode also
+    over all tracks (the reference averages every track's line of all_scores.txt)."""
+    ok = [r.score for r in results if r.set == set_name and r.score]
+    out: dict = {"videos": len(ok), "failed": sum(1 for r in results if r.set == set_name and r.error)}
+    if ok:
+        out.update(lse_d=float(np.mean([s["lse_d"] for s in ok])), lse_c=float(np.mean([s["lse_c"] for s in ok])),
+                   abs_offset=float(np.mean([abs(s["offset"]) for s in ok])),
+                   n_frames=int(sum(s["n_frames"] for s in ok)))
+        tracks = [t for s in ok for t in s.get("tracks", [])]
+        if tracks:
+            out.update(track_lse_d=float(np.mean([t["lse_d"] for t in tracks])),
+                       track_lse_c=float(np.mean([t["lse_c"] for t in tracks])), n_tracks=len(tracks))
+    return out
+
+
+def evaluate_folder(
+    folder: str | os.PathLike,
+    reference: str | os.PathLike | None = None,
+    json_path: str | os.PathLike | None = None,
+    csv_path: str | os.PathLike | None = None,
+    plot_dir: str | os.PathLike | None = None,
+    report=None,
+    **options,
+) -> list[VideoResult]:
+    """Score every video under `folder` (and its ground truth under `reference`), resumably.
+
+    The JSON (and CSV) are rewritten atomically after each video; a re-run with the same JSON skips
+    the videos already in it whose file is unchanged. A video that fails is recorded with its error
+    and the rest go on. `options` are evaluate_sync's; `report(result)` is called after each video.
+    """
+    folder = Path(folder)
+    videos = find_videos(folder)
+    reference = Path(reference) if reference is not None else None
+    if reference is not None and not reference.is_dir():
+        raise Wav2LipError(f"{reference}: reference folder does not exist")
+    inputs = {v.resolve() for v in videos}
+    if reference is not None:
+        inputs |= {p.resolve() for p in reference.rglob("*") if p.is_file()}
+    for out in (json_path, csv_path):
+        if out is not None and Path(out).resolve() in inputs:
+            raise Wav2LipError(f"{out}: output is one of the input videos; choose another path")
+        if out is not None and Path(out).is_dir():
+            raise Wav2LipError(f"{out}: is a folder; give a file path for the scores")
+    if plot_dir is not None:
+        plot_dir = Path(plot_dir)
+        if plot_dir.exists() and not plot_dir.is_dir():
+            raise Wav2LipError(f"{plot_dir}: --plot with --dir names a folder (one PNG per video)")
+        _require_matplotlib()
+        plot_dir.mkdir(parents=True, exist_ok=True)
+    model = load_sync_model(options.pop("model", "syncnet_v2.model"), options.get("device", "cpu"))
+    settings = {"model": model.description, "mode": options.get("mode", "whole")}
+    done = _previous(json_path, settings)
+    if options.get("mode") == "track" and isinstance(options.get("detector", "retinaface"), str):
+        options["detector"] = faces.create_detector(options.get("detector", "retinaface"),
+                                                    device=options.get("device", "cpu"),
+                                                    weights=options.pop("detector_weights", None))
+    results: list[VideoResult] = []
+    for video in videos:
+        rel = str(video.relative_to(folder))
+        pairs = [("generated", video)]
+        if reference is not None:
+            pairs.append(("reference", reference_for(video, folder, reference)))
+        scored: dict[str, VideoResult] = {}
+        for set_name, path in pairs:
+            key = f"{set_name}:{rel}"
+            if path is None:
+                result = VideoResult(set_name, rel, None, f"no reference video for {rel} under {reference}", 0.0, [])
+            elif key in done and done[key].stamp == _stamp(path) and done[key].score is not None:
+                result = done[key]
+            else:
+                result = _score_one(set_name, rel, path, model, options)
+            scored[set_name] = result
+            results.append(result)
+            if report is not None:
+                report(result)
+            _write_outputs(results, settings, json_path, csv_path)
+        if plot_dir is not None and scored["generated"].score:
+            curves = [(name, r.score) for name, r in scored.items() if r.score]
+            plot_confidence(curves, plot_dir / (rel.replace(os.sep, "__") + ".png"), title=rel)
+    return results
+
+
+def _score_one(set_name: str, rel: str, path: Path, model: SyncModel, options: dict) -> VideoResult:
+    started = time.perf_counter()
+    try:
+        score = evaluate_sync(path, model=model, **options).as_dict()
+        error = None
+    except Wav2LipError as exc:
+        score, error = None, str(exc)
+    return VideoResult(set_name, rel, score, error, time.perf_counter() - started, _stamp(path))
+
+
+def _previous(json_path: str | os.PathLike | None, settings: dict) -> dict[str, VideoResult]:
+    """Results of an earlier run written to the same JSON with the same model and mode."""
+    if json_path is None or not Path(json_path).is_file():
+        return {}
+    try:
+        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+        rows = [VideoResult(**row) for row in data["videos"]]
+        same = all(data.get(k) == v for k, v in settings.items())
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise Wav2LipError(f"{json_path}: exists and is not a scores file of `wav2lip evaluate --dir`; "
+                           "move it or choose another --json") from None
+    if not same:
+        raise Wav2LipError(f"{json_path}: holds scores of another model or mode ({data.get('model')}, "
+                           f"{data.get('mode')}); choose another --json to compare")
+    return {f"{r.set}:{r.video}": r for r in rows}
+
+
+def _write_outputs(results: list[VideoResult], settings: dict, json_path, csv_path) -> None:
+    sets = sorted({r.set for r in results}, key=["generated", "reference"].index)
+    summary = {name: means(results, name) for name in sets}
+    if json_path is not None:
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps({**settings, "means": summary, "videos": [r.__dict__ for r in results]},
+                                      indent=1), encoding="utf-8")
+    if csv_path is not None:
+        with atomic_output(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, CSV_FIELDS)
+            writer.writeheader()
+            writer.writerows(r.row() for r in results)
+            for name in sets:
+                m = summary[name]
+                writer.writerow({"set": name, "video": "MEAN", "offset": _fmt(m.get("abs_offset")),
+                                 "lse_d": _fmt(m.get("lse_d")), "lse_c": _fmt(m.get("lse_c")),
+                                 "n_frames": m.get("n_frames", ""), "tracks": m.get("n_tracks", ""),
+                                 "error": f"{m['failed']} failed" if m["failed"] else ""})
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib
+    except ImportError:
+        raise Wav2LipError("--plot needs matplotlib: pip install 'wav2lip[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confidence(curves: list[tuple[str, SyncScore | dict]], path: str | os.PathLike, title: str = "") -> None:
+    """A PNG of the per-frame confidence (median distance minus the frame's distance at the best offset)
+    against time, one line per (label, score); tracks each drawn at their own frames."""
+    plt = _require_matplotlib()
+    fig, ax = plt.subplots(figsize=(10, 3.2), dpi=100)
+    for colour, (label, score) in enumerate(curves):
+        data = score.as_dict() if isinstance(score, SyncScore) else score
+        parts = data.get("tracks") or [data]
+        for k, part in enumerate(parts):
+            conf = np.asarray(part["framewise_conf"])
+            t = (part.get("start", 0) + np.arange(conf.size)) / EVAL_FPS
+            name = f"{label} (offset {data['offset']:+d}, LSE-D {data['lse_d']:.2f}, LSE-C {data['lse_c']:.2f})"
+            ax.plot(t, conf, color=f"C{colour}", lw=1, label=name if k == 0 else None)
+    ax.axhline(0, color="grey", lw=0.5)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("confidence")
+    ax.set_title(title)
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    with atomic_output(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)

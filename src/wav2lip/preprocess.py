@@ -12,13 +12,14 @@ below a threshold leave the file lists.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import sys
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -29,22 +30,36 @@ import torch.nn.functional as F
 
 from . import audio
 from .errors import Wav2LipError
-from .files import atomic_output
+from .files import atomic_output, check_folder
+from .evaluate import VIDEO_EXTENSIONS
+from .faces import FaceTrackOptions
 from .synth import write_wav
+from .train.data import FPS, MIN_FRAMES
 
-FPS = 25  # training video rate (spec section 8)
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".m4v")
+SAMPLES_PER_FRAME = audio.SAMPLE_RATE // FPS  # 640 audio samples per video frame
+MAX_FACE_GAP = 25  # frames (1 s) without a face before a clip is split there (the evaluator's track gap)
+SCENE_CUT = FaceTrackOptions().scene_cut  # colour-histogram distance of a cut, as face tracking uses
 DONE = ".done"  # marker of a complete clip folder
 SPLITS = ("train", "val", "test")
 
 
 @dataclass
 class ClipResult:
-    name: str  # "<speaker>/<clip>"
+    """What became of one video: the clip folders written (several when it was split) and why."""
+
+    name: str  # "<speaker>/<clip>" of the video
     frames: int  # frames read at 25 fps
     faces: int  # crops written
     error: str | None = None
     skipped: bool = False  # already complete from an earlier run
+    clips: list[str] = field(default_factory=list)  # "<speaker>/<folder>" written for it
+    notes: list[str] = field(default_factory=list)  # every split or dropped stretch, with the reason
+    spans: list[str] = field(default_factory=list)  # "<speaker>/<folder>:<frames>" per clip written
+
+    @property
+    def written_frames(self) -> int:
+        """Frames of the clip folders written (dropped stretches excluded)."""
+        return sum(int(n.split(":")[1]) for n in self.spans)
 
 
 def find_videos(input_dir: str | Path) -> list[Path]:
@@ -93,37 +108,164 @@ def _crop(frame: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     return frame[y1:y2, x1:x2]
 
 
+def segments(has_face: list[bool], cuts: list[int], max_gap: int = MAX_FACE_GAP,
+             min_faces: int = MIN_FRAMES) -> tuple[list[tuple[int, int]], list[str]]:
+    """Split frames [0, n) into training clips: at every scene cut, and around every run of more than
+    `max_gap` frames without a face (the run itself is left out). Returns the kept [start, end) spans
+    (those with more than `min_faces` face frames, what training can use) and a note per split or drop.
+    """
+    n = len(has_face)
+    spans, notes = [], []
+    bounds = [0, *[c for c in cuts if 0 < c < n], n]
+    for c in bounds[1:-1]:
+        notes.append(f"split at a scene cut at frame {c}")
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        start, run = a, 0
+        for i in range(a, b + 1):
+            if i < b and not has_face[i]:
+                run += 1
+                continue
+            if run > max_gap:  # frames [i - run, i) have no face
+                notes.append(f"left out frames {i - run}-{i - 1}: no face for {run} frames")
+                if i - run > start:
+                    spans.append((start, i - run))
+                start = i
+            run = 0
+        if b > start:
+            spans.append((start, b))
+    kept = []
+    for a, b in spans:
+        count = sum(has_face[a:b])
+        if count > min_faces:
+            kept.append((a, b))
+        elif count:
+            notes.append(f"dropped frames {a}-{b - 1}: {count} face frames, training needs more than {min_faces}")
+    return kept, notes
+
+
+def _marker(output_dir: Path, name: str) -> Path:
+    """Where a finished video's record lives: outside the clip folders, so the lists never see it."""
+    return output_dir / ".videos" / f"{name}.json"
+
+
+def _remove_outputs(output_dir: Path, name: str) -> None:
+    """Every folder and marker a video may have left, and its speaker folder if that is now empty."""
+    speaker, clip = name.split("/")
+    folder = output_dir / speaker
+    for path in [folder / clip, folder / f".{clip}.part", *folder.glob(f"{clip}_s[0-9][0-9]")]:
+        if path.is_dir():
+            shutil.rmtree(path)
+    _marker(output_dir, name).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        folder.rmdir()  # only when empty
+
+
+def _finished(output_dir: Path, name: str) -> ClipResult | None:
+    """The earlier run's result when every clip folder it wrote is complete."""
+    marker = _marker(output_dir, name)
+    if marker.is_file():
+        try:
+            record = json.loads(marker.read_text())
+            result = ClipResult(**{k: v for k, v in record.items() if k not in ("source", "skipped")}, skipped=True)
+        except (ValueError, TypeError):
+            return None
+        if all((output_dir / c / DONE).is_file() for c in result.clips):
+            return result
+        return None
+    speaker, clip = name.split("/")
+    if (output_dir / speaker / clip / DONE).is_file():  # written before the per-video records existed
+        done = json.loads((output_dir / speaker / clip / DONE).read_text())
+        return ClipResult(name, done["frames"], done["faces"], skipped=True, clips=[name],
+                          spans=[f"{name}:{done['frames']}"])
+    return None
+
+
 def preprocess_video(video: str | Path, folder: str | Path, detector, batch_size: int = 16) -> ClipResult:
-    """Write one clip folder (crops, audio.wav, mel.npy, then the .done marker); streams the video."""
+    """Write one video's clip folders (crops, audio.wav, mel.npy, then the .done marker); streams the video.
+
+    `folder` is `<output>/<speaker>/<clip>`. The crops go to a hidden temporary folder first; then the
+    video is split at scene cuts and long face losses (see `segments`): one clip keeps the name
+    `<clip>`, several are `<clip>_s00`, `<clip>_s01`, ... (numbered by span), each with its frames
+    from 0 and its stretch of the audio. A failure removes everything the video wrote.
+    """
+    from .faces.tracking import colour_histogram, histogram_distance
     from .video_io import open_source
 
     video, folder = Path(video), Path(folder)
+    output_dir = folder.parent.parent
     name = f"{folder.parent.name}/{folder.name}"
-    if (folder / DONE).is_file():
-        done = json.loads((folder / DONE).read_text())
-        return ClipResult(name, done["frames"], done["faces"], skipped=True)
-    if folder.exists():
-        shutil.rmtree(folder)  # an interrupted earlier attempt
-    folder.mkdir(parents=True)
+    done = _finished(output_dir, name)
+    if done is not None:
+        return done
+    _remove_outputs(output_dir, name)  # an interrupted earlier attempt
+    try:
+        return _preprocess_video(video, output_dir, name, detector, batch_size, colour_histogram,
+                                 histogram_distance, open_source)
+    except BaseException:
+        _remove_outputs(output_dir, name)
+        raise
+
+
+def _preprocess_video(video, output_dir, name, detector, batch_size, colour_histogram, histogram_distance,
+                      open_source) -> ClipResult:
+    speaker, clip = name.split("/")
+    work = output_dir / speaker / f".{clip}.part"
+    for attempt in range(3):  # another worker may remove the speaker folder it found empty meanwhile
+        try:
+            work.mkdir(parents=True)
+            break
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
     wav = audio.load_audio(video)
-    n_frames = n_faces = 0
+    has_face: list[bool] = []
+    cuts: list[int] = []
+    previous = None
     with open_source(video, fps=FPS) as source:
         for batch in _batches(iter(source), batch_size):
             for frame, detections in zip(batch, detector.detect(batch)):
-                if detections:
-                    best = max(detections, key=lambda d: d.score)
-                    crop = _crop(frame, best.box)
-                    if crop is not None:
-                        cv2.imwrite(str(folder / f"{n_frames}.jpg"), crop)
-                        n_faces += 1
-                n_frames += 1
-    write_wav(folder / "audio.wav", wav)
+                hist = colour_histogram(frame)
+                if previous is not None and histogram_distance(previous, hist) > SCENE_CUT:
+                    cuts.append(len(has_face))
+                previous = hist
+                crop = _crop(frame, max(detections, key=lambda d: d.score).box) if detections else None
+                if crop is not None:
+                    cv2.imwrite(str(work / f"{len(has_face)}.jpg"), crop)
+                has_face.append(crop is not None)
+    spans, notes = segments(has_face, cuts)
+    candidates = len(spans) + sum(1 for n in notes if n.startswith("dropped"))
+    result = ClipResult(name, len(has_face), sum(has_face), notes=notes)
+    if not spans:
+        result.notes.append("no stretch with enough face frames: nothing written")
+    for k, (a, b) in enumerate(spans):
+        target = output_dir / speaker / (clip if candidates == 1 else f"{clip}_s{k:02d}")
+        target.mkdir()
+        for i in range(a, b):
+            if has_face[i]:
+                os.replace(work / f"{i}.jpg", target / f"{i - a if candidates > 1 else i}.jpg")
+        segment = wav[a * SAMPLES_PER_FRAME:b * SAMPLES_PER_FRAME] if candidates > 1 else wav
+        write_wav(target / "audio.wav", segment)
+        _write_mel(target)
+        with atomic_output(target / DONE) as tmp:
+            tmp.write_text(json.dumps({"frames": b - a if candidates > 1 else len(has_face),
+                                       "faces": sum(has_face[a:b]), "source": str(video), "span": [a, b]}))
+        result.clips.append(f"{speaker}/{target.name}")
+        result.spans.append(f"{speaker}/{target.name}:{b - a}")
+    shutil.rmtree(work)
+    marker = _marker(output_dir, name)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(marker) as tmp:
+        tmp.write_text(json.dumps({**result.__dict__, "source": str(video)}))
+    if not result.clips:
+        with contextlib.suppress(OSError):
+            (output_dir / speaker).rmdir()
+    return result
+
+
+def _write_mel(folder: Path) -> None:
     with atomic_output(folder / "mel.npy") as tmp:
         with open(tmp, "wb") as f:
             np.save(f, audio.melspectrogram(audio.load_audio(folder / "audio.wav")))  # of the 16-bit file
-    with atomic_output(folder / DONE) as tmp:
-        tmp.write_text(json.dumps({"frames": n_frames, "faces": n_faces, "source": str(video)}))
-    return ClipResult(name, n_frames, n_faces)
 
 
 _WORKER: dict = {}
@@ -146,6 +288,11 @@ def _work(job: tuple[Path, Path]) -> ClipResult:
         return ClipResult(clip_name(video), 0, 0, error=str(exc))
 
 
+def check_output_dir(output_dir: str | Path) -> Path:
+    """The prepared-data folder, created if needed; one clear error if it is a file or not writable."""
+    return check_folder(output_dir, "--output-dir")
+
+
 def preprocess(
     input_dir: str | Path, output_dir: str | Path, detector: str = "retinaface", weights: str | None = None,
     device: str = "cpu", workers: int = 1, batch_size: int = 16, rank: int | None = None,
@@ -154,12 +301,12 @@ def preprocess(
     """Preprocess this machine's share of the videos under `input_dir` into `output_dir`.
 
     Then (re)writes train/val/test.txt over every complete clip in `output_dir` (so after the last
-    machine finishes, or on any re-run, the lists cover everything); whole speakers go to one split.
-    Videos that fail (no audio, unreadable) are reported and skipped.
+    machine finishes, or on any re-run, the lists cover everything) and `report.json` (every video
+    split or dropped, with the reason, and totals). Videos that fail (no audio, unreadable) are
+    reported and leave nothing behind.
     """
     videos = shard(find_videos(input_dir), rank, world)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    output_dir = check_output_dir(output_dir)
     jobs = [(v, output_dir / clip_name(v)) for v in videos]
     results: list[ClipResult] = []
     threads = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -181,7 +328,10 @@ def preprocess(
     finally:
         if bar is not None:
             bar.close()
-    write_lists(output_dir, val_fraction, test_fraction)
+    _, note = write_lists(output_dir, val_fraction, test_fraction)
+    write_report(output_dir, results, note)
+    if progress and note:
+        print(note, file=sys.stderr)
     return results
 
 
@@ -189,13 +339,40 @@ def _report(result: ClipResult, progress: bool, bar=None) -> ClipResult:
     """One line per clip (above the progress bar, when there is one)."""
     if progress:
         state = "error: " + result.error if result.error else ("done before" if result.skipped else "ok")
-        line = f"{result.name}: {result.faces}/{result.frames} faces, {state}"
+        split = f", {len(result.clips)} clips" if len(result.clips) != 1 and not result.error else ""
+        lines = [f"{result.name}: {result.faces}/{result.frames} faces{split}, {state}"]
+        lines += [f"  {note}" for note in result.notes]
+        for line in lines:
+            if bar is not None:
+                bar.write(line, file=sys.stderr)
+            else:
+                print(line, file=sys.stderr)
         if bar is not None:
-            bar.write(line, file=sys.stderr)
             bar.update(1)
-        else:
-            print(line, file=sys.stderr)
     return result
+
+
+def totals(results: list[ClipResult]) -> dict:
+    """Videos, clips, frames and hours written (by this run, including clips done before)."""
+    ok = [r for r in results if not r.error]
+    frames = sum(r.written_frames for r in ok)
+    return {"videos": len(results), "failed": sum(1 for r in results if r.error),
+            "split": sum(1 for r in ok if len(r.clips) > 1), "dropped": sum(1 for r in ok if not r.clips),
+            "clips": sum(len(r.clips) for r in ok), "frames": frames, "face_frames": sum(r.faces for r in ok),
+            "hours": round(frames / FPS / 3600, 4)}
+
+
+def write_report(output_dir: Path, results: list[ClipResult], split_note: str | None = None) -> dict:
+    """`report.json`: totals and every video that failed, was split, or lost frames, with the reasons."""
+    report = {
+        "totals": totals(results),
+        "split_note": split_note,
+        "failed": {r.name: r.error for r in results if r.error},
+        "changed": {r.name: {"clips": r.clips, "notes": r.notes} for r in results if r.notes and not r.error},
+    }
+    with atomic_output(output_dir / "report.json") as tmp:
+        tmp.write_text(json.dumps(report, indent=1))
+    return report
 
 
 def complete_clips(root: str | Path) -> list[str]:
@@ -204,19 +381,54 @@ def complete_clips(root: str | Path) -> list[str]:
     return sorted(f"{p.parent.parent.name}/{p.parent.name}" for p in root.glob(f"*/*/{DONE}"))
 
 
-def write_lists(root: str | Path, val_fraction: float = 0.05, test_fraction: float = 0.05) -> dict[str, list[str]]:
-    """train/val/test.txt over the complete clips; a speaker's split is fixed by a hash of its name,
-    so lists stay stable as more clips complete and held-out speakers are never trained on."""
-    splits: dict[str, list[str]] = {s: [] for s in SPLITS}
-    for name in complete_clips(root):
-        u = zlib.crc32(name.split("/")[0].encode()) % 10_000 / 10_000
-        split = "val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"
-        splits[split].append(name)
-    for split, names in splits.items():
-        with atomic_output(Path(root) / f"{split}.txt") as tmp:
-            tmp.write_text("".join(f"{n}\n" for n in names))
-    return splits
+def _unit(name: str) -> float:
+    return zlib.crc32(name.encode()) % 10_000 / 10_000
 
+
+def write_lists(root: str | Path, val_fraction: float = 0.05,
+                test_fraction: float = 0.05) -> tuple[dict[str, list[str]], str | None]:
+    """train/val/test.txt over the complete clips, and a note when the split had to fall back.
+
+    A speaker's split is fixed by a hash of its name, so lists stay stable as more clips complete and
+    held-out speakers are never trained on. When that leaves a held-out split asked for empty (too few
+    speakers), clips are split instead (by a hash of the clip name, so still stable), and when even
+    that leaves one empty, the last clips in name order fill it; a single clip is repeated in every
+    split. The note says which happened: training then validates on speakers it has seen.
+    """
+    names = complete_clips(root)
+    wanted = {"val": val_fraction, "test": test_fraction}
+
+    def assign(key) -> dict[str, list[str]]:
+        splits: dict[str, list[str]] = {s: [] for s in SPLITS}
+        for name in names:
+            u = _unit(key(name))
+            splits["val" if u < val_fraction else "test" if u < val_fraction + test_fraction else "train"].append(name)
+        return splits
+
+    def short(splits) -> list[str]:
+        return [s for s, f in wanted.items() if f > 0 and not splits[s]] + ([] if splits["train"] else ["train"])
+
+    splits, note = assign(lambda n: n.split("/")[0]), None
+    speakers = len({n.split("/")[0] for n in names})
+    if names and short(splits):
+        splits = assign(lambda n: n)
+        note = (f"only {speakers} speaker(s): clips, not speakers, are split into train/val/test, so validation "
+                "sees speakers that training sees")
+        if short(splits):
+            splits = {s: [] for s in SPLITS}
+            held = [s for s, f in wanted.items() if f > 0]
+            if len(names) > len(held):
+                for s, name in zip(held, reversed(names)):
+                    splits[s].append(name)
+                splits["train"] = [n for n in names if all(n not in splits[s] for s in held)]
+            else:
+                splits = {s: list(names) if s == "train" or s in held else [] for s in SPLITS}
+                note = (f"only {len(names)} clip(s) from {speakers} speaker(s): every split lists the same clips, "
+                        "so validation measures nothing held out")
+    for split, items in splits.items():
+        with atomic_output(Path(root) / f"{split}.txt") as tmp:
+            tmp.write_text("".join(f"{n}\n" for n in items))
+    return splits, note
 
 # ---- sync filtering (spec section 7) ----
 
