@@ -82,12 +82,12 @@ def _signals_raise() -> Iterator[None]:
 
 
 def _stop_threads() -> bool:
-    """Wait (bounded) for the other threads to end; True when none is left running."""
+    """Wait (bounded) for the pipeline's stage threads to end; True when none is left running."""
     deadline = time.monotonic() + THREAD_WAIT_S
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and thread.daemon:
-            thread.join(max(0.0, deadline - time.monotonic()))
-    return not any(t.daemon and t.is_alive() for t in threading.enumerate() if t is not threading.current_thread())
+    stages = [t for t in threading.enumerate() if t.name.startswith("wav2lip-") and t is not threading.current_thread()]
+    for thread in stages:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return not any(t.is_alive() for t in stages)
 
 
 def _interrupted(signum: int) -> int:
