@@ -379,11 +379,11 @@ EXPERT_SIZE = 96  # the expert's face crop side (spec section 7)
 
 
 def load_sync_model(model: SyncModel | nn.Module | str | os.PathLike = "syncnet_v2.model",
-                    device: str | torch.device = "cpu") -> SyncModel:
+                    device: str | torch.device = "auto") -> SyncModel:
     """A SyncModel from a module, a SyncNet v2 file or store name, or `expert:PATH` (a trained expert)."""
     from .models.syncnet import SyncNet
 
-    device = torch.device(device)
+    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if isinstance(model, SyncModel):
         return model
     if isinstance(model, SyncNet):
@@ -705,7 +705,7 @@ def evaluate_folder(
             raise Wav2LipError(f"{plot_dir}: --plot with --dir names a folder (one PNG per video)")
         _require_matplotlib()
         plot_dir.mkdir(parents=True, exist_ok=True)
-    model = load_sync_model(options.pop("model", "syncnet_v2.model"), options.get("device", "cpu"))
+    model = load_sync_model(options.pop("model", "syncnet_v2.model"), options.get("device", "auto"))
     settings = {"model": model.description, "mode": options.get("mode", "whole")}
     done = _previous(json_path, settings)
     if options.get("mode") == "track" and isinstance(options.get("detector", "retinaface"), str):
