@@ -363,4 +363,4 @@ def test_single_video_reference_plot_and_outputs_that_are_inputs(tmp_path, tiny_
     assert cv2.imread(str(tmp_path / "c.png")).shape[1] == 1000
     before = gen.read_bytes()
     assert main([*args, "--json", str(gen)]) == 2
-    assert gen.read_bytes() == before and "one of the inputs" in capsys.readouterr().err
+    assert gen.read_bytes() == before and "would destroy the input" in capsys.readouterr().err
