@@ -36,6 +36,7 @@ from .files import check_output
 from .options import (BACKENDS, BLEND_MODES, DETECTORS, LOOP_MODES, SMOOTH_MODES, X264_PRESETS, check_choice,
                       check_finite, video_container)
 from .faces import speaker as speakers
+from .options import MASK_KINDS, SILENCE_MODES, SPEAKER_MODES  # noqa: F401
 from .files import atomic_output
 from .stages import Profile, Stage
 
@@ -48,9 +49,9 @@ MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
 STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
 STOP_WAIT_S = 5.0  # a stopped run waits this long for its stage threads to leave torch/PyAV
-SILENCE = ("still", "original", "off")  # what the mouth does where nobody speaks
+SILENCE = SILENCE_MODES  # what the mouth does where nobody speaks
 MIN_SILENCE = 0.3  # s: shorter pauses keep the generator's own mouth (it closes them itself)
-SPEAKERS = ("auto", "largest")  # which of several faces is lip-synced (faces.speaker)
+SPEAKERS = SPEAKER_MODES  # which of several faces is lip-synced (faces.speaker)
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
 _UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
