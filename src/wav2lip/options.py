@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .blend import BLENDS
+from .blend import BLENDS, MASKS
 from .device import DEVICES, PRECISIONS
 from .errors import Wav2LipError
 from .faces.detectors import DETECTORS
@@ -23,6 +23,9 @@ LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter t
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
 SYNTH_LAYOUTS = ("prepared", "videos")  # synth-data: the training layout, or videos for preprocess
+SILENCE_MODES = ("still", "original", "off")  # what the mouth does where nobody speaks (pipeline, vad)
+SPEAKER_MODES = ("auto", "largest")  # which of several faces is lip-synced (faces.speaker)
+MASK_KINDS = MASKS  # the feather blend's mask (blend.MaskShape)
 # x264's presets, fastest first (x264 --fullhelp).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from . import audio as audio_io
-from . import checkpoints, store, video_io
-from .blend import BLENDS, to_uint8
+from . import checkpoints, store, vad, video_io
+from .blend import BLENDS, MaskShape, blend_mask, feather, to_uint8
 from .device import inference_model, resolve_device, resolve_precision
 from .errors import Wav2LipError
 from .export import onnx_generator
@@ -35,6 +35,9 @@ from .faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track,
 from .files import check_output
 from .options import (BACKENDS, BLEND_MODES, DETECTORS, LOOP_MODES, SMOOTH_MODES, X264_PRESETS, check_choice,
                       check_finite, video_container)
+from .faces import speaker as speakers
+from .options import MASK_KINDS, SILENCE_MODES, SPEAKER_MODES  # noqa: F401
+from .files import atomic_output
 from .stages import Profile, Stage
 
 FACE_SIZE = 96  # generator crop side (spec section 4)
@@ -46,9 +49,14 @@ MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
 STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
 STOP_WAIT_S = 5.0  # a stopped run waits this long for its stage threads to leave torch/PyAV
+SILENCE = SILENCE_MODES  # what the mouth does where nobody speaks
+MIN_SILENCE = 0.3  # s: shorter pauses keep the generator's own mouth (it closes them itself)
+SPEAKERS = SPEAKER_MODES  # which of several faces is lip-synced (faces.speaker)
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
 _UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
+# The mel window of digital silence: every band at the floor (spec section 2's normalisation of -100 dB).
+SILENT_MEL = np.float32(-audio_io.MAX_ABS_VALUE)
 
 
 @dataclass
@@ -72,6 +80,22 @@ class SyncOptions:
     preset: str = video_io.DEFAULT_PRESET
     cache: bool = True  # reuse face boxes of a video tracked before with the same settings
     progress: bool = False  # tqdm bar on stderr
+    # Where the audio holds no speech (wav2lip.vad): "still" feeds the generator a silent window (closed,
+    # still mouth), "original" shows the source frames, "off" lip-syncs to whatever sound is there (the
+    # reference). `crossfade` frames at each edge of a pause ease from one to the other.
+    silence: str = "still"
+    crossfade: int = 3
+    # The feather blend's mask (blend.MaskShape): where it starts (fraction of the box height), how
+    # soft its edge is, colour matching, and "ellipse" or "landmarks" (mouth and jaw from RetinaFace).
+    # With several faces: "auto" follows, per shot, the face whose lips agree with the video's own
+    # soundtrack (LipSyncer's speaker_model), else the largest; face_index / face_at override it.
+    speaker: str = "auto"
+    face_index: int | None = None  # the i-th face from the left at each shot's start
+    face_at: tuple[float, float] | None = None  # the face nearest this point (x, y in frame pixels)
+    mask: str = "ellipse"
+    mask_top: float = MaskShape.top
+    mask_softness: float = MaskShape.softness
+    colour_match: bool = True
     calibration: tuple[float, float, float, float] | None = None  # detector box map dx dy sx sy (`detect --compare`)
 
     @classmethod
@@ -111,6 +135,22 @@ class SyncOptions:
                 check_finite(value, "calibration")
             if min(self.calibration[2:]) <= 0:
                 raise Wav2LipError(f"calibration scales sx, sy must be positive, got {self.calibration}")
+        if self.silence not in SILENCE:
+            raise Wav2LipError(f"unknown silence mode {self.silence!r} ({', '.join(SILENCE)})")
+        if self.crossfade < 0:
+            raise Wav2LipError(f"crossfade must be 0 or more frames, got {self.crossfade}")
+        if self.speaker not in SPEAKERS:
+            raise Wav2LipError(f"unknown speaker choice {self.speaker!r} ({' or '.join(SPEAKERS)})")
+        if self.face_index is not None and self.face_index < 0:
+            raise Wav2LipError(f"face index counts from 0 (leftmost face), got {self.face_index}")
+        try:
+            self.mask_shape.check()
+        except ValueError as exc:
+            raise Wav2LipError(str(exc)) from None
+
+    @property
+    def mask_shape(self) -> MaskShape:
+        return MaskShape(self.mask_top, self.mask_softness, self.colour_match, self.mask)
 
 
 @dataclass
@@ -126,6 +166,8 @@ class Result:
     width: int
     height: int
     profile: dict[str, float] = field(default_factory=dict)
+    silent_frames: int = 0  # frames in pauses of the speech, kept still or original (SyncOptions.silence)
+    speakers: list = field(default_factory=list)  # faces.speaker.ShotChoice per shot, when several faces showed
 
     @property
     def speed(self) -> float:
@@ -134,8 +176,10 @@ class Result:
 
     def summary(self) -> str:
         where = f" -> {self.output}" if self.output else ""
-        return (f"{self.frames} frames ({self.frames / self.fps:.2f} s at {self.fps:g} fps), "
-                f"{self.faces_missed} without a face, {self.seconds:.1f} s, {self.speed:.1f} frames/s{where}")
+        silent = f", {self.silent_frames} in pauses" if self.silent_frames else ""
+        lines = [f"{self.frames} frames ({self.frames / self.fps:.2f} s at {self.fps:g} fps), "
+                 f"{self.faces_missed} without a face{silent}, {self.seconds:.1f} s, {self.speed:.1f} frames/s{where}"]
+        return "\n".join(lines + [f"speaker: {choice.summary()}" for choice in self.speakers])
 
     def profile_table(self) -> str:
         lines = [f"{'stage':<10}{'ms/frame':>10}"]
@@ -171,6 +215,25 @@ def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float) -> np.
     return audio_io.mel_windows(mel, starts)
 
 
+def speech_weights(wav: np.ndarray, n_frames: int, fps: float, crossfade: int) -> np.ndarray:
+    """(n_frames,) float32 per output frame: 1 where its mel window (0.2 s from the frame's start) holds
+    speech, 0 in pauses of at least MIN_SILENCE, stepping over `crossfade` frames inside each pause's
+    edges, so no speech frame is ever changed."""
+    activity = vad.speech_activity(wav)
+    starts = np.arange(n_frames) / fps
+    speech = vad.activity_per_window(activity, starts, MEL_STEP / audio_io.MEL_FPS)
+    weights = np.ones(n_frames, np.float32)
+    shortest = max(1, int(np.ceil(MIN_SILENCE * fps)))
+    for start, stop, spoken in vad.run_lengths(speech):
+        if spoken or stop - start < shortest:
+            continue
+        k = np.arange(start, stop)
+        ramp_in = (k - start + 1) / (crossfade + 1) if start > 0 else np.ones(k.size)
+        ramp_out = (stop - k) / (crossfade + 1) if stop < n_frames else np.ones(k.size)
+        weights[start:stop] = 1 - np.clip(np.minimum(ramp_in, ramp_out), 0, 1)
+    return weights
+
+
 # ---------------------------------------------------------------- the stages
 
 
@@ -182,6 +245,8 @@ class _Frame:
     image: np.ndarray
     box: np.ndarray | None = None
     face: np.ndarray | None = None  # generated 96x96x3 uint8 BGR
+    speech: float = 1.0  # 1: lip-synced; 0: a pause (SyncOptions.silence); between: a crossfade
+    landmarks: np.ndarray | None = None  # the detector's five points in frame pixels (landmark mask)
 
 
 @dataclass
@@ -223,6 +288,8 @@ class _Job:
                                f"{self.source.width}x{self.source.height} frames")
         self.n_frames = audio_io.frame_count_for_audio(wav.size, self.fps)
         self.n_reference = len(audio_io.reference_chunk_starts(self.mel.shape[1], self.fps))
+        self.speech = (np.ones(self.n_frames, np.float32) if options.silence == "off"
+                       else speech_weights(wav, self.n_frames, self.fps, options.crossfade))
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """The reference's order: resize_factor, rotate, crop; a still image skips all three."""
@@ -249,13 +316,13 @@ class _Job:
         if self.still or self.options.static:
             first = self.prepare(next(iter(self.source.frames(1))))
             for k in range(n):  # a fresh copy each time: frames are blended in place downstream
-                yield _Frame(k, 0, k == 0, first.copy())
+                yield _Frame(k, 0, k == 0, first.copy(), speech=float(self.speech[k]))
             return
         count = 0
         for image in self.source.frames():
             if count == n:
                 break
-            yield _Frame(count, count, True, self.prepare(image))
+            yield _Frame(count, count, True, self.prepare(image), speech=float(self.speech[count]))
             count += 1
         if count == 0:
             raise Wav2LipError(f"{self.face}: no video frame could be decoded")
@@ -269,7 +336,14 @@ class _Job:
             rest = itertools.islice(self.source.frames(n, loop="pingpong"), count, None)
             start = count
         for k, image in enumerate(rest, start):
-            yield _Frame(count + k - start, _loop_index(k, count, loop), False, self.prepare(image))
+            index = count + k - start
+            yield _Frame(index, _loop_index(k, count, loop), False, self.prepare(image),
+                         speech=float(self.speech[index]))
+
+    @property
+    def silent_frames(self) -> int:
+        """Output frames changed by the silence mode (pauses and their crossfades)."""
+        return int(np.sum(self.speech < 1))
 
     def fixed_box(self, width: int, height: int) -> np.ndarray | None:
         """`--box` (top, bottom, left, right) as (x1, y1, x2, y2), checked against the frame."""
@@ -300,9 +374,11 @@ class _Run:
     """The stages of one run, sharing the job, the models and the stop flag."""
 
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
-                 device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None) -> None:
+                 device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None,
+                 expert: Callable[[], nn.Module | None] = lambda: None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
-        self.device, self.cache_dir = device, cache_dir
+        self.device, self.cache_dir, self.get_expert = device, cache_dir, expert
+        self.speakers: list[speakers.ShotChoice] = []
         self.profile = Profile()
         self.stop = _StopFlag(cancel)
 
@@ -310,10 +386,32 @@ class _Run:
     def cancelled(self) -> bool:
         return self.stop.cancel is not None and self.stop.cancel.is_set()
 
-    def track_options(self) -> FaceTrackOptions:
+    def track_options(self, offset: int = 0) -> FaceTrackOptions:
+        """Tracking settings; `offset`: the first frame of the segment being tracked (speaker points)."""
         opts = self.job.options
+        points = None
+        if any(choice.reason == "sync" for choice in self.speakers):
+            points = tuple((max(0, c.start - offset), *c.point) for c in self.speakers)
         return FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every,
+                                face_index=opts.face_index, face_at=opts.face_at, speaker_points=points,
                                 calibration=BoxCalibration(*opts.calibration) if opts.calibration else None)
+
+    def choose_speakers(self, detector: FaceDetector) -> None:
+        """`speaker="auto"` on a video that shows several faces: score them against its own soundtrack.
+        Without an expert nothing is looked at: the tracker's own rule already takes the largest face."""
+        job = self.job
+        opts = job.options
+        if (opts.speaker != "auto" or opts.face_index is not None or opts.face_at is not None
+                or job.still or opts.static):
+            return
+        expert = self.get_expert()
+        if expert is None:
+            return
+        first_pass = lambda: (job.prepare(f) for f in job.source.frames(job.n_frames, loop="none"))  # noqa: E731
+        if not speakers.several_faces(first_pass(), detector):
+            return
+        mel = speakers.soundtrack_mel(job.face)
+        self.speakers = speakers.choose_speakers(first_pass(), detector, job.fps, mel, expert)
 
     def detect(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
         """Boxes for the first pass of the video, tracked as the reference does on its kept frames
@@ -322,6 +420,7 @@ class _Run:
         job = self.job
         frames = iter(frames)
         boxes: list[np.ndarray | None] = []
+        marks: list[np.ndarray | None] = []
         pending: deque[_Frame] = deque()
         first = next(frames, None)
         if first is None:
@@ -346,13 +445,14 @@ class _Run:
                 item.box = fixed
                 yield item
             return
-        options = self.track_options()
         detector = self.get_detector()
+        self.choose_speakers(detector)
         if job.still or job.options.static:
             limits = [1]
         else:
             limits = [job.n_reference] + ([job.n_frames] if job.n_frames > job.n_reference else [])
         for segment, limit in enumerate(limits):
+            options = self.track_options(0 if segment == 0 else limits[0])
             source = {"fps": job.fps, "resize_factor": job.options.resize_factor, "rotate": job.options.rotate,
                       "crop": list(job.options.crop), "static": job.options.static, "segment": segment}
             tracked = (cached_track(job.face, take(limit), detector, options, self.cache_dir, source)
@@ -360,12 +460,15 @@ class _Run:
             for item in tracked:
                 frame = pending.popleft()
                 frame.box = item.box
+                frame.landmarks = item.detection.landmarks if item.detection is not None else None
                 boxes.append(item.box)
+                marks.append(frame.landmarks)
                 yield frame
         if not any(box is not None for box in boxes):
             raise Wav2LipError(f"{job.face}: no face found in any frame (give the face box with --box)")
         for item in itertools.chain(ahead, frames):
             item.box = boxes[item.source] if item.source < len(boxes) else None
+            item.landmarks = marks[item.source] if item.source < len(marks) else None
             yield item
 
     def batch_size(self, frame: np.ndarray) -> int:
@@ -385,26 +488,39 @@ class _Run:
             yield self._inputs(batch)
 
     def _inputs(self, batch: list[_Frame]) -> _Batch:
-        with_face = [f for f in batch if f.box is not None]
+        with_face = [f for f in batch if self._generates(f)]
         if not with_face:
             return _Batch(batch, np.zeros((0, 1, 80, MEL_STEP), np.float32), np.zeros((0, 6, 96, 96), np.float32))
         crops = np.stack([crop_face(f.image, f.box) for f in with_face])
         mel = frame_mel_windows(self.job.mel, [f.index for f in with_face], self.job.fps)
+        if self.job.options.silence == "still":
+            weight = np.array([f.speech for f in with_face], np.float32)[:, None, None, None]
+            mel = weight * mel + (1 - weight) * SILENT_MEL  # the generator's closed mouth in pauses
         return _Batch(batch, mel, generator_faces(crops))
+
+    def _generates(self, frame: _Frame) -> bool:
+        """Frames the generator paints: those with a face, except pauses shown as the source."""
+        return frame.box is not None and (frame.speech > 0 or self.job.options.silence != "original")
 
     def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
         for batch in batches:
             if len(batch.mel):
                 faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))
-                for frame, face in zip((f for f in batch.frames if f.box is not None), faces):
+                for frame, face in zip((f for f in batch.frames if self._generates(f)), faces):
                     frame.face = face
             yield from batch.frames
 
     def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
-        fn = BLENDS[self.job.options.blend]
+        fn = blend_function(self.job.options)
+        original = self.job.options.silence == "original"
+        held = _HeldLandmarks()
         for frame in frames:
+            frame.landmarks = held(frame.box, frame.landmarks)
             if frame.face is not None:
-                fn(frame.image, frame.box, frame.face)
+                if original and frame.speech < 1:
+                    _blend_faded(fn, frame)
+                else:
+                    fn(frame)
                 frame.face = None
             yield frame
 
@@ -427,6 +543,91 @@ class _Run:
             deadline = time.monotonic() + STOP_WAIT_S
             for stage in started:
                 stage.thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def blend_function(options: SyncOptions) -> Callable[[_Frame], None]:
+    """frame -> None: the chosen blend of `frame.face` into `frame.image` with the options' mask."""
+    if options.blend != "feather":
+        paste_fn = BLENDS[options.blend]
+        return lambda frame: paste_fn(frame.image, frame.box, frame.face)
+    shape = options.mask_shape
+    return lambda frame: feather(frame.image, frame.box, frame.face, shape, frame.landmarks)
+
+
+class _HeldLandmarks:
+    """Frames between detections (tracking skips every other one, the cache keeps only detections)
+    get the last detected landmarks, carried along with the box."""
+
+    def __init__(self) -> None:
+        self.relative: np.ndarray | None = None
+
+    def __call__(self, box: np.ndarray | None, landmarks: np.ndarray | None) -> np.ndarray | None:
+        if box is None:
+            return None
+        origin, size = box[:2].astype(np.float64), np.maximum(box[2:] - box[:2], 1).astype(np.float64)
+        if landmarks is not None:
+            self.relative = (np.asarray(landmarks, np.float64) - origin) / size
+            return landmarks
+        return None if self.relative is None else origin + self.relative * size
+
+
+def _blend_faded(fn: Callable, frame: _Frame) -> None:
+    """Blend, then mix the box back toward the source frame by the frame's speech weight (a crossfade
+    into a pause shown as the source)."""
+    x1, y1, x2, y2 = (int(v) for v in frame.box)
+    source = frame.image[y1:y2, x1:x2].astype(np.float32)
+    fn(frame)
+    region = frame.image[y1:y2, x1:x2]
+    mixed = source + frame.speech * (region.astype(np.float32) - source)
+    region[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
+
+
+@dataclass
+class Preview:
+    """What `LipSyncer.preview` wrote: the PNG, the frame, its box (x1, y1, x2, y2) and the time taken."""
+
+    output: Path
+    frame: int
+    box: tuple[int, int, int, int]
+    speech: float
+    seconds: float
+
+    def summary(self) -> str:
+        pause = "" if self.speech == 1 else f" (in a pause: speech weight {self.speech:g})"
+        return f"frame {self.frame}{pause}, face box {self.box}, {self.seconds:.2f} s -> {self.output}"
+
+
+PREVIEW_HEIGHT = 360  # pixels of each preview panel
+
+
+def _source_frame(job: _Job, index: int) -> np.ndarray:
+    """Output frame `index`'s source image, decoded up to it (a looped frame: its source frame)."""
+    if job.still or job.options.static:
+        return job.prepare(next(iter(job.source.frames(1))))
+    return job.prepare(next(itertools.islice(job.source.frames(index + 1), index, None)))
+
+
+def _panels(image: np.ndarray, blended: np.ndarray, generated: np.ndarray, mask: np.ndarray,
+            box: np.ndarray) -> np.ndarray:
+    """source | generated crop | blended | mask, each the box with a margin, side by side, labelled."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    mx, my = (x2 - x1) // 4, (y2 - y1) // 4
+    ax1, ay1 = max(0, x1 - mx), max(0, y1 - my)
+    ax2, ay2 = min(image.shape[1], x2 + mx), min(image.shape[0], y2 + my)
+    canvas = np.full_like(image[ay1:ay2, ax1:ax2], 128)
+    crop = canvas.copy()
+    crop[y1 - ay1:y2 - ay1, x1 - ax1:x2 - ax1] = cv2.resize(generated, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    weights = np.zeros_like(canvas)
+    weights[y1 - ay1:y2 - ay1, x1 - ax1:x2 - ax1] = np.round(255 * mask).astype(np.uint8)
+    panels = []
+    for label, panel in (("source", image[ay1:ay2, ax1:ax2]), ("generated", crop),
+                         ("blended", blended[ay1:ay2, ax1:ax2]), ("mask", weights)):
+        scale = PREVIEW_HEIGHT / panel.shape[0]
+        panel = cv2.resize(panel, (max(1, round(panel.shape[1] * scale)), PREVIEW_HEIGHT), interpolation=cv2.INTER_AREA)
+        cv2.putText(panel, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (0, 0, 0), 3)
+        cv2.putText(panel, label, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 1)
+        panels += [panel, np.zeros((PREVIEW_HEIGHT, 4, 3), np.uint8)]
+    return np.hstack(panels[:-1])
 
 
 def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device) -> np.ndarray:
@@ -498,7 +699,7 @@ def lipsync_file(job: _Job, run: _Run, output: str | Path,
         raise
     h, w = writer.height, writer.width
     return Result(output, writer.frames_written, missed, time.perf_counter() - start, job.fps, w, h,
-                  dict(run.profile.seconds))
+                  dict(run.profile.seconds), silent_frames=job.silent_frames, speakers=run.speakers)
 
 
 def check_output_path(output: str | Path, inputs: Iterable[str | Path | None] = (), lossless: bool = False) -> Path:
@@ -515,7 +716,9 @@ class LipSyncer:
     checkpoint: a Wav2Lip generator file or a model-store name; detector: "retinaface", "s3fd" or a
     ready `FaceDetector`; device: "auto", "cpu", "cuda", "mps"; precision: "auto", "fp32", "bf16",
     "fp16" ("auto" = the fastest one measured to keep the face visibly identical, see device.py);
-    backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache).
+    backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache);
+    speaker_model: a Wav2Lip lip-sync expert (file, store name or module) that picks the speaking face
+    among several (SyncOptions.speaker); without one the largest face is followed.
     """
 
     def __init__(
@@ -529,6 +732,7 @@ class LipSyncer:
         detector_max_size: int | None = None,
         cache_dir: str | Path | None = None,
         backend: str = "torch",
+        speaker_model: str | Path | nn.Module | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise Wav2LipError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
@@ -552,6 +756,15 @@ class LipSyncer:
             raise Wav2LipError(f"unknown face detector {detector!r} (one of {', '.join(DETECTORS)})")
         self.cache_dir = cache_dir
         self.weights = [p for p in (checkpoint, detector_weights) if p is not None]
+        self._speaker_model = speaker_model
+
+    @property
+    def speaker_model(self) -> nn.Module | None:
+        """The lip-sync expert that tells which face speaks (speaker="auto"), loaded on first need."""
+        if self._speaker_model is not None and not isinstance(self._speaker_model, nn.Module):
+            self._speaker_model = checkpoints.load_model(store.resolve(self._speaker_model), "syncnet",
+                                                         device=self.device).eval()
+        return self._speaker_model
 
     @property
     def detector(self) -> FaceDetector:
@@ -564,7 +777,8 @@ class LipSyncer:
     def _run(self, face: str | Path, audio: str | Path, options: dict,
              cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions.from_kwargs(options))
-        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel)
+        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel,
+                         lambda: self.speaker_model)
 
     def check(self, face: str | Path, audio: str | Path, **options) -> None:
         """Raise the Wav2LipError `run` would raise before its first frame for these inputs and options
@@ -585,6 +799,44 @@ class LipSyncer:
         check_output_path(output, self.inputs(face, audio), bool(options.get("lossless")))
         job, run = self._run(face, audio, options, cancel)
         return lipsync_file(job, run, output, on_progress)
+
+    def preview(self, face: str | Path, audio: str | Path, output: str | Path, frame: int = 0,
+                **options) -> Preview:
+        """Write one PNG for output frame `frame`: source | generated crop | blended | mask, to tune the
+        blend (SyncOptions mask fields) in a second before a long run. The box is that frame's own
+        detection (a run also smooths it with its neighbours); audio window and silence as in a run."""
+        start = time.perf_counter()
+        output = check_output(output, [face, audio])
+        if output.suffix.lower() != ".png":
+            raise Wav2LipError(f"{output}: the preview is a PNG image (name it .png)")
+        job, run = self._run(face, audio, options)
+        if not 0 <= frame < job.n_frames:
+            raise Wav2LipError(f"{job.face}: frame {frame} is outside the output's {job.n_frames} frames")
+        image = _source_frame(job, frame)
+        item = _Frame(frame, frame, True, image, speech=float(job.speech[frame]))
+        item.box = job.fixed_box(image.shape[1], image.shape[0])
+        if item.box is None:
+            tracked = next(track([image], self.detector, run.track_options()))
+            item.box = tracked.box
+            item.landmarks = tracked.detection.landmarks if tracked.detection is not None else None
+        if item.box is None:
+            raise Wav2LipError(f"{job.face}: no face found in frame {frame} (give the face box with --box)")
+        batch = run._inputs([_Frame(frame, frame, True, image, item.box, speech=1.0 if job.options.silence
+                                    == "original" else item.speech)])
+        generated = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))[0]
+        blended = image.copy()
+        shown = _Frame(frame, frame, True, blended, item.box, generated.copy(), item.speech, item.landmarks)
+        if job.options.silence == "original" and item.speech < 1:
+            _blend_faded(blend_function(job.options), shown)
+        else:
+            blend_function(job.options)(shown)
+        x1, y1, x2, y2 = (int(v) for v in item.box)
+        mask = (blend_mask(item.box, job.options.mask_shape, item.landmarks) if job.options.blend == "feather"
+                else np.ones((y2 - y1, x2 - x1, 1), np.float32))
+        with atomic_output(output) as tmp:
+            if not cv2.imwrite(str(tmp), _panels(image, blended, generated, mask, item.box)):
+                raise Wav2LipError(f"{output}: the PNG could not be written")
+        return Preview(output, frame, (x1, y1, x2, y2), item.speech, time.perf_counter() - start)
 
     def frames(self, face: str | Path, audio: str | Path, **options) -> Iterator[np.ndarray]:
         """The output frames (BGR uint8) one at a time, for callers that want frames, not a file."""

@@ -2,10 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 
+from .. import store
+from ..checkpoints import load_model
 from ..device import resolve_device
 from ..errors import Wav2LipError
 from ..faces import BoxCalibration, FaceTrackOptions, create_detector
+from ..faces.speaker import choose_speakers, soundtrack_mel
+from ..files import atomic_output
 from ..faces.report import compare_detectors, detect_video
 from ..files import check_distinct, check_output
 from ..options import DETECTORS, SMOOTH_MODES
@@ -40,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_box(parser)
     parser.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left")
     parser.add_argument("--face-at", type=float, nargs=2, metavar=("X", "Y"), help="follow the face nearest X Y")
+    parser.add_argument("--tracks", action="store_true",
+                        help="list every face track per shot and the one lip-sync follows (--speaker auto), with "
+                        "each track's sync score against the video's own soundtrack; --json writes them")
+    parser.add_argument("--sync-model", metavar="PTH",
+                        help="lip-sync expert that scores the tracks (a file or lipsync_expert.pth); without it "
+                        "the largest face is chosen")
     parser.add_argument("--max-gap", type=int, default=FaceTrackOptions.max_gap, metavar="N",
                         help="bridge up to N frames without a face by interpolation (0: never)")
     parser.add_argument("--calibration", type=float, nargs=4, metavar=("DX", "DY", "SX", "SY"),
@@ -108,6 +119,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"use it in infer or detect: --detector {names[1]} --calibration {c.dx:.4f} {c.dy:.4f} {c.sx:.4f} {c.sy:.4f}")
         if not (args.json or args.preview):
             return 0
+    if args.tracks:
+        return _tracks(args)
     options = FaceTrackOptions(
         pads=tuple(args.pads), smooth=args.smooth, detect_every=args.detect_every, max_gap=args.max_gap,
         fixed_box=box_to_xyxy(args.box) if args.box else None, face_index=args.face_index,
@@ -122,6 +135,29 @@ def run(args: argparse.Namespace) -> int:
     if report.missing:
         print(f"no face in frames: {_ranges(report.missing)}")
     print(_infer_flags(args, report.median_box))
+    return 0
+
+
+def _tracks(args: argparse.Namespace) -> int:
+    """`detect --tracks`: the face tracks of each shot, their sync scores and the one chosen."""
+    source = open_source(args.video)
+    if source.is_still:
+        raise Wav2LipError(f"{args.video}: is a still image; speaking faces are told apart in videos")
+    detector = _detector(args, args.detector)
+    expert = None
+    if args.sync_model:
+        expert = load_model(store.resolve(args.sync_model), "syncnet", device=resolve_device(args.device)).eval()
+    mel = soundtrack_mel(args.video) if expert is not None else None
+    choices = choose_speakers(source.frames(), detector, source.fps, mel, expert)
+    for choice in choices:
+        print(choice.summary())
+    if not choices:
+        print(f"{args.video}: no face found")
+    if args.json:
+        doc = {"video": str(args.video), "fps": source.fps, "sync_model": args.sync_model,
+               "soundtrack": mel is not None, "shots": [c.as_dict() for c in choices]}
+        with atomic_output(args.json) as tmp:
+            tmp.write_text(json.dumps(doc, indent=1))
     return 0
 
 

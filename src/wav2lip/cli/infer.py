@@ -10,9 +10,10 @@ import sys
 from pathlib import Path
 
 from ..errors import Wav2LipError
+from ..blend import MASKS
 from ..files import check_not_input
 from ..options import BACKENDS, BLEND_MODES, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
-from ..pipeline import LipSyncer, SyncOptions, check_output_path
+from ..pipeline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
 from .common import add_box, add_detector, add_device, add_quiet, show_progress
 
@@ -51,6 +52,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="box smoothing: centered (lag-free, default), mean5 (the reference's), none")
     g.add_argument("--nosmooth", action="store_true", help="no box smoothing (same as --smooth none)")
     g.add_argument("--no-cache", action="store_true", help="do not reuse or store face boxes of this video")
+    g.add_argument("--speaker", choices=SPEAKERS, default=SyncOptions.speaker,
+                   help="several faces: auto follows, shot by shot, the one whose lips agree with the video's own "
+                   "soundtrack (needs --speaker-model), else the largest (default: auto)")
+    g.add_argument("--speaker-model", metavar="PTH",
+                   help="lip-sync expert that judges which face speaks (a file or lipsync_expert.pth)")
+    g.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left (0: leftmost)")
+    g.add_argument("--face-at", type=float, nargs=2, metavar=("X", "Y"), help="follow the face nearest X Y (pixels)")
 
     g = p.add_argument_group("frames")
     g.add_argument("--static", action="store_true", help="use only the first frame of the video")
@@ -68,6 +76,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g = p.add_argument_group("generation and output")
     g.add_argument("--blend", choices=BLEND_MODES, default="paste",
                    help="paste: the reference's hard rectangle (default); feather: soft, colour-matched mouth")
+    g.add_argument("--mask", choices=MASKS, default=SyncOptions.mask,
+                   help="feather mask: ellipse (fixed in the box, default) or landmarks (mouth and jaw from "
+                   "RetinaFace's five points; follows a tilted head)")
+    g.add_argument("--mask-top", type=float, default=SyncOptions.mask_top, metavar="F",
+                   help=f"feather mask: where it starts, as a fraction of the box height from its top; smaller "
+                   f"reaches higher (default: {SyncOptions.mask_top:.2f})")
+    g.add_argument("--mask-softness", type=float, default=SyncOptions.mask_softness, metavar="F",
+                   help=f"feather mask: fraction of its radius over which it fades (default: {SyncOptions.mask_softness})")
+    g.add_argument("--no-colour-match", "--no-color-match", dest="colour_match", action="store_false",
+                   help="feather: keep the generated colours (default: matched to the surrounding skin)")
+    g.add_argument("--silence", choices=SILENCE, default=SyncOptions.silence,
+                   help="where nobody speaks: still (closed, still mouth; default), original (the source "
+                   "frames), off (lip-sync to whatever sound is there, as the reference)")
+    g.add_argument("--crossfade", type=int, default=SyncOptions.crossfade, metavar="N",
+                   help=f"frames of crossfade at each edge of a pause (default: {SyncOptions.crossfade})")
+    g.add_argument("--preview-frame", type=int, metavar="N",
+                   help="write only a PNG of output frame N (source | generated | blended | mask) to OUT "
+                   "(default: results/preview.png), to tune the blend in a second")
     g.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=SyncOptions.batch_size,
                    metavar="N", help=f"generator batch size (default: {SyncOptions.batch_size}; lowered for big frames)")
     add_device(g)
@@ -92,6 +118,9 @@ def _options(args: argparse.Namespace) -> dict:
         crop=tuple(args.crop), rotate=args.rotate, loop=args.loop, blend=args.blend, batch_size=args.batch_size,
         lossless=args.lossless, crf=args.crf, preset=args.preset, cache=not args.no_cache,
         progress=show_progress(args), calibration=tuple(args.calibration) if args.calibration else None,
+        silence=args.silence, crossfade=args.crossfade,
+        speaker=args.speaker, face_index=args.face_index, face_at=tuple(args.face_at) if args.face_at else None,
+        mask=args.mask, mask_top=args.mask_top, mask_softness=args.mask_softness, colour_match=args.colour_match,
     )
 
 
@@ -140,13 +169,24 @@ def run(args: argparse.Namespace) -> int:
     options = _options(args)
     SyncOptions.from_kwargs(options)  # bad options fail before the models load
     weights = [args.checkpoint, args.detector_weights]
+    if args.preview_frame is not None:
+        if args.manifest is not None:
+            raise Wav2LipError("--preview-frame previews one face and audio: give --face and --audio, not --manifest")
+        options.pop("progress")
+        output = Path(args.output) if args.output else _output_path(args).with_name("preview.png")
+        check_not_input(output, [args.face, args.audio, *weights])
+        syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
+                           backend=args.backend, detector_weights=args.detector_weights,
+                           face_det_batch_size=args.face_det_batch_size)
+        print(syncer.preview(args.face, args.audio, output, args.preview_frame, **options).summary(), file=sys.stderr)
+        return 0
     if args.manifest is None:
         output = check_output_path(_output_path(args), [args.face, args.audio, *weights], args.lossless)
     else:
         rows, bad = _read_manifest(Path(args.manifest))
     syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
                        backend=args.backend, detector_weights=args.detector_weights,
-                       face_det_batch_size=args.face_det_batch_size)
+                       face_det_batch_size=args.face_det_batch_size, speaker_model=args.speaker_model)
     if args.manifest is None:
         _report(syncer.run(args.face, args.audio, output, **options), args.profile)
         return 0

@@ -42,6 +42,8 @@ class FaceTrackOptions:
     max_gap: int = 5  # frames without a face bridged by interpolation (0: never)
     face_index: int | None = None  # pick the i-th face from the left at each shot's start (else the largest)
     face_at: tuple[float, float] | None = None  # or the face nearest this point
+    # or, from frame START on, the face nearest (X, Y): (START, X, Y) entries sorted by START (faces.speaker)
+    speaker_points: tuple[tuple[int, float, float], ...] | None = None
     calibration: BoxCalibration | None = None  # map detector boxes to the generator's crop
 
     def __post_init__(self) -> None:
@@ -103,6 +105,7 @@ class _Detector:
         self.skipped = 0
         self.hist: np.ndarray | None = None
         self._memo: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+        self.index = -1
 
     def _histogram(self, frame: np.ndarray) -> np.ndarray:
         """Each frame's histogram is computed once, though it is compared as the look-ahead and again."""
@@ -121,6 +124,7 @@ class _Detector:
         since the bridge has no later detection in the same shot to interpolate it from.
         """
         opts = self.options
+        self.index += 1
         hist = self._histogram(frame) if opts.scene_cut is not None else None
         cut = self._is_cut(self.hist, hist)
         self.hist = hist
@@ -155,8 +159,12 @@ class _Detector:
             if iou.max() > 0:
                 return dets[int(iou.argmax())]
             return dets[int(np.linalg.norm(_centre(boxes.T) - _centre(self.prev)[:, None], axis=0).argmin())]
-        if self.options.face_at is not None:
-            point = np.asarray(self.options.face_at, dtype=np.float64)
+        point = self.options.face_at
+        for start, x, y in self.options.speaker_points or ():
+            if start <= self.index:
+                point = (x, y)
+        if point is not None:
+            point = np.asarray(point, dtype=np.float64)
             return dets[int(np.linalg.norm(_centre(boxes.T).T - point, axis=1).argmin())]
         if self.options.face_index is not None and self.options.face_index < len(dets):
             return sorted(dets, key=lambda d: d.box[0] + d.box[2])[self.options.face_index]

@@ -1,0 +1,140 @@
+"""vad.py on the shared speech with planted pauses (clean, in noise, under music) and the per-frame
+speech weights the pipeline's silence modes use."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from wav2lip import vad
+from wav2lip.audio import SAMPLE_RATE, load_audio
+from wav2lip.pipeline import MIN_SILENCE, speech_weights
+
+FS = vad.FRAME_RATE  # decisions per second
+
+
+def planted(media, rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """mt_yongen.wav cut into 1.5 s pieces with 0.6 s pauses (room noise at -65 dBFS) between them;
+    the pauses as (start, stop) decision indices."""
+    wav = load_audio(media / "mt_yongen.wav")
+    parts, pauses, t = [], [], 0
+    for start in range(0, wav.size, int(1.5 * SAMPLE_RATE)):
+        piece = wav[start:start + int(1.5 * SAMPLE_RATE)]
+        parts.append(piece)
+        t += piece.size
+        gap = int(0.6 * SAMPLE_RATE)
+        parts.append(rng.normal(0, 10 ** (-65 / 20), gap).astype(np.float32))
+        pauses.append((t // vad.HOP, (t + gap) // vad.HOP))
+        t += gap
+    return np.concatenate(parts), pauses
+
+
+def music(n: int) -> np.ndarray:
+    """Chords of decaying harmonic notes every half second."""
+    t = np.arange(n) / SAMPLE_RATE
+    out = np.zeros(n)
+    for k, start in enumerate(range(0, n, SAMPLE_RATE // 2)):
+        tt = t[start:] - t[start]
+        for f in (220 * 1.26 ** (k % 3), 330.0):
+            out[start:] += np.sin(2 * np.pi * f * tt) * np.exp(-tt / 0.4)
+    return out.astype(np.float32)
+
+
+def clear(clean: np.ndarray) -> np.ndarray:
+    """Decisions whose clean speech-band level is within 25 dB of the loudest: surely speech."""
+    level = 10 * np.log10(np.concatenate([p.sum(axis=1) for p in vad._band_power(clean)]))
+    return level > np.percentile(level, 99) - 25
+
+
+def check(activity: np.ndarray, spoken: np.ndarray, pauses: list[tuple[int, int]], max_false: float) -> None:
+    """Each planted pause is mostly silence away from its edges; clear speech is speech."""
+    margin = int(0.12 * FS)
+    inside = np.concatenate([np.arange(a + margin, b - margin) for a, b in pauses])
+    assert activity[inside].mean() <= max_false, activity[inside].mean()
+    assert activity[spoken].mean() > 0.9, activity[spoken].mean()
+
+
+@pytest.mark.parametrize("background", ["clean", "white", "music"])
+def test_planted_pauses_are_found(media, background) -> None:
+    rng = np.random.default_rng(0)
+    wav, pauses = planted(media, rng)
+    spoken = clear(wav)
+    speech_power = float(np.mean(wav ** 2))
+    if background != "clean":
+        noise = rng.normal(0, 1, wav.size).astype(np.float32) if background == "white" else music(wav.size)
+        wav = wav + noise * np.sqrt(speech_power / np.mean(noise ** 2) / 10)  # 10 dB below the speech
+    check(vad.speech_activity(wav), spoken, pauses, max_false=0.0 if background == "clean" else 0.2)
+
+
+def test_steady_sound_or_silence_is_not_speech_everywhere() -> None:
+    rng = np.random.default_rng(1)
+    assert not vad.speech_activity(np.zeros(SAMPLE_RATE, np.float32)).any()
+    assert not vad.speech_activity(rng.normal(0, 0.1, 2 * SAMPLE_RATE).astype(np.float32)).any()
+    assert vad.speech_activity(np.zeros(0, np.float32)).size == 0
+
+
+def test_hold_bridges_short_gaps_drops_short_bursts_and_pads() -> None:
+    raw = np.zeros(200, bool)
+    raw[20:60] = True
+    raw[70:120] = True  # a 0.1 s gap: bridged
+    raw[160:165] = True  # a 50 ms burst: dropped
+    held = vad.hold(raw, vad.VadOptions(min_pause=0.2, min_speech=0.1, pad=0.05))
+    assert held[15:125].all() and not held[:14].any() and not held[126:].any()
+
+
+def test_speech_weights_touch_only_pauses_and_ramp_inside_them(media) -> None:
+    wav = load_audio(media / "vr_audio1.wav")
+    fps = 25.0
+    silent = np.zeros(SAMPLE_RATE, np.float32)
+    joined = np.concatenate([wav[:2 * SAMPLE_RATE], silent, wav[2 * SAMPLE_RATE:4 * SAMPLE_RATE]])
+    n = int(np.ceil(joined.size / SAMPLE_RATE * fps))
+    weights = speech_weights(joined, n, fps, crossfade=3)
+    assert weights.min() == 0 and set(np.unique(weights)) <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    # Frames whose mel window (0.2 s) reaches into the speech after the pause keep their audio.
+    activity = vad.speech_activity(joined)
+    window = vad.activity_per_window(activity, np.arange(n) / fps, 0.2)
+    assert (weights[window] == 1).all()
+    zero = np.flatnonzero(weights == 0)
+    assert 1.9 * fps < zero[0] and zero[-1] < 3.0 * fps
+    before, after = weights[zero[0] - 3:zero[0]], weights[zero[-1] + 1:zero[-1] + 4]
+    assert list(before) == [0.75, 0.5, 0.25] and list(after) == [0.25, 0.5, 0.75]
+    # A pause shorter than MIN_SILENCE is left alone.
+    short = np.concatenate([wav[:2 * SAMPLE_RATE], silent[:int(0.1 * SAMPLE_RATE)], wav[2 * SAMPLE_RATE:]])
+    m = int(np.ceil(short.size / SAMPLE_RATE * fps))
+    assert MIN_SILENCE > 0.1 and (speech_weights(short, m, fps, 3)[:int(2.5 * fps)] == 1).all()
+
+
+def test_silence_modes_in_the_pipeline(media, models_dir, tmp_path) -> None:
+    """Speech, 1.2 s of faint room noise (-50 dBFS), speech: "still" and "original" change only the pause (and its
+    crossfade), "original" shows the source there, "off" lip-syncs the noise."""
+    import torch
+
+    from wav2lip import LipSyncer, synth
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.deterministic import fill_deterministic
+    from wav2lip.models.generator import Wav2Lip
+    from wav2lip.video_io import open_source
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "g.pth"
+    save_checkpoint(checkpoint, fill_deterministic(Wav2Lip(width=0.125)))
+    wav = load_audio(media / "vr_audio1.wav")
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 0.003, int(1.2 * SAMPLE_RATE)).astype(np.float32)
+    joined = np.concatenate([wav[:int(1.5 * SAMPLE_RATE)], noise, wav[int(1.5 * SAMPLE_RATE):3 * SAMPLE_RATE]])
+    audio = tmp_path / "dub.wav"
+    synth.write_wav(audio, joined)
+    syncer = LipSyncer(checkpoint, device="cpu", precision="fp32")
+    box = (150, 470, 140, 380)  # vr_face5's face: top, bottom, left, right
+    face = media / "vr_face5.mp4"
+    runs = {mode: list(syncer.frames(face, audio, box=box, silence=mode)) for mode in ("still", "original", "off")}
+    weights = speech_weights(joined, len(runs["off"]), 25.0, 3)
+    source = list(open_source(face).frames(len(runs["off"])))
+    assert (weights == 0).sum() >= 10
+    for k, w in enumerate(weights):
+        # "original" generates fewer frames per batch: batch-size rounding of at most 2 levels.
+        diff = [np.abs(runs[m][k].astype(int) - runs["off"][k]).max() for m in ("still", "original")]
+        assert (diff[0] == 0) == (w == 1) and (diff[1] <= 2) == (w == 1), (k, w, diff)
+        if w == 0:
+            np.testing.assert_array_equal(runs["original"][k], source[k])
+    result = syncer.run(face, audio, tmp_path / "out.mp4", box=box)
+    assert result.silent_frames == int((weights < 1).sum()) and "in pauses" in result.summary()
