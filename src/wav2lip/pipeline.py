@@ -1,4 +1,4 @@
-"""The streaming lip-sync chain: decode -> detect/track -> crop -> generate -> blend -> encode.
+"""The streaming lip-sync chain: decode -> detect/track -> crop -> generate -> blend (-> enhance) -> encode.
 
 Each stage runs in its own thread and hands its results to the next through a bounded queue, so the
 stages overlap (PyAV, OpenCV and torch release the GIL) and the slowest one sets the pace, while
@@ -29,7 +29,8 @@ from torch import nn
 from . import audio as audio_io
 from . import checkpoints, store, video_io
 from .blend import BLENDS, to_uint8
-from .device import inference_model, resolve_device, resolve_precision
+from .device import DTYPES, inference_model, resolve_device, resolve_precision
+from .enhance import ENHANCE_BATCH, ENHANCERS, FaceEnhancer
 from .errors import Wav2LipError
 from .export import onnx_generator
 from .faces import DETECTORS, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
@@ -44,7 +45,7 @@ REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 # so 720p runs in batches of 46 and 1080p of 20, and peak memory stays far below 2 GB.
 MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
-STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
+STAGES = ("decode", "detect", "crop", "generate", "blend", "enhance", "encode")
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
 _UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
@@ -71,6 +72,8 @@ class SyncOptions:
     preset: str = video_io.DEFAULT_PRESET
     cache: bool = True  # reuse face boxes of a video tracked before with the same settings
     progress: bool = False  # tqdm bar on stderr
+    enhance: str = "none"  # "gfpgan": restore the painted mouth with GFPGAN v1.4 (see enhance.py)
+    enhance_strength: float = 1.0  # 0 = plain, 1 = restored, where the generator painted
 
     def check(self) -> None:
         if self.smooth not in ("centered", "mean5", "none"):
@@ -85,6 +88,10 @@ class SyncOptions:
             raise Wav2LipError(f"generator batch size must be positive, got {self.batch_size}")
         if self.fps is not None and self.fps <= 0:
             raise Wav2LipError(f"fps must be positive, got {self.fps}")
+        if self.enhance not in ENHANCERS:
+            raise Wav2LipError(f"unknown enhancer {self.enhance!r} (one of {', '.join(ENHANCERS)})")
+        if not 0.0 <= self.enhance_strength <= 1.0:
+            raise Wav2LipError(f"enhance strength must be between 0 and 1, got {self.enhance_strength}")
 
 
 @dataclass
@@ -156,6 +163,7 @@ class _Frame:
     image: np.ndarray
     box: np.ndarray | None = None
     face: np.ndarray | None = None  # generated 96x96x3 uint8 BGR
+    landmarks: np.ndarray | None = None  # (5, 2) smoothed detector landmarks, for the enhancer
 
 
 @dataclass
@@ -271,8 +279,10 @@ class _Run:
     """The stages of one run, sharing the job, the models and the stop flag."""
 
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
-                 device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None) -> None:
+                 device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None,
+                 enhancer: FaceEnhancer | None = None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
+        self.enhancer = enhancer
         self.device, self.cache_dir = device, cache_dir
         self.profile = Profile()
         self.stop = _StopFlag(cancel)
@@ -292,6 +302,7 @@ class _Run:
         job = self.job
         frames = iter(frames)
         boxes: list[np.ndarray | None] = []
+        points: list[np.ndarray | None] = []
         pending: deque[_Frame] = deque()
         first = next(frames, None)
         if first is None:
@@ -329,13 +340,15 @@ class _Run:
                        if job.options.cache else track(take(limit), detector, options))
             for item in tracked:
                 frame = pending.popleft()
-                frame.box = item.box
+                frame.box, frame.landmarks = item.box, item.landmarks
                 boxes.append(item.box)
+                points.append(item.landmarks)
                 yield frame
         if not any(box is not None for box in boxes):
             raise Wav2LipError(f"{job.face}: no face found in any frame (give the face box with --box)")
         for item in itertools.chain(ahead, frames):
             item.box = boxes[item.source] if item.source < len(boxes) else None
+            item.landmarks = points[item.source] if item.source < len(points) else None
             yield item
 
     def batch_size(self, frame: np.ndarray) -> int:
@@ -378,12 +391,34 @@ class _Run:
                 frame.face = None
             yield frame
 
+    def enhance(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+        """Restore the painted mouth of frames with a face, a few at a time (one network call)."""
+        opts = self.job.options
+        enhancer = self.enhancer
+        batch: list[_Frame] = []
+
+        def flush() -> Iterator[_Frame]:
+            faces = [f for f in batch if f.box is not None]
+            if faces and opts.enhance_strength > 0:
+                enhancer.enhance([f.image for f in faces], [f.box for f in faces], [f.landmarks for f in faces],
+                                 opts.blend, opts.enhance_strength)
+            yield from batch
+            batch.clear()
+
+        for frame in frames:
+            batch.append(frame)
+            if sum(f.box is not None for f in batch) == ENHANCE_BATCH:
+                yield from flush()
+        yield from flush()
+
     def frames(self) -> Iterator[_Frame]:
         """The chain's output, in order; stopping early (or an error) stops every stage."""
         stages: Iterable = None
         chain = (("decode", self.job.decode, FRAME_QUEUE), ("detect", self.detect, FRAME_QUEUE),
                  ("crop", self.crop, 1), ("generate", self.generate, FRAME_QUEUE),
                  ("blend", self.blend, FRAME_QUEUE))
+        if self.enhancer is not None:
+            chain += (("enhance", self.enhance, FRAME_QUEUE),)
         try:
             for name, work, maxsize in chain:
                 stages = Stage(name, work, stages, maxsize, self.profile, self.stop)
@@ -399,17 +434,18 @@ def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: 
     return out.float().cpu().numpy()
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, label: str | None = None):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1, desc=label)
 
 
 def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[_Frame]:
     """Output frames in order, with the progress bar."""
-    bar = _progress(job.n_frames, progress)
+    enhance = job.options.enhance
+    bar = _progress(job.n_frames, progress, f"lip-sync + {enhance}" if enhance != "none" else None)
     try:
         for frame in run.frames():
             yield frame
@@ -483,7 +519,9 @@ class LipSyncer:
     checkpoint: a Wav2Lip generator file or a model-store name; detector: "retinaface", "s3fd" or a
     ready `FaceDetector`; device: "auto", "cpu", "cuda", "mps"; precision: "auto", "fp32", "bf16",
     "fp16" ("auto" = the fastest one measured to keep the face visibly identical, see device.py);
-    backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache).
+    backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache);
+    enhancer_weights: GFPGAN v1.4 weights for runs with enhance="gfpgan" (default: the model store's
+    GFPGANv1.4.pth), loaded on first need in the generator's precision.
     """
 
     def __init__(
@@ -497,6 +535,7 @@ class LipSyncer:
         detector_max_size: int | None = None,
         cache_dir: str | Path | None = None,
         backend: str = "torch",
+        enhancer_weights: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise Wav2LipError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
@@ -518,6 +557,17 @@ class LipSyncer:
         if self._detector is None and detector not in DETECTORS:
             raise Wav2LipError(f"unknown face detector {detector!r} (one of {', '.join(DETECTORS)})")
         self.cache_dir = cache_dir
+        self._enhancer: FaceEnhancer | None = None
+        self._enhancer_weights = enhancer_weights
+
+    @property
+    def enhancer(self) -> FaceEnhancer:
+        """GFPGAN, loaded on the first run that asks for it (most runs never need its 350 MB)."""
+        if self._enhancer is None:
+            path = store.resolve(self._enhancer_weights or "GFPGANv1.4.pth")
+            network = checkpoints.load_model(path, "gfpgan", device=self.device)
+            self._enhancer = FaceEnhancer(network, self.device, DTYPES[self.precision])
+        return self._enhancer
 
     @property
     def detector(self) -> FaceDetector:
@@ -530,7 +580,9 @@ class LipSyncer:
     def _run(self, face: str | Path, audio: str | Path, options: dict,
              cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions(**options))
-        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel)
+        # Loaded (or its file refused) before any frame is made.
+        enhancer = self.enhancer if job.options.enhance != "none" else None
+        return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel, enhancer)
 
     def check(self, face: str | Path, audio: str | Path, **options) -> None:
         """Raise the Wav2LipError `run` would raise before its first frame for these inputs and options

@@ -9,6 +9,7 @@ import csv
 import sys
 from pathlib import Path
 
+from ..enhance import ENHANCERS
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..pipeline import BACKENDS, LipSyncer, SyncOptions
@@ -72,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generator arithmetic; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="generator runtime: torch (default), or onnxruntime (CPU, fp32; needs wav2lip[onnx])")
+    g.add_argument("--enhance", choices=ENHANCERS, default="none",
+                   help="gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU); default: none")
+    g.add_argument("--enhancer-weights", metavar="PATH",
+                   help="GFPGAN v1.4 weights (default: the model store's GFPGANv1.4.pth)")
+    g.add_argument("--enhance-strength", type=float, default=SyncOptions.enhance_strength, metavar="S",
+                   help="0..1: mix of restored and plain mouth (default: 1)")
     g.add_argument("--lossless", action="store_true", help="FFV1 RGB in Matroska: bit-exact frames")
     g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default: {DEFAULT_CRF})")
     g.add_argument("--preset", default=DEFAULT_PRESET, help=f"x264 preset (default: {DEFAULT_PRESET})")
@@ -87,7 +94,8 @@ def _options(args: argparse.Namespace) -> dict:
         detect_every=args.detect_every, static=args.static, fps=args.fps, resize_factor=args.resize_factor,
         crop=tuple(args.crop), rotate=args.rotate, loop=args.loop, blend=args.blend, batch_size=args.batch_size,
         lossless=args.lossless, crf=args.crf, preset=args.preset, cache=not args.no_cache,
-        progress=not args.quiet and sys.stderr.isatty(),
+        progress=not args.quiet and sys.stderr.isatty(), enhance=args.enhance,
+        enhance_strength=args.enhance_strength,
     )
 
 
@@ -128,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
     syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision, backend=args.backend,
-                       detector_weights=args.detector_weights, face_det_batch_size=args.face_det_batch_size)
+                       detector_weights=args.detector_weights, face_det_batch_size=args.face_det_batch_size,
+                       enhancer_weights=args.enhancer_weights)
     if args.manifest is None:
         _report(syncer.run(args.face, args.audio, _output_path(args), **options), args.profile)
         return 0
