@@ -22,6 +22,7 @@ mechanism (noise, alignment, smoothing, masks), not restoration quality.
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import tempfile
 import time
@@ -82,13 +83,13 @@ def network_table(model: nn.Module, repeats: int) -> None:
     print(f"\n1. GFPGAN v1.4 network, 512 x 512, CPU ({torch.get_num_threads()} threads)")
     print(f"{'precision':<10}{'ms/face (1)':>13}{f'ms/face ({ENHANCE_BATCH})':>14}{'PSNR vs fp32':>14}")
     for name in precisions:
-        enhancer = FaceEnhancer(model, cpu, torch.float32 if name == "fp32" else torch.bfloat16)
-        one = timed(lambda: enhancer.restore(faces[:1]), repeats)
-        many = timed(lambda: enhancer.restore(faces), max(1, repeats // 2)) / len(faces)
+        network = model if name == "fp32" else copy.deepcopy(model)  # the cast happens in place
+        enhancer = FaceEnhancer(network, cpu, torch.float32 if name == "fp32" else torch.bfloat16)
+        one = timed(lambda e=enhancer: e.restore(faces[:1]), repeats)
+        many = timed(lambda e=enhancer: e.restore(faces), max(1, repeats // 2)) / len(faces)
         outputs[name] = enhancer.restore(faces)
         value = min(psnr(o, r) for o, r in zip(outputs[name], outputs["fp32"])) if name != "fp32" else float("inf")
         print(f"{name:<10}{1000 * one:>13.0f}{1000 * many:>14.0f}{value:>14.1f}")
-    model.float()
     if "bf16" not in precisions:
         print("(no native bf16 on this CPU: bf16 is emulated, never chosen)")
 

@@ -52,11 +52,11 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.leaky_relu(self.conv1(x), LEAKY)
+        out = F.leaky_relu_(self.conv1(x), LEAKY)
         out = F.interpolate(out, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        out = F.leaky_relu(self.conv2(out), LEAKY)
+        out = F.leaky_relu_(self.conv2(out), LEAKY)
         x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return out + self.skip(x)
+        return out.add_(self.skip(x))
 
 
 class ModulatedConv2d(nn.Module):
@@ -71,7 +71,8 @@ class ModulatedConv2d(nn.Module):
         self.modulation = nn.Linear(STYLE_DIM, cin)
         nn.init.ones_(self.modulation.bias)
 
-    def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, style: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+        """`gain` multiplies the demodulated output (free: it rides on the per-channel factor)."""
         s = self.modulation(style)  # (B, C_in)
         x = x * s[:, :, None, None]
         if self.upsample:  # bilinear resizing is per channel, so scaling before it is the same function
@@ -80,7 +81,9 @@ class ModulatedConv2d(nn.Module):
         out = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             energy = (s * s) @ weight.square().sum(dim=(2, 3)).t()  # (B, C_out): sum over C_in, k, k
-            out = out * torch.rsqrt(energy + DEMOD_EPS)[:, :, None, None]
+            out = out.mul_((torch.rsqrt(energy + DEMOD_EPS) * gain)[:, :, None, None])
+        elif gain != 1.0:
+            out = out.mul_(gain)
         return out
 
 
@@ -94,10 +97,10 @@ class StyleConv(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, cout, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, noise: torch.Tensor | None) -> torch.Tensor:
-        out = self.modulated_conv(x, style) * math.sqrt(2)
+        out = self.modulated_conv(x, style, gain=math.sqrt(2))
         if noise is None:
             noise = torch.randn(out.shape[0], 1, out.shape[2], out.shape[3], device=out.device, dtype=out.dtype)
-        return F.leaky_relu(out + self.weight * noise + self.bias, LEAKY)
+        return F.leaky_relu_(out.add_(self.weight * noise).add_(self.bias), LEAKY)
 
 
 class ToRGB(nn.Module):
@@ -110,9 +113,9 @@ class ToRGB(nn.Module):
         self.bias = nn.Parameter(torch.zeros(1, 3, 1, 1))
 
     def forward(self, x: torch.Tensor, style: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
-        out = self.modulated_conv(x, style) + self.bias
+        out = self.modulated_conv(x, style).add_(self.bias)
         if skip is not None:
-            out = out + (_up(skip) if self.upsample else skip)
+            out = out.add_(_up(skip) if self.upsample else skip)
         return out
 
 
@@ -204,12 +207,12 @@ class GFPGAN(nn.Module):
         self.condition_shift = nn.ModuleList(_condition(ch[8 << i]) for i in range(_LEVELS))
 
     def forward(self, x: torch.Tensor, return_rgb: bool = False, fresh_noise: bool = False):
-        feat = F.leaky_relu(self.conv_body_first(x), LEAKY)
+        feat = F.leaky_relu_(self.conv_body_first(x), LEAKY)
         skips = []
         for block in self.conv_body_down:
             feat = block(feat)
             skips.append(feat)
-        feat = F.leaky_relu(self.final_conv(feat), LEAKY)
+        feat = F.leaky_relu_(self.final_conv(feat), LEAKY)
         latent = self.final_linear(feat.flatten(1)).view(x.shape[0], N_LATENTS, STYLE_DIM)
         conditions, rgbs = [], []
         for i, block in enumerate(self.conv_body_up):

@@ -11,6 +11,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..blend import BLENDS
 from ..device import PRECISIONS
+from ..enhance import ENHANCERS
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..pipeline import SyncOptions
@@ -63,6 +64,9 @@ OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
     "no_cache": (_bool, {"type": "boolean"}, "do not reuse or store this video's face boxes"),
     "detector": (str.strip, {"type": "string", "enum": list(DETECTORS)}, "face detector (default: the server's)"),
     "precision": (str.strip, {"type": "string", "enum": list(PRECISIONS)}, "generator arithmetic"),
+    "enhance": (str.strip, {"type": "string", "enum": list(ENHANCERS)},
+                "gfpgan: restore the painted mouth with GFPGAN v1.4 (slow on a CPU)"),
+    "enhance_strength": (float, {"type": "number"}, "0..1: mix of restored and plain mouth (default 1)"),
 }
 
 
