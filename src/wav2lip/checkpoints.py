@@ -1,7 +1,7 @@
 """Read and write the authors' checkpoint formats; tell which network a file holds.
 
 The Wav2Lip files are `torch.save`d dicts {state_dict, optimizer, global_step, global_epoch}; S3FD,
-SyncNet v2 and RetinaFace ship bare state dicts. Keys may carry `module.` (a data-parallel wrapper)
+SyncNet v2 and RetinaFace ship bare state dicts; GFPGAN's BasicSR files hold {params_ema (, params)}. Keys may carry `module.` (a data-parallel wrapper)
 or `_orig_mod.` (torch.compile); `_canonical_keys` is the one place that removes them, so module
 names inside `wav2lip.models` stay the authors' own. Files are always read with
 `weights_only=True`: a user-supplied pickle never gets to run code.
@@ -29,6 +29,7 @@ MODEL_NAMES = {
     "s3fd": "S3FD face detector",
     "retinaface": "RetinaFace mobilenet0.25 face detector",
     "syncnet_v2": "SyncNet v2 evaluator",
+    "gfpgan": "GFPGAN v1.4 face restorer",
 }
 
 # Top-level module names of each network: enough to tell the six apart from a key set.
@@ -45,6 +46,8 @@ _SIGNATURES = {
     },
     "retinaface": {"body", "fpn", "ssh1", "ssh2", "ssh3", "ClassHead", "BboxHead", "LandmarkHead"},
     "syncnet_v2": {"netcnnaud", "netfcaud", "netfclip", "netcnnlip"},
+    "gfpgan": {"conv_body_first", "conv_body_down", "final_conv", "conv_body_up", "toRGB", "final_linear",
+               "stylegan_decoder", "condition_scale", "condition_shift"},
 }
 
 # For the width-scalable networks: a key whose dimension `dim` is 512 channels at full width.
@@ -52,12 +55,16 @@ _WIDTH_PROBES = {
     "wav2lip": ("audio_encoder.12.conv_block.0.weight", 0),
     "syncnet": ("audio_encoder.13.conv_block.0.weight", 0),
     "discriminator": ("binary_pred.0.weight", 1),
+    "gfpgan": ("stylegan_decoder.constant_input.weight", 1),  # GFPGAN's `narrow`
 }
 _FULL_CHANNELS = 512
 
 # Adam betas of the GAN recipe; the plain generator used Adam's defaults (spec section 8).
 _GAN_BETAS = (0.5, 0.999)
 _PLAIN_BETAS = (0.9, 0.999)
+
+# BasicSR's entries in GFPGAN files, preferred first (spec/GFPGAN.md section 1).
+_BASICSR_KEYS = ("params_ema", "params")
 
 # torch.save's legacy (pre-1.6) files open with this pickled magic number; newer ones are zip archives.
 _LEGACY_MAGIC = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
@@ -163,6 +170,12 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
             epoch=obj.get("global_epoch"),
             extra={k: v for k, v in obj.items() if k not in known},
         )
+    basicsr = next((k for k in _BASICSR_KEYS if isinstance(obj, Mapping) and k in obj), None)
+    if basicsr is not None:
+        if not _is_state_dict(obj[basicsr]):
+            raise Wav2LipError(f"{path}: not a checkpoint (its {basicsr!r} entry holds no tensors)")
+        return Checkpoint(state_dict=_canonical_keys(obj[basicsr]),
+                          extra={k: v for k, v in obj.items() if k not in _BASICSR_KEYS})
     if _is_state_dict(obj):
         return Checkpoint(state_dict=_canonical_keys(obj))
     raise Wav2LipError(f"{path}: not a checkpoint (holds a {type(obj).__name__}, not a model state dict)")
@@ -205,7 +218,8 @@ def _width(kind: str, checkpoint: Checkpoint) -> float | None:
 
 
 def build_model(kind: str, width: float = 1.0) -> nn.Module:
-    """A freshly initialised network of `kind` (width applies to the three Wav2Lip networks)."""
+    """A freshly initialised network of `kind` (width applies to the three Wav2Lip networks and to
+    GFPGAN, whose `narrow` it is)."""
     if kind == "wav2lip":
         from .models.generator import Wav2Lip
         return Wav2Lip(width=width)
@@ -224,6 +238,9 @@ def build_model(kind: str, width: float = 1.0) -> nn.Module:
     if kind == "syncnet_v2":
         from .models.syncnet_v2 import SyncNetV2
         return SyncNetV2()
+    if kind == "gfpgan":
+        from .models.gfpgan import GFPGAN
+        return GFPGAN(narrow=width)
     raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_NAMES)})")
 
 

@@ -12,6 +12,7 @@ from typing import Iterable
 
 from .blend import BLENDS, MASKS
 from .device import DEVICES, PRECISIONS
+from .enhance import ENHANCERS
 from .errors import Wav2LipError
 from .faces.detectors import DETECTORS
 from .faces.smoothing import SMOOTH_MODES
@@ -34,7 +35,7 @@ VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matros
 LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 BOX_ORDER = ("top", "bottom", "left", "right")  # --box on every command line: the authors' order
 
-__all__ = ["BACKENDS", "BLEND_MODES", "BOX_ORDER", "DETECTORS", "DEVICES", "EVALUATE_MODES", "EXPERT_MODES",
+__all__ = ["BACKENDS", "BLEND_MODES", "BOX_ORDER", "DETECTORS", "DEVICES", "ENHANCERS", "EVALUATE_MODES", "EXPERT_MODES",
            "LOOP_MODES", "LOSSLESS_CONTAINERS", "PRECISIONS", "SMOOTH_MODES", "SYNTH_LAYOUTS", "VIDEO_CONTAINERS", "X264_PRESETS",
            "check_choice", "check_finite", "video_container"]
 

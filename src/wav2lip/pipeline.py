@@ -1,4 +1,4 @@
-"""The streaming lip-sync chain: decode -> detect/track -> crop -> generate -> blend -> encode.
+"""The streaming lip-sync chain: decode -> detect/track -> crop -> generate -> blend (-> enhance) -> encode.
 
 Each stage runs in its own thread and hands its results to the next through a bounded queue, so the
 stages overlap (PyAV, OpenCV and torch release the GIL) and the slowest one sets the pace, while
@@ -28,7 +28,8 @@ from torch import nn
 from . import audio as audio_io
 from . import checkpoints, store, vad, video_io
 from .blend import BLENDS, MaskShape, blend_mask, feather, to_uint8
-from .device import inference_model, resolve_device, resolve_precision
+from .device import DTYPES, inference_model, resolve_device, resolve_precision
+from .enhance import ENHANCE_BATCH, ENHANCERS, FaceEnhancer
 from .errors import Wav2LipError
 from .export import onnx_generator
 from .faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
@@ -47,7 +48,7 @@ REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 # so 720p runs in batches of 46 and 1080p of 20, and peak memory stays far below 2 GB.
 MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
-STAGES = ("decode", "detect", "crop", "generate", "blend", "encode")
+STAGES = ("decode", "detect", "crop", "generate", "blend", "enhance", "encode")
 STOP_WAIT_S = 5.0  # a stopped run waits this long for its stage threads to leave torch/PyAV
 SILENCE = SILENCE_MODES  # what the mouth does where nobody speaks
 MIN_SILENCE = 0.3  # s: shorter pauses keep the generator's own mouth (it closes them itself)
@@ -96,6 +97,8 @@ class SyncOptions:
     mask_top: float = MaskShape.top
     mask_softness: float = MaskShape.softness
     colour_match: bool = True
+    enhance: str = "none"  # "gfpgan": restore the painted mouth with GFPGAN v1.4 (see enhance.py)
+    enhance_strength: float = 1.0  # 0 = plain, 1 = restored, where the generator painted
     calibration: tuple[float, float, float, float] | None = None  # detector box map dx dy sx sy (`detect --compare`)
 
     @classmethod
@@ -143,6 +146,10 @@ class SyncOptions:
             raise Wav2LipError(f"unknown speaker choice {self.speaker!r} ({' or '.join(SPEAKERS)})")
         if self.face_index is not None and self.face_index < 0:
             raise Wav2LipError(f"face index counts from 0 (leftmost face), got {self.face_index}")
+        if self.enhance not in ENHANCERS:
+            raise Wav2LipError(f"unknown enhancer {self.enhance!r} (one of {', '.join(ENHANCERS)})")
+        if not 0.0 <= self.enhance_strength <= 1.0:
+            raise Wav2LipError(f"enhance strength must be between 0 and 1, got {self.enhance_strength}")
         try:
             self.mask_shape.check()
         except ValueError as exc:
@@ -246,7 +253,7 @@ class _Frame:
     box: np.ndarray | None = None
     face: np.ndarray | None = None  # generated 96x96x3 uint8 BGR
     speech: float = 1.0  # 1: lip-synced; 0: a pause (SyncOptions.silence); between: a crossfade
-    landmarks: np.ndarray | None = None  # the detector's five points in frame pixels (landmark mask)
+    landmarks: np.ndarray | None = None  # (5, 2) smoothed detector landmarks (landmark mask, enhancer)
 
 
 @dataclass
@@ -375,9 +382,11 @@ class _Run:
 
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
                  device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None,
-                 expert: Callable[[], nn.Module | None] = lambda: None) -> None:
+                 expert: Callable[[], nn.Module | None] = lambda: None,
+                 enhancer: FaceEnhancer | None = None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
         self.device, self.cache_dir, self.get_expert = device, cache_dir, expert
+        self.enhancer = enhancer
         self.speakers: list[speakers.ShotChoice] = []
         self.profile = Profile()
         self.stop = _StopFlag(cancel)
@@ -420,7 +429,7 @@ class _Run:
         job = self.job
         frames = iter(frames)
         boxes: list[np.ndarray | None] = []
-        marks: list[np.ndarray | None] = []
+        points: list[np.ndarray | None] = []
         pending: deque[_Frame] = deque()
         first = next(frames, None)
         if first is None:
@@ -459,16 +468,15 @@ class _Run:
                        if job.options.cache else track(take(limit), detector, options))
             for item in tracked:
                 frame = pending.popleft()
-                frame.box = item.box
-                frame.landmarks = item.detection.landmarks if item.detection is not None else None
+                frame.box, frame.landmarks = item.box, item.landmarks
                 boxes.append(item.box)
-                marks.append(frame.landmarks)
+                points.append(item.landmarks)
                 yield frame
         if not any(box is not None for box in boxes):
             raise Wav2LipError(f"{job.face}: no face found in any frame (give the face box with --box)")
         for item in itertools.chain(ahead, frames):
             item.box = boxes[item.source] if item.source < len(boxes) else None
-            item.landmarks = marks[item.source] if item.source < len(marks) else None
+            item.landmarks = points[item.source] if item.source < len(points) else None
             yield item
 
     def batch_size(self, frame: np.ndarray) -> int:
@@ -524,6 +532,26 @@ class _Run:
                 frame.face = None
             yield frame
 
+    def enhance(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+        """Restore the painted mouth of frames with a face, a few at a time (one network call)."""
+        opts = self.job.options
+        enhancer = self.enhancer
+        batch: list[_Frame] = []
+
+        def flush() -> Iterator[_Frame]:
+            faces = [f for f in batch if f.box is not None]
+            if faces and opts.enhance_strength > 0:
+                enhancer.enhance([f.image for f in faces], [f.box for f in faces], [f.landmarks for f in faces],
+                                 opts.blend, opts.enhance_strength)
+            yield from batch
+            batch.clear()
+
+        for frame in frames:
+            batch.append(frame)
+            if sum(f.box is not None for f in batch) == ENHANCE_BATCH:
+                yield from flush()
+        yield from flush()
+
     def frames(self) -> Iterator[_Frame]:
         """The chain's output, in order; stopping early (or an error) stops every stage."""
         stages: Iterable = None
@@ -531,6 +559,8 @@ class _Run:
         chain = (("decode", self.job.decode, FRAME_QUEUE), ("detect", self.detect, FRAME_QUEUE),
                  ("crop", self.crop, 1), ("generate", self.generate, FRAME_QUEUE),
                  ("blend", self.blend, FRAME_QUEUE))
+        if self.enhancer is not None:
+            chain += (("enhance", self.enhance, FRAME_QUEUE),)
         try:
             for name, work, maxsize in chain:
                 stages = Stage(name, work, stages, maxsize, self.profile, self.stop)
@@ -637,17 +667,18 @@ def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: 
     return out.float().cpu().numpy()
 
 
-def _progress(total: int, enabled: bool):
+def _progress(total: int, enabled: bool, label: str | None = None):
     if not enabled:
         return None
     from tqdm import tqdm
 
-    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1)
+    return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1, desc=label)
 
 
 def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[_Frame]:
     """Output frames in order, with the progress bar."""
-    bar = _progress(job.n_frames, progress)
+    enhance = job.options.enhance
+    bar = _progress(job.n_frames, progress, f"lip-sync + {enhance}" if enhance != "none" else None)
     try:
         for frame in run.frames():
             yield frame
@@ -719,6 +750,8 @@ class LipSyncer:
     backend: "torch", or "onnxruntime" (CPU, fp32: the generator exported once into the weight cache);
     speaker_model: a Wav2Lip lip-sync expert (file, store name or module) that picks the speaking face
     among several (SyncOptions.speaker); without one the largest face is followed.
+    enhancer_weights: GFPGAN v1.4 weights for runs with enhance="gfpgan" (default: the model store's
+    GFPGANv1.4.pth), loaded on first need; fp32 unless a precision is asked for explicitly.
     """
 
     def __init__(
@@ -733,6 +766,7 @@ class LipSyncer:
         cache_dir: str | Path | None = None,
         backend: str = "torch",
         speaker_model: str | Path | nn.Module | None = None,
+        enhancer_weights: str | Path | None = None,
     ) -> None:
         if backend not in BACKENDS:
             raise Wav2LipError(f"unknown backend {backend!r} (one of {', '.join(BACKENDS)})")
@@ -757,6 +791,9 @@ class LipSyncer:
         self.cache_dir = cache_dir
         self.weights = [p for p in (checkpoint, detector_weights) if p is not None]
         self._speaker_model = speaker_model
+        self._enhancer: FaceEnhancer | None = None
+        self._enhancer_weights = enhancer_weights
+        self._precision_asked = precision
 
     @property
     def speaker_model(self) -> nn.Module | None:
@@ -765,6 +802,18 @@ class LipSyncer:
             self._speaker_model = checkpoints.load_model(store.resolve(self._speaker_model), "syncnet",
                                                          device=self.device).eval()
         return self._speaker_model
+
+    @property
+    def enhancer(self) -> FaceEnhancer:
+        """GFPGAN, loaded on the first run that asks for it (most runs never need its 350 MB)."""
+        if self._enhancer is None:
+            path = store.resolve(self._enhancer_weights or "GFPGANv1.4.pth")
+            network = checkpoints.load_model(path, "gfpgan", device=self.device)
+            # "auto" keeps GFPGAN in fp32: its bf16 face measured 38.3 dB PSNR against fp32 (worst of
+            # four real faces, benchmarks/bench_enhance.py), under the 40 dB bound "auto" requires.
+            dtype = DTYPES[self.precision] if self._precision_asked != "auto" else torch.float32
+            self._enhancer = FaceEnhancer(network, self.device, dtype)
+        return self._enhancer
 
     @property
     def detector(self) -> FaceDetector:
@@ -777,8 +826,10 @@ class LipSyncer:
     def _run(self, face: str | Path, audio: str | Path, options: dict,
              cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions.from_kwargs(options))
+        # The enhancer is loaded (or its file refused) before any frame is made.
+        enhancer = self.enhancer if job.options.enhance != "none" else None
         return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel,
-                         lambda: self.speaker_model)
+                         lambda: self.speaker_model, enhancer)
 
     def check(self, face: str | Path, audio: str | Path, **options) -> None:
         """Raise the Wav2LipError `run` would raise before its first frame for these inputs and options

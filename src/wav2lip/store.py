@@ -25,6 +25,7 @@ from .errors import Wav2LipError
 _AUTHORS_PAGE = "https://github.com/Rudrabha/Wav2Lip#getting-the-weights"
 _CAMENDURU = "https://huggingface.co/camenduru/Wav2Lip/resolve/main/checkpoints"
 _JUSTINJOHN = "https://github.com/justinjohn0306/Wav2Lip/releases/download/models"
+_GFPGAN = "https://github.com/TencentARC/GFPGAN"
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 30
@@ -102,6 +103,15 @@ KNOWN: dict[str, WeightFile] = {
             54_573_114, "961e8696f888fce4f3f3a6c3d5b3267cf5b343100b238e79b2659bff2c605442",
             "SyncNet v2 of the Oxford VGG group, the LSE-D / LSE-C evaluator",
             "https://www.robots.ox.ac.uk/~vgg/software/lipsync/",
+        ),
+        WeightFile(
+            # A release asset of tag v1.3.0 (spec/GFPGAN.md section 1). Size and SHA-256 as several
+            # independent downloaders record them; not checked here (no network on this machine).
+            "GFPGANv1.4.pth", "gfpgan",
+            (f"{_GFPGAN}/releases/download/v1.3.0/GFPGANv1.4.pth",),
+            348_632_874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+            "GFPGAN v1.4 face restorer (Apache-2.0), sharpens the mouth with --enhance gfpgan",
+            _GFPGAN,
         ),
     )
 }

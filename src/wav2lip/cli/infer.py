@@ -12,7 +12,7 @@ from pathlib import Path
 from ..errors import Wav2LipError
 from ..blend import MASKS
 from ..files import check_not_input
-from ..options import BACKENDS, BLEND_MODES, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
+from ..options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
 from .common import add_box, add_detector, add_device, add_quiet, show_progress
@@ -101,6 +101,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="generator arithmetic; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
     g.add_argument("--backend", choices=BACKENDS, default="torch",
                    help="generator runtime: torch (default), or onnxruntime (CPU, fp32; needs wav2lip[onnx])")
+    g.add_argument("--enhance", choices=ENHANCERS, default="none",
+                   help="gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU); default: none")
+    g.add_argument("--enhancer-weights", metavar="PATH",
+                   help="GFPGAN v1.4 weights (default: the model store's GFPGANv1.4.pth)")
+    g.add_argument("--enhance-strength", type=float, default=SyncOptions.enhance_strength, metavar="S",
+                   help="0..1: mix of restored and plain mouth (default: 1)")
     g.add_argument("--lossless", action="store_true", help="FFV1 RGB in Matroska: bit-exact frames")
     g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default: {DEFAULT_CRF})")
     g.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
@@ -121,6 +127,7 @@ def _options(args: argparse.Namespace) -> dict:
         silence=args.silence, crossfade=args.crossfade,
         speaker=args.speaker, face_index=args.face_index, face_at=tuple(args.face_at) if args.face_at else None,
         mask=args.mask, mask_top=args.mask_top, mask_softness=args.mask_softness, colour_match=args.colour_match,
+        enhance=args.enhance, enhance_strength=args.enhance_strength,
     )
 
 
@@ -168,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
     SyncOptions.from_kwargs(options)  # bad options fail before the models load
-    weights = [args.checkpoint, args.detector_weights]
+    weights = [args.checkpoint, args.detector_weights, args.enhancer_weights]
     if args.preview_frame is not None:
         if args.manifest is not None:
             raise Wav2LipError("--preview-frame previews one face and audio: give --face and --audio, not --manifest")
@@ -177,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         check_not_input(output, [args.face, args.audio, *weights])
         syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
                            backend=args.backend, detector_weights=args.detector_weights,
-                           face_det_batch_size=args.face_det_batch_size)
+                           face_det_batch_size=args.face_det_batch_size, enhancer_weights=args.enhancer_weights)
         print(syncer.preview(args.face, args.audio, output, args.preview_frame, **options).summary(), file=sys.stderr)
         return 0
     if args.manifest is None:
@@ -186,7 +193,8 @@ def run(args: argparse.Namespace) -> int:
         rows, bad = _read_manifest(Path(args.manifest))
     syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
                        backend=args.backend, detector_weights=args.detector_weights,
-                       face_det_batch_size=args.face_det_batch_size, speaker_model=args.speaker_model)
+                       face_det_batch_size=args.face_det_batch_size, speaker_model=args.speaker_model,
+                       enhancer_weights=args.enhancer_weights)
     if args.manifest is None:
         _report(syncer.run(args.face, args.audio, output, **options), args.profile)
         return 0

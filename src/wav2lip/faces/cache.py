@@ -18,7 +18,7 @@ from .detectors import Detection, FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
 
 # Bump when tracking changes what it returns for the same inputs.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: smoothed landmarks stored
 
 
 def default_cache_dir() -> Path:
@@ -55,6 +55,7 @@ class _Record(NamedTuple):
     raw: np.ndarray | None
     detection: Detection | None
     interpolated: bool
+    points: np.ndarray | None = None  # smoothed landmarks (TrackedFace.landmarks)
 
 
 def _save(target: Path, items: list[_Record]) -> None:
@@ -65,6 +66,7 @@ def _save(target: Path, items: list[_Record]) -> None:
     scores = np.full(n, np.nan)
     landmarks = np.full((n, 5, 2), np.nan)
     interpolated = np.zeros(n, dtype=bool)
+    points = np.full((n, 5, 2), np.nan)
     for i, item in enumerate(items):
         det = item.detection
         if item.box is not None:
@@ -76,16 +78,19 @@ def _save(target: Path, items: list[_Record]) -> None:
             if det.landmarks is not None:
                 landmarks[i] = det.landmarks
         interpolated[i] = item.interpolated
+        if item.points is not None:
+            points[i] = item.points
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(target) as tmp:
         with open(tmp, "wb") as f:
             np.savez(f, boxes=boxes, raw=raw, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
-                     interpolated=interpolated)
+                     interpolated=interpolated, points=points)
 
 
 def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterator[TrackedFace]:
     boxes, raw, det_boxes, scores = data["boxes"], data["raw"], data["det_boxes"], data["scores"]
     landmarks, interpolated = data["landmarks"], data["interpolated"]
+    smoothed = data["points"]
     for index, frame in enumerate(frames):
         if index >= len(boxes):
             yield TrackedFace(index, frame, None)
@@ -96,7 +101,8 @@ def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterato
             points = None if np.isnan(landmarks[index]).any() else landmarks[index]
             det = Detection(det_boxes[index], float(scores[index]), points)
         raw_box = None if np.isnan(raw[index, 0]) else raw[index]
-        yield TrackedFace(index, frame, box, det, bool(interpolated[index]), raw=raw_box)
+        points = None if np.isnan(smoothed[index]).any() else smoothed[index]
+        yield TrackedFace(index, frame, box, det, bool(interpolated[index]), raw=raw_box, landmarks=points)
 
 
 def cached_track(
@@ -120,6 +126,6 @@ def cached_track(
         return
     record = []
     for item in track(frames, detector, options):
-        record.append(_Record(item.box, item.raw, item.detection, item.interpolated))
+        record.append(_Record(item.box, item.raw, item.detection, item.interpolated, item.landmarks))
         yield item
     _save(target, record)

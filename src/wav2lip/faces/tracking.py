@@ -8,7 +8,9 @@ Stages, each holding only a few frames (bounded look-ahead):
    per-frame detection, against 0.95 for full-frame detection at 480 px, at under half its cost);
 2. bridge: short runs of frames without a face between two detections of the same shot are filled
    by linear interpolation; longer runs stay None;
-3. smooth + pad: per shot, then the reference's pads and clipping (spec section 5).
+3. smooth + pad: per shot, then the reference's pads and clipping (spec section 5);
+4. landmarks: the detector's five points (RetinaFace), bridged and smoothed like the boxes, for the
+   face restorer's alignment (`wav2lip.enhance`).
 """
 from __future__ import annotations
 
@@ -67,6 +69,7 @@ class TrackedFace:
     interpolated: bool = False
     scene_cut: bool = False
     raw: np.ndarray | None = field(default=None, repr=False)
+    landmarks: np.ndarray | None = field(default=None, repr=False)  # (5, 2) smoothed, when the detector has them
 
 
 def colour_histogram(frame: np.ndarray) -> np.ndarray:
@@ -207,10 +210,12 @@ def _detect(frames: Iterable[np.ndarray], detector: FaceDetector, options: FaceT
         frame, ahead = ahead, next(frames, None)
         index += 1
         det, cut = stage.step(frame, ahead)
-        raw = None
+        raw = points = None
         if det is not None:
             raw = calibration.apply(det.box) if calibration is not None else det.box
-        yield TrackedFace(index, frame, None, det, scene_cut=cut, raw=raw)
+            if det.landmarks is not None:
+                points = np.asarray(det.landmarks, dtype=np.float64).reshape(5, 2)
+        yield TrackedFace(index, frame, None, det, scene_cut=cut, raw=raw, landmarks=points)
 
 
 def _bridge(items: Iterator[TrackedFace], max_gap: int) -> Iterator[TrackedFace]:
@@ -233,6 +238,8 @@ def _bridge(items: Iterator[TrackedFace], max_gap: int) -> Iterator[TrackedFace]
         for k, gap_item in enumerate(pending, 1):
             t = k / (len(pending) + 1)
             gap_item.raw = (1 - t) * last.raw + t * item.raw
+            if last.landmarks is not None and item.landmarks is not None:
+                gap_item.landmarks = (1 - t) * last.landmarks + t * item.landmarks
             gap_item.interpolated = True
         yield from pending
         pending = []
@@ -277,6 +284,30 @@ def _smooth(items: Iterator[TrackedFace], options: FaceTrackOptions) -> Iterator
         yield finalise(queue.popleft(), box)
 
 
+def _smooth_landmarks(items: Iterator[TrackedFace], options: FaceTrackOptions) -> Iterator[TrackedFace]:
+    """Stage 4: the landmarks smoothed like the boxes, within each shot and run of frames that have
+    them. The reference mode's integer mean would shift sub-pixel points, so it uses the centered window."""
+    smoother = make_smoother("none" if options.smooth == "none" else "centered", options.smooth_radius)
+    queue: deque[TrackedFace] = deque()
+
+    def finalise(item: TrackedFace, points: np.ndarray) -> TrackedFace:
+        item.landmarks = np.asarray(points, dtype=np.float64).reshape(5, 2)
+        return item
+
+    for item in items:
+        if item.landmarks is None or item.scene_cut:
+            for points in smoother.finish():
+                yield finalise(queue.popleft(), points)
+        if item.landmarks is None:
+            yield item
+            continue
+        queue.append(item)
+        for points in smoother.push(item.landmarks.reshape(-1)):
+            yield finalise(queue.popleft(), points)
+    for points in smoother.finish():
+        yield finalise(queue.popleft(), points)
+
+
 def track(
     frames: Iterable[np.ndarray], detector: FaceDetector | None, options: FaceTrackOptions | None = None
 ) -> Iterator[TrackedFace]:
@@ -289,7 +320,8 @@ def track(
         return
     if detector is None:
         raise ValueError("track needs a detector unless options.fixed_box is set")
-    yield from _smooth(_bridge(_detect(frames, detector, options), options.max_gap), options)
+    boxes = _smooth(_bridge(_detect(frames, detector, options), options.max_gap), options)
+    yield from _smooth_landmarks(boxes, options)
 
 
 def track_faces(

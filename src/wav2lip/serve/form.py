@@ -10,7 +10,7 @@ from typing import AsyncIterator, Callable
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import Wav2LipError
-from ..options import BLEND_MODES, DETECTORS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
+from ..options import BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import SyncOptions
 from .jobs import AUDIO, FACE, sanitize_name
 
@@ -61,6 +61,9 @@ OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
     "no_cache": (_bool, {"type": "boolean"}, "do not reuse or store this video's face boxes"),
     "detector": (str.strip, {"type": "string", "enum": list(DETECTORS)}, "face detector (default: the server's)"),
     "precision": (str.strip, {"type": "string", "enum": list(PRECISIONS)}, "generator arithmetic"),
+    "enhance": (str.strip, {"type": "string", "enum": list(ENHANCERS)},
+                "gfpgan: restore the painted mouth with GFPGAN v1.4 (slow on a CPU)"),
+    "enhance_strength": (float, {"type": "number"}, "0..1: mix of restored and plain mouth (default 1)"),
 }
 
 
