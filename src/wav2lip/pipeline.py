@@ -354,7 +354,8 @@ class _Run:
             limits = [job.n_reference] + ([job.n_frames] if job.n_frames > job.n_reference else [])
         for segment, limit in enumerate(limits):
             source = {"fps": job.fps, "resize_factor": job.options.resize_factor, "rotate": job.options.rotate,
-                      "crop": list(job.options.crop), "static": job.options.static, "segment": segment}
+                      "crop": list(job.options.crop), "static": job.options.static, "segment": segment,
+                      "frames": [limits[segment - 1] if segment else 0, limit]}  # the range tracked as one shot
             tracked = (cached_track(job.face, take(limit), detector, options, self.cache_dir, source)
                        if job.options.cache else track(take(limit), detector, options))
             for item in tracked:
