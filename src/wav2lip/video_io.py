@@ -46,6 +46,8 @@ _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 120
 _REVERSE_BLOCK_BYTES = 256 * 2**20  # memory for one block of frames played backwards (pingpong)
 _AVCOL_SPC_SMPTE170M = 6  # FFmpeg's AVColorSpace for BT.601 (PyAV's Colorspace enum is swscale's, not this)
 _AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video so the two stay interleaved
+# Data may end this much (or 0.5%) before the declared duration (AAC priming; videos: at most 3 frames).
+_TRUNCATION_TOLERANCE_S = Fraction(1, 10)
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,13 @@ def _rotate(image: np.ndarray, clockwise: int) -> np.ndarray:
 
 
 def _check_file(path: Path) -> None:
+    """Refuse what FFmpeg would hang on or misread: a FIFO, a device, a socket, a folder."""
     if not path.exists():
         raise Wav2LipError(f"{path}: file not found")
     if path.is_dir():
         raise Wav2LipError(f"{path}: is a folder, not a media file")
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: not a regular file (a pipe, device or socket); give a media file")
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
@@ -124,25 +129,66 @@ def _open_container(path: Path) -> av.container.InputContainer:
             f"{path}: not a readable video, image or audio file, or truncated ({e.strerror or e})") from None
 
 
-def _decode(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
-    """Decode one stream, skipping corrupt packets and stopping early (after flushing the decoder) at a
-    damaged or truncated part, as the ffmpeg tool does."""
-    kind = stream.type
-    packets = container.demux(stream)
+def decode_stream(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    """Decode one stream to its end, skipping corrupt packets (as the ffmpeg tool does).
+
+    A file must hold what its header declares: when the data ends short of the declared duration (a
+    truncated file whose index survived, e.g. a faststart MP4 cut short, or a damaged part the demuxer
+    cannot pass) this raises a one-line Wav2LipError at the end instead of passing a shorter stream off
+    as the whole. Skipped packets of a complete file are summed up in one warning.
+    """
+    ends: dict[int, Fraction] = {}  # stream index -> latest presentation end seen in the data
+    skipped = 0
+    damage = None
+    packets = container.demux()  # every stream: where the data ends is where the last of them ends
     while True:
         try:
             packet = next(packets)
         except StopIteration:
             break
         except av.FFmpegError as e:
-            log.warning("%s: %s stops at a damaged part (%s)", container.name, kind, e)
+            damage = e
             packet = None
+        if packet is not None and packet.pts is not None and packet.time_base is not None:
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            ends[packet.stream.index] = max(end, ends.get(packet.stream.index, end))
+        if packet is not None and packet.stream.index != stream.index:
+            continue
         try:
             yield from stream.decode(packet)
-        except av.FFmpegError as e:
-            log.warning("%s: skipped an undecodable %s packet (%s)", container.name, kind, e)
+        except av.FFmpegError:
+            skipped += 1
         if packet is None:
             break
+    _check_complete(container, stream, ends, damage, skipped)
+    if skipped:
+        log.warning("%s: skipped %d undecodable %s packet%s", container.name, skipped, stream.type,
+                    "" if skipped == 1 else "s")
+
+
+def _check_complete(container: av.container.InputContainer, stream, ends: dict[int, Fraction],
+                    damage: Exception | None, skipped: int) -> None:
+    """Raise when the data ends before the duration the file declares: per stream where the container
+    records one (MP4, MOV), else for the file as a whole (Matroska, WebM)."""
+    shortfalls = []  # (stream, where its data ends, where it should end)
+    for other in container.streams:
+        if other.type in ("video", "audio") and other.duration and other.time_base and other.index in ends:
+            declared = ((other.start_time or 0) + other.duration) * other.time_base
+            shortfalls.append((other, ends[other.index], declared))
+    if not shortfalls and container.duration and ends:
+        declared = Fraction(container.duration + (container.start_time or 0), av.time_base)
+        shortfalls.append((stream, max(ends.values()), declared))
+    for other, end, declared in shortfalls:
+        tolerance = _TRUNCATION_TOLERANCE_S
+        if other.type == "video" and other.average_rate:
+            tolerance = min(tolerance, 3 / Fraction(other.average_rate))  # a missing last frame or two
+        if end < declared - max(tolerance, declared * Fraction(1, 200)):
+            what = f"damaged ({damage})" if damage is not None else "truncated"
+            extra = f", {skipped} {stream.type} packets undecodable" if skipped else ""
+            raise Wav2LipError(f"{container.name}: {what}: its {other.type} ends at {float(end):.2f} s of the "
+                               f"{float(declared):.2f} s the file declares{extra}")
+    if damage is not None:
+        log.warning("%s: %s stops at a damaged part (%s)", container.name, stream.type, damage)
 
 
 @dataclass
@@ -168,7 +214,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
             return _Inspection(info, None, None, None)
         stream = container.streams.video[0]
         frames = []
-        for frame in _decode(container, stream):
+        for frame in decode_stream(container, stream):
             frames.append(frame)
             if len(frames) == 2:
                 break
@@ -335,7 +381,7 @@ class FrameSource:
             k = first
             held: av.VideoFrame | None = None  # the frame on screen at the next sample time
             held_time = Fraction(0)
-            for frame in _decode(container, stream):
+            for frame in decode_stream(container, stream):
                 time = held_time + 1 / self.rate if frame.pts is None else frame.pts * time_base
                 if held is None and first > 0 and time > self._sample_time(first):
                     # The seek landed past the wanted frame (a sparse index): decode from the start instead.
@@ -424,7 +470,7 @@ def _audio_frames(path: Path, rate: int, layout: str, fmt: str, start: float) ->
                 written += frame.samples
                 yield frame
 
-        for frame in _decode(container, stream):
+        for frame in decode_stream(container, stream):
             yield from emit(resampler.resample(frame))
         yield from emit(resampler.resample(None))
 
