@@ -357,3 +357,30 @@ def test_non_regular_files_are_refused_up_front(tmp):
                        lambda: VideoWriter(tmp / "o.mp4", 25, 16, 16, audio=path)):
             message = error_for(action)
             assert str(path) in message and ("regular file" in message or "folder" in message)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG declaring width x height with a few rows of data: cheap to write, costly to decode."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width * 3) for _ in range(2)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_images_are_refused_from_their_header(tmp):
+    """16000x16000 would take gigabytes inside FFmpeg's open; 20000x20000 is too large, not "corrupt"."""
+    jpeg = tmp / "huge.jpg"  # SOI, then a baseline start-of-frame declaring 9000 x 8000
+    jpeg.write_bytes(b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 9000, 8000) + b"\x03" + bytes(9) + b"\xff\xd9")
+    for path, size in ((png_header_only(tmp / "huge.png", 16000, 16000), "16000x16000"),
+                       (png_header_only(tmp / "huger.png", 20000, 20000), "20000x20000"), (jpeg, "8000x9000")):
+        for action in (lambda: open_source(path), lambda: probe(path)):
+            message = error_for(action)
+            assert str(path) in message and size in message and "too large" in message
+    fine = tmp / "fine.png"
+    cv2.imwrite(str(fine), np.zeros((64, 80, 3), np.uint8))
+    assert (probe(fine).width, probe(fine).height) == (80, 64)

@@ -121,7 +121,9 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        # torch words it "Unsupported global: GLOBAL x" or, for a blocked module (os.system is posix.system),
+        # "Trying to load unsupported GLOBAL x whose module y is blocked".
+        needed = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
         if needed:
             raise Wav2LipError(
                 f"{path}: refused: loading it would run code from the file (it needs {needed.group(1)}); "
