@@ -240,6 +240,11 @@ def test_corrupt_cached_copy_is_reported_then_replaced(tmp_path, server, monkeyp
 
     monkeypatch.delenv("WAV2LIP_OFFLINE")
     monkeypatch.setenv("WAV2LIP_MIRROR", server.url)
+    with pytest.raises(Wav2LipError) as failed:  # online, but the server does not have it
+        store.resolve(RETINAFACE, root=tmp_path)
+    message = str(failed.value)
+    assert "download failed" in message and f"replace {cached} (it is 9 bytes" in message
+    assert "put the file at" not in message
     server.files[f"/{RETINAFACE}"] = (models_dir / RETINAFACE).read_bytes()
     assert store.resolve(RETINAFACE, root=tmp_path) == cached
     assert store.sha256_of(cached) == store.KNOWN[RETINAFACE].sha256
