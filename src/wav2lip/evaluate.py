@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import audio as audio_io
-from . import faces, store
+from . import faces
 from .checkpoints import load_model
 from .device import resolve_device
 from .errors import Wav2LipError
@@ -264,7 +264,7 @@ def _embed(model: nn.Module, batches: Iterable[torch.Tensor], tower: str, device
 def _load_evaluator(model: nn.Module | str | os.PathLike, device: torch.device) -> nn.Module:
     if isinstance(model, nn.Module):
         return model.to(device).eval()
-    return load_model(store.resolve(model), "syncnet_v2", device=device)
+    return load_model(model, "syncnet_v2", device=device)
 
 
 def link_face_track(detections: list[list[faces.Detection]]) -> list[np.ndarray | None]:
