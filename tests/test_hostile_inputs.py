@@ -193,3 +193,30 @@ def test_checkpoints_for_weights_inspect_and_infer(case, bad_checkpoints, fastst
                      str(checkpoint), "--box", "10", "90", "10", "90", "-q", cwd=work)
     assert assert_one_line_error(result, checkpoint) == line
     assert not output.exists() and not (work / "ran-a-command").exists()
+
+
+def test_training_inputs_name_the_file(tmp_path):
+    """A random or object-array mel.npy and a config value of the wrong type are one line naming the file."""
+    import json
+
+    from wav2lip.errors import Wav2LipError
+    from wav2lip.train.config import make_config
+    from wav2lip.train.data import clip_mel
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    mel = clip / "mel.npy"
+    for content in (np.random.default_rng(3).bytes(500), None, np.zeros((3, 4), np.float32)):
+        if content is None:
+            np.save(mel, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        elif isinstance(content, bytes):
+            mel.write_bytes(content)
+        else:
+            np.save(mel, content)
+        with pytest.raises(Wav2LipError, match=f"^{mel}: ") as caught:
+            clip_mel(clip)
+        assert "\n" not in str(caught.value)
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"lr": "fast"}))
+    with pytest.raises(Wav2LipError, match=f"^{config}: setting lr must be float, got 'fast'$"):
+        make_config("expert", config)
