@@ -214,6 +214,23 @@ def resolve(
     raise Wav2LipError(f"{entry.name}: {found} and {why}: {_get_it_here(entry, target, problem)}")
 
 
+def resolve_all(names_or_paths: list[str | os.PathLike], download: bool = True,
+                root: str | os.PathLike | None = None) -> list[Path]:
+    """`resolve` for every weight file a command needs, with every missing one named in one error, so a
+    user offline learns the whole list at once instead of one file per run."""
+    paths, problems = [], []
+    for name in names_or_paths:
+        try:
+            paths.append(resolve(name, download=download, root=root))
+        except Wav2LipError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise Wav2LipError(problems[0])
+    if problems:
+        raise Wav2LipError(f"{len(problems)} weight files are missing: " + "; ".join(problems))
+    return paths
+
+
 def fetch(
     name: str | WeightFile,
     root: str | os.PathLike | None = None,
