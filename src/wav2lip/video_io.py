@@ -19,6 +19,7 @@ from typing import Iterable, Iterator, Literal
 import av
 import cv2
 import numpy as np
+from av.stream import Disposition
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
 from .errors import Wav2LipError
@@ -227,6 +228,8 @@ def _check_complete(container: av.container.InputContainer, stream, ends: dict[i
     records one (MP4, MOV), else for the file as a whole (Matroska, WebM)."""
     shortfalls = []  # (stream, where its data ends, where it should end)
     for other in container.streams:
+        if other.disposition & Disposition.attached_pic:  # an MP3's cover art: one picture, no duration
+            continue
         if other.type in ("video", "audio") and other.duration and other.time_base and other.index in ends:
             declared = ((other.start_time or 0) + other.duration) * other.time_base
             shortfalls.append((other, ends[other.index], declared))
