@@ -123,6 +123,7 @@ def make_config(recipe: str, config_file: str | Path | None = None, **overrides:
         raise ValueError(f"unknown recipe {recipe!r}")
     values: dict[str, Any] = dict(RECIPE_DEFAULTS[recipe])
     from_file = read_config_file(config_file) if config_file else {}
+    _check_types(from_file, config_file)  # a bad value in the file is reported with the file's name
     given = {k: v for k, v in overrides.items() if v is not None}
     gan = given.get("gan", from_file.get("gan", False))
     if recipe == "generator" and gan:
@@ -134,7 +135,7 @@ def make_config(recipe: str, config_file: str | Path | None = None, **overrides:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown settings {', '.join(unknown)}")
-    _check_types(values, config_file)
+    _check_types(values, None)
     config = TrainConfig(**values)
     if config.expert_mode not in ("eval", "train"):
         raise Wav2LipError(f"expert_mode must be 'eval' or 'train', not {config.expert_mode!r}")
