@@ -26,7 +26,7 @@ def detector(models_dir):
 @pytest.fixture(scope="module")
 def small_clip(media, tmp_path_factory) -> Path:
     """vr_face5.mp4's first 16 frames at 128x128: a plainly visible face, cheap to detect."""
-    path = tmp_path_factory.mktemp("cache_clip") / "face.mp4"
+    path = tmp_path_factory.mktemp("cache_clip") / "face.mkv"
     from wav2lip.video_io import VideoWriter
 
     with VideoWriter(path, 25, 128, 128, lossless=True) as writer:
