@@ -163,6 +163,22 @@ def test_a_pickle_that_needs_custom_code_is_refused(tmp_path, small_generator):
     assert "refused" in message and "NotATensor" in message
 
 
+class RunsACommand:
+    """Unpickling this calls os.system: torch blocks the whole module, with its own wording."""
+
+    def __reduce__(self):
+        return (os.system, ("touch should-never-exist",))
+
+
+def test_a_pickle_that_would_run_a_command_is_refused_as_such(tmp_path, small_generator, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "system.pth"
+    torch.save({"state_dict": small_generator.state_dict(), "payload": RunsACommand()}, path)
+    message = _error(path)
+    assert "would run code" in message and "system" in message and "corrupt" not in message
+    assert not (tmp_path / "should-never-exist").exists()
+
+
 def test_an_object_that_is_no_state_dict(tmp_path):
     path = tmp_path / "list.pth"
     torch.save([1, 2, 3], path)

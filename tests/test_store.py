@@ -240,6 +240,11 @@ def test_corrupt_cached_copy_is_reported_then_replaced(tmp_path, server, monkeyp
 
     monkeypatch.delenv("WAV2LIP_OFFLINE")
     monkeypatch.setenv("WAV2LIP_MIRROR", server.url)
+    with pytest.raises(Wav2LipError) as failed:  # online, but the server does not have it
+        store.resolve(RETINAFACE, root=tmp_path)
+    message = str(failed.value)
+    assert "download failed" in message and f"replace {cached} (it is 9 bytes" in message
+    assert "put the file at" not in message
     server.files[f"/{RETINAFACE}"] = (models_dir / RETINAFACE).read_bytes()
     assert store.resolve(RETINAFACE, root=tmp_path) == cached
     assert store.sha256_of(cached) == store.KNOWN[RETINAFACE].sha256
@@ -293,3 +298,13 @@ def test_cli_inspect_tells_a_gan_generator_with_its_training_state(tmp_path, cap
         "file": str(tmp_path / "mine.pth"), "kind": "wav2lip", "parameters": f"{n_params:,}",
         "step": "1234", "epoch": "5", "variant": "gan", "width": "0.25",
     }
+
+
+def test_every_missing_weight_is_named_in_one_error(tmp_path, monkeypatch, models_dir):
+    monkeypatch.setenv("WAV2LIP_OFFLINE", "1")
+    with pytest.raises(Wav2LipError) as caught:
+        store.resolve_all(["wav2lip_gan.pth", RETINAFACE, models_dir / RETINAFACE], root=tmp_path)
+    message = str(caught.value)
+    assert message.startswith("2 weight files are missing: ") and "\n" not in message
+    assert str(tmp_path / "wav2lip_gan.pth") in message and str(tmp_path / RETINAFACE) in message
+    assert store.resolve_all([models_dir / RETINAFACE], root=tmp_path) == [models_dir / RETINAFACE]

@@ -13,7 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from conftest import cut_wav
+
 from wav2lip import video_io
+from wav2lip.audio import load_audio
 from wav2lip.errors import Wav2LipError
 from wav2lip.video_io import VideoWriter, encoded_size, open_source, probe
 
@@ -313,19 +316,71 @@ def test_bad_inputs_have_one_line_errors_naming_the_file(tmp, media):
     assert "no audio samples" in error_for(write_past_the_audio) and not (tmp / "silent.mp4").exists()
 
 
-def test_truncated_video_decodes_what_it_can(tmp, clip20):
+def test_truncated_video_is_refused_not_passed_off_as_shorter(tmp, clip20, media):
     whole = tmp / "faststart.mp4"  # moov first, as our writer makes it: a cut file still opens
-    with VideoWriter(whole, 25, 48, 32) as writer:
+    speech = cut_wav(media / "vr_audio1.wav", tmp / "speech08.wav", 0.8)
+    with VideoWriter(whole, 25, 48, 32, audio=speech) as writer:
         writer.write_many(open_source(clip20))
+    assert len(list(open_source(whole))) == 20 and load_audio(whole).size == 0.8 * 16000  # the whole file passes the check
     data = whole.read_bytes()
-    cut = tmp / "cut.mp4"
     mdat = data.find(b"mdat")
-    cut.write_bytes(data[: mdat + (len(data) - mdat) * 6 // 10])
-    got = [index_of(f) for f in open_source(cut)]
-    assert 0 < len(got) < 20 and got == list(range(len(got)))
+    for tenths in (3, 6, 8):
+        cut = tmp / f"cut{tenths}.mp4"
+        cut.write_bytes(data[: mdat + (len(data) - mdat) * tenths // 10])
+        source = open_source(cut)  # the first frames decode: the damage shows at the end of the data
+        message = error_for(lambda: list(source.frames()))
+        assert str(cut) in message and "truncated" in message and "of the 0.80 s the file declares" in message
+        assert "truncated" in error_for(lambda: list(open_source(cut).frames(50, loop="pingpong")))
+        assert "truncated" in error_for(lambda: load_audio(cut)) and str(cut) in error_for(lambda: load_audio(cut))
+    data = whole.read_bytes()
     header_only = tmp / "header_only.mp4"
     header_only.write_bytes(data[: mdat + 8])
     assert str(header_only) in error_for(lambda: open_source(header_only))
+    video_only = tmp / "video_only.mkv"  # Matroska declares the duration of the file, not of each stream
+    with VideoWriter(video_only, 25, 48, 32, lossless=True) as writer:
+        writer.write_many(open_source(clip20))
+    data = video_only.read_bytes()
+    cut = tmp / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    assert "truncated" in error_for(lambda: list(open_source(cut)))
     no_index = tmp / "no_index.mp4"  # moov at the end (like the shared clips): nothing to read when cut
     no_index.write_bytes((media_clip := Path(clip20).read_bytes())[: len(media_clip) // 2])
     assert str(no_index) in error_for(lambda: open_source(no_index))
+
+
+def test_non_regular_files_are_refused_up_front(tmp):
+    """A FIFO would block FFmpeg's open forever; a device or folder is never a video."""
+    fifo = tmp / "pipe.mp4"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero"), tmp):
+        for action in (lambda: open_source(path), lambda: probe(path), lambda: load_audio(path),
+                       lambda: VideoWriter(tmp / "o.mp4", 25, 16, 16, audio=path)):
+            message = error_for(action)
+            assert str(path) in message and ("regular file" in message or "folder" in message)
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG declaring width x height with a few rows of data: cheap to write, costly to decode."""
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"".join(b"\x00" + bytes(width * 3) for _ in range(2)))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return path
+
+
+def test_huge_images_are_refused_from_their_header(tmp):
+    """16000x16000 would take gigabytes inside FFmpeg's open; 20000x20000 is too large, not "corrupt"."""
+    jpeg = tmp / "huge.jpg"  # SOI, then a baseline start-of-frame declaring 9000 x 8000
+    jpeg.write_bytes(b"\xff\xd8\xff\xc0\x00\x11\x08" + struct.pack(">HH", 9000, 8000) + b"\x03" + bytes(9) + b"\xff\xd9")
+    for path, size in ((png_header_only(tmp / "huge.png", 16000, 16000), "16000x16000"),
+                       (png_header_only(tmp / "huger.png", 20000, 20000), "20000x20000"), (jpeg, "8000x9000")):
+        for action in (lambda: open_source(path), lambda: probe(path)):
+            message = error_for(action)
+            assert str(path) in message and size in message and "too large" in message
+    fine = tmp / "fine.png"
+    cv2.imwrite(str(fine), np.zeros((64, 80, 3), np.uint8))
+    assert (probe(fine).width, probe(fine).height) == (80, 64)

@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from .errors import Wav2LipError
+from .video_io import decode_stream
 
 # Audio front end of the published Wav2Lip (spec section 2).
 SAMPLE_RATE = 16000  # Hz: everything is decoded and resampled to this
@@ -38,13 +39,13 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     Channels are averaged after resampling (as librosa's `to_mono` does) rather than left to
     FFmpeg's down-mix matrix, which scales stereo by 1/sqrt(2) per channel and can leave [-1, 1].
     Packets FFmpeg cannot decode are skipped, as the ffmpeg tool does; a file yielding no samples
-    at all is an error.
+    at all, or whose data ends before the duration it declares (a truncated MP4), is an error.
     """
     path = Path(path)
     if not path.exists():
         raise Wav2LipError(f"{path}: no such file")
     if not path.is_file():
-        raise Wav2LipError(f"{path}: not a file")
+        raise Wav2LipError(f"{path}: not a regular file (a folder, pipe or device); give an audio or video file")
     if path.stat().st_size == 0:
         raise Wav2LipError(f"{path}: file is empty (0 bytes)")
     try:
@@ -57,18 +58,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
         chunks: list[np.ndarray] = []
-        try:
-            packets = container.demux(stream)
-            for packet in packets:
-                try:
-                    frames = packet.decode()
-                except av.error.InvalidDataError:
-                    continue
-                for frame in frames:
-                    chunks.extend(_mono(f) for f in resampler.resample(frame))
-        except av.error.FFmpegError as exc:
-            if not chunks:
-                raise Wav2LipError(f"{path}: audio could not be decoded ({exc.strerror or exc})") from None
+        for frame in decode_stream(container, stream):
+            chunks.extend(_mono(f) for f in resampler.resample(frame))
         chunks.extend(_mono(f) for f in resampler.resample(None))
         exact = _exact_length(container, stream, sr)
     wav = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
@@ -130,7 +121,10 @@ _MEL_BASIS = mel_filters()
 
 
 def _stft_magnitude(y: np.ndarray) -> np.ndarray:
-    """|STFT| (n_fft // 2 + 1, frames): periodic Hann, centred frames with REFLECT padding (librosa <= 0.9)."""
+    """|STFT| (n_fft // 2 + 1, frames): periodic Hann, centred frames with REFLECT padding (librosa <= 0.9).
+
+    A waveform shorter than the padding is reflected back and forth, as np.pad (and so librosa) does, so
+    even a few samples give their 1 + len // HOP frames and callers can say the audio is too short."""
     pad = N_FFT // 2
     y = np.pad(y, pad, mode="reflect")
     n_frames = 1 + (y.size - N_FFT) // HOP
@@ -146,8 +140,8 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     wav = np.asarray(wav, dtype=np.float64)
     if wav.ndim != 1:
         raise ValueError(f"melspectrogram expects a mono 1-D waveform, got shape {wav.shape}")
-    if wav.size <= N_FFT // 2:
-        raise ValueError(f"waveform of {wav.size} samples is too short for a {N_FFT}-point STFT")
+    if wav.size == 0:
+        raise ValueError("melspectrogram of an empty waveform")
     emphasised = np.empty_like(wav)
     emphasised[0] = wav[0]
     emphasised[1:] = wav[1:] - PREEMPHASIS * wav[:-1]

@@ -128,7 +128,9 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        # torch words it "Unsupported global: GLOBAL x" or, for a blocked module (os.system is posix.system),
+        # "Trying to load unsupported GLOBAL x whose module y is blocked".
+        needed = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
         if needed:
             raise Wav2LipError(
                 f"{path}: refused: loading it would run code from the file (it needs {needed.group(1)}); "
@@ -287,14 +289,18 @@ def load_state(
 
 
 def load_model(
-    path: str | os.PathLike, kind: str, device: str | torch.device = "cpu", width: float | None = None
+    name_or_path: str | os.PathLike, kind: str, device: str | torch.device = "cpu", width: float | None = None
 ) -> nn.Module:
-    """The network of `kind` with the file's weights, on `device`, in eval mode.
+    """The network of `kind` with the weights of a file or a model-store name (fetched and verified
+    there), on `device`, in eval mode: the one way every command loads a network.
 
     `width` is read from the file's tensor shapes unless given, so narrow trained models load too.
     """
     if kind not in MODEL_NAMES:
         raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_NAMES)})")
+    from . import store  # resolve a name through the store; an existing path is used as it is
+
+    path = store.resolve(name_or_path)
     checkpoint = read_checkpoint(path)
     _check_kind(checkpoint.state_dict, path, kind)
     if width is None:

@@ -23,7 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from . import audio as audio_io
-from . import faces, store
+from . import faces
 from .checkpoints import load_model
 from .device import resolve_device
 from .errors import Wav2LipError
@@ -392,11 +392,10 @@ def load_sync_model(model: SyncModel | nn.Module | str | os.PathLike = "syncnet_
         return SyncNetV2Model(model.to(device).eval(), "SyncNet v2", device)
     name = str(model)
     if name.startswith(EXPERT_PREFIX):
-        path = store.resolve(name[len(EXPERT_PREFIX):])
+        path = name[len(EXPERT_PREFIX):]
         net = load_model(path, "syncnet", device=device)
         return ExpertModel(net, f"lip-sync expert {path} (width {net.width})", device)
-    path = store.resolve(model)
-    return SyncNetV2Model(load_model(path, "syncnet_v2", device=device), f"SyncNet v2 {path}", device)
+    return SyncNetV2Model(load_model(model, "syncnet_v2", device=device), f"SyncNet v2 {model}", device)
 
 
 def score_crops(crops: Iterable[np.ndarray], samples: np.ndarray, model: SyncModel, batch_size: int = 20) -> SyncScore:

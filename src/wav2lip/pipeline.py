@@ -463,7 +463,8 @@ class _Run:
         for segment, limit in enumerate(limits):
             options = self.track_options(0 if segment == 0 else limits[0])
             source = {"fps": job.fps, "resize_factor": job.options.resize_factor, "rotate": job.options.rotate,
-                      "crop": list(job.options.crop), "static": job.options.static, "segment": segment}
+                      "crop": list(job.options.crop), "static": job.options.static, "segment": segment,
+                      "frames": [limits[segment - 1] if segment else 0, limit]}  # the range tracked as one shot
             tracked = (cached_track(job.face, take(limit), detector, options, self.cache_dir, source)
                        if job.options.cache else track(take(limit), detector, options))
             for item in tracked:

@@ -500,10 +500,9 @@ def filter_sync(root: str | Path, expert: str | Path, min_sync: float, device: s
     scores go to `sync_scores.json`; returns the dropped clips per split.
     """
     from .checkpoints import load_model
-    from .store import resolve
 
     root = Path(root)
-    model = load_model(resolve(expert), "syncnet", device)
+    model = load_model(expert, "syncnet", device)
     scores: dict[str, dict] = {}
     dropped: dict[str, list[str]] = {}
     for split in SPLITS:

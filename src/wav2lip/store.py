@@ -188,8 +188,10 @@ def _entry(name: str | WeightFile) -> WeightFile:
     raise Wav2LipError(f"{name}: not a known weight file (known: {', '.join(KNOWN)})")
 
 
-def _get_it_here(entry: WeightFile, target: Path) -> str:
-    return f"put the file at {target} (download it from {sources(entry)[0]}, or see {entry.homepage})"
+def _get_it_here(entry: WeightFile, target: Path, wrong: str | None = None) -> str:
+    """What to do by hand; `wrong` says why the file already at `target` is not the right one."""
+    where = f"replace {target} (it {wrong}) with the right file" if wrong else f"put the file at {target}"
+    return f"{where} (download it from {sources(entry)[0]}, or see {entry.homepage})"
 
 
 def resolve(
@@ -219,7 +221,24 @@ def resolve(
         return fetch(entry, root=root)  # not force: a .part left by a broken download resumes
     why = "downloads are off (WAV2LIP_OFFLINE is set)" if download else "downloading was not allowed"
     found = f"the cached copy {problem}" if problem else "it is not in the weight cache"
-    raise Wav2LipError(f"{entry.name}: {found} and {why}: {_get_it_here(entry, target)}")
+    raise Wav2LipError(f"{entry.name}: {found} and {why}: {_get_it_here(entry, target, problem)}")
+
+
+def resolve_all(names_or_paths: list[str | os.PathLike], download: bool = True,
+                root: str | os.PathLike | None = None) -> list[Path]:
+    """`resolve` for every weight file a command needs, with every missing one named in one error, so a
+    user offline learns the whole list at once instead of one file per run."""
+    paths, problems = [], []
+    for name in names_or_paths:
+        try:
+            paths.append(resolve(name, download=download, root=root))
+        except Wav2LipError as exc:
+            problems.append(str(exc))
+    if len(problems) == 1:
+        raise Wav2LipError(problems[0])
+    if problems:
+        raise Wav2LipError(f"{len(problems)} weight files are missing: " + "; ".join(problems))
+    return paths
 
 
 def fetch(
@@ -237,11 +256,12 @@ def fetch(
     entry = _entry(name)
     target = cache_dir(root) / entry.name
     part = target.with_name(target.name + ".part")
-    if target.is_file() and not force and check(target, entry) is None:
+    wrong = check(target, entry) if target.is_file() else None
+    if target.is_file() and not force and wrong is None:
         return target
     if offline():
         raise Wav2LipError(
-            f"{entry.name}: cannot download, WAV2LIP_OFFLINE is set: {_get_it_here(entry, target)}"
+            f"{entry.name}: cannot download, WAV2LIP_OFFLINE is set: {_get_it_here(entry, target, wrong)}"
         )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -264,7 +284,7 @@ def fetch(
         os.replace(part, target)
         return target
     raise Wav2LipError(
-        f"{entry.name}: download failed ({'; '.join(failures)}): {_get_it_here(entry, target)}"
+        f"{entry.name}: download failed ({'; '.join(failures)}): {_get_it_here(entry, target, wrong)}"
     )
 
 

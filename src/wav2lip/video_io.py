@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import struct
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Iterable, Iterator, Literal
 import av
 import cv2
 import numpy as np
+from av.stream import Disposition
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
 from .errors import Wav2LipError
@@ -46,6 +48,11 @@ _AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 120
 _REVERSE_BLOCK_BYTES = 256 * 2**20  # memory for one block of frames played backwards (pingpong)
 _AVCOL_SPC_SMPTE170M = 6  # FFmpeg's AVColorSpace for BT.601 (PyAV's Colorspace enum is swscale's, not this)
 _AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video so the two stay interleaved
+# Largest frame accepted (twice 8K UHD's 33 megapixels): FFmpeg decodes one frame just to open a file,
+# so a 775 KB 16000x16000 PNG would cost gigabytes before any check; headers are read first instead.
+MAX_PIXELS = 64 * 2**20
+# Data may end this much (or 0.5%) before the declared duration (AAC priming; videos: at most 3 frames).
+_TRUNCATION_TOLERANCE_S = Fraction(1, 10)
 
 
 @dataclass(frozen=True)
@@ -110,39 +117,136 @@ def _rotate(image: np.ndarray, clockwise: int) -> np.ndarray:
 
 
 def _check_file(path: Path) -> None:
+    """Refuse what FFmpeg would hang on or misread: a FIFO, a device, a socket, a folder."""
     if not path.exists():
         raise Wav2LipError(f"{path}: file not found")
     if path.is_dir():
         raise Wav2LipError(f"{path}: is a folder, not a media file")
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: not a regular file (a pipe, device or socket); give a media file")
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """Width and height from the header of a PNG, JPEG, GIF, BMP or WebP file, without decoding it."""
+    with open(path, "rb") as f:
+        head = f.read(64 * 1024)
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    if head[:6] in (b"GIF87a", b"GIF89a"):
+        return struct.unpack("<HH", head[6:10])
+    if head[:2] == b"BM" and len(head) >= 26:
+        width, height = struct.unpack("<ii", head[18:26])
+        return abs(width), abs(height)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        if head[12:16] == b"VP8X":
+            return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+        if head[12:16] == b"VP8L":
+            bits = int.from_bytes(head[21:25], "little")
+            return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+        if head[12:16] == b"VP8 ":
+            width, height = struct.unpack("<HH", head[26:30])
+            return width & 0x3FFF, height & 0x3FFF
+    if head[:2] == b"\xff\xd8":  # JPEG: walk the markers to the first start-of-frame
+        i = 2
+        while i + 9 < len(head) and head[i] == 0xFF:
+            marker, length = head[i + 1], int.from_bytes(head[i + 2:i + 4], "big")
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                height, width = struct.unpack(">HH", head[i + 5:i + 9])
+                return width, height
+            i += 2 + length
+    return None
+
+
+def _check_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_PIXELS:
+        raise Wav2LipError(f"{path}: {width}x{height} frames are too large (more than {MAX_PIXELS // 2**20} "
+                           "megapixels); scale the image or video down first")
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
+    """Open for reading, after refusing an image whose header declares absurd dimensions."""
+    size = _header_size(path) if path.is_file() else None
+    if size is not None:
+        _check_size(path, *size)
     try:
-        return av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as e:
         raise Wav2LipError(
             f"{path}: not a readable video, image or audio file, or truncated ({e.strerror or e})") from None
+    for stream in container.streams.video:
+        if stream.codec_context.width and stream.codec_context.height:
+            try:
+                _check_size(path, stream.codec_context.width, stream.codec_context.height)
+            except Wav2LipError:
+                container.close()
+                raise
+    return container
 
 
-def _decode(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
-    """Decode one stream, skipping corrupt packets and stopping early (after flushing the decoder) at a
-    damaged or truncated part, as the ffmpeg tool does."""
-    kind = stream.type
-    packets = container.demux(stream)
+def decode_stream(container: av.container.InputContainer, stream) -> Iterator[av.VideoFrame | av.AudioFrame]:
+    """Decode one stream to its end, skipping corrupt packets (as the ffmpeg tool does).
+
+    A file must hold what its header declares: when the data ends short of the declared duration (a
+    truncated file whose index survived, e.g. a faststart MP4 cut short, or a damaged part the demuxer
+    cannot pass) this raises a one-line Wav2LipError at the end instead of passing a shorter stream off
+    as the whole. Skipped packets of a complete file are summed up in one warning.
+    """
+    ends: dict[int, Fraction] = {}  # stream index -> latest presentation end seen in the data
+    skipped = decoded = 0
+    damage = None
+    packets = container.demux()  # every stream: where the data ends is where the last of them ends
     while True:
         try:
             packet = next(packets)
         except StopIteration:
             break
         except av.FFmpegError as e:
-            log.warning("%s: %s stops at a damaged part (%s)", container.name, kind, e)
+            damage = e
             packet = None
+        if packet is not None and packet.pts is not None and packet.time_base is not None:
+            end = (packet.pts + (packet.duration or 0)) * packet.time_base
+            ends[packet.stream.index] = max(end, ends.get(packet.stream.index, end))
+        if packet is not None and packet.stream.index != stream.index:
+            continue
         try:
-            yield from stream.decode(packet)
-        except av.FFmpegError as e:
-            log.warning("%s: skipped an undecodable %s packet (%s)", container.name, kind, e)
+            for frame in stream.decode(packet):
+                decoded += 1
+                yield frame
+        except av.FFmpegError:
+            skipped += 1
         if packet is None:
             break
+    _check_complete(container, stream, ends, damage, skipped)
+    if skipped and decoded:  # with nothing decoded the caller's error says it all, in one line
+        log.warning("%s: skipped %d undecodable %s packet%s", container.name, skipped, stream.type,
+                    "" if skipped == 1 else "s")
+
+
+def _check_complete(container: av.container.InputContainer, stream, ends: dict[int, Fraction],
+                    damage: Exception | None, skipped: int) -> None:
+    """Raise when the data ends before the duration the file declares: per stream where the container
+    records one (MP4, MOV), else for the file as a whole (Matroska, WebM)."""
+    shortfalls = []  # (stream, where its data ends, where it should end)
+    for other in container.streams:
+        if other.disposition & Disposition.attached_pic:  # an MP3's cover art: one picture, no duration
+            continue
+        if other.type in ("video", "audio") and other.duration and other.time_base and other.index in ends:
+            declared = ((other.start_time or 0) + other.duration) * other.time_base
+            shortfalls.append((other, ends[other.index], declared))
+    if not shortfalls and container.duration and ends:
+        declared = Fraction(container.duration + (container.start_time or 0), av.time_base)
+        shortfalls.append((stream, max(ends.values()), declared))
+    for other, end, declared in shortfalls:
+        tolerance = _TRUNCATION_TOLERANCE_S
+        if other.type == "video" and other.average_rate:
+            tolerance = min(tolerance, 3 / Fraction(other.average_rate))  # a missing last frame or two
+        if end < declared - max(tolerance, declared * Fraction(1, 200)):
+            what = f"damaged ({damage})" if damage is not None else "truncated"
+            extra = f", {skipped} {stream.type} packets undecodable" if skipped else ""
+            raise Wav2LipError(f"{container.name}: {what}: its {other.type} ends at {float(end):.2f} s of the "
+                               f"{float(declared):.2f} s the file declares{extra}")
+    if damage is not None:
+        log.warning("%s: %s stops at a damaged part (%s)", container.name, stream.type, damage)
 
 
 @dataclass
@@ -168,7 +272,7 @@ def _inspect(path: str | os.PathLike) -> _Inspection:
             return _Inspection(info, None, None, None)
         stream = container.streams.video[0]
         frames = []
-        for frame in _decode(container, stream):
+        for frame in decode_stream(container, stream):
             frames.append(frame)
             if len(frames) == 2:
                 break
@@ -335,7 +439,7 @@ class FrameSource:
             k = first
             held: av.VideoFrame | None = None  # the frame on screen at the next sample time
             held_time = Fraction(0)
-            for frame in _decode(container, stream):
+            for frame in decode_stream(container, stream):
                 time = held_time + 1 / self.rate if frame.pts is None else frame.pts * time_base
                 if held is None and first > 0 and time > self._sample_time(first):
                     # The seek landed past the wanted frame (a sparse index): decode from the start instead.
@@ -424,7 +528,7 @@ def _audio_frames(path: Path, rate: int, layout: str, fmt: str, start: float) ->
                 written += frame.samples
                 yield frame
 
-        for frame in _decode(container, stream):
+        for frame in decode_stream(container, stream):
             yield from emit(resampler.resample(frame))
         yield from emit(resampler.resample(None))
 

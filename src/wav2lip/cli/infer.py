@@ -9,8 +9,10 @@ import csv
 import sys
 from pathlib import Path
 
+from .. import store
 from ..errors import Wav2LipError
 from ..blend import MASKS
+from ..faces.detectors import WEIGHT_NAMES
 from ..files import check_not_input
 from ..options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
@@ -191,6 +193,11 @@ def run(args: argparse.Namespace) -> int:
         output = check_output_path(_output_path(args), [args.face, args.audio, *weights], args.lossless)
     else:
         rows, bad = _read_manifest(Path(args.manifest))
+    try:
+        store.resolve(args.checkpoint)
+    except Wav2LipError:  # name every weight file this run lacks, not one per run (the detector's too)
+        store.resolve_all([args.checkpoint] + ([] if args.box else [args.detector_weights or WEIGHT_NAMES[args.detector]]))
+        raise
     syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
                        backend=args.backend, detector_weights=args.detector_weights,
                        face_det_batch_size=args.face_det_batch_size, speaker_model=args.speaker_model,

@@ -1,11 +1,18 @@
 """Detection cache: boxes per input file, keyed by its content and every setting that moves a box,
 so lip-syncing the same video to another audio skips detection. Stores boxes (small .npz), never frames.
+
+The cache can only save time, never change a result: an entry is checked before use (its arrays, their
+lengths, the frame size, boxes inside the frame), a damaged one is ignored and replaced, frames an entry
+does not cover are detected, and a cache folder that cannot be written costs one warning, not the run.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
 import os
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -13,12 +20,16 @@ from typing import Iterable, Iterator, NamedTuple
 import numpy as np
 
 from .. import store
+from ..errors import Wav2LipError
 from ..files import atomic_output
 from .detectors import Detection, FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
 
-# Bump when tracking changes what it returns for the same inputs.
-CACHE_VERSION = 2  # 2: smoothed landmarks stored
+# Bump when tracking changes what it returns for the same inputs, or the entry layout changes.
+CACHE_VERSION = 3  # 2: frame ranges and validation; 3: smoothed landmarks stored
+
+log = logging.getLogger(__name__)
+_warned: set[str] = set()  # cache folders already warned about in this process
 
 
 def default_cache_dir() -> Path:
@@ -58,7 +69,20 @@ class _Record(NamedTuple):
     points: np.ndarray | None = None  # smoothed landmarks (TrackedFace.landmarks)
 
 
-def _save(target: Path, items: list[_Record]) -> None:
+_ARRAYS = {  # name -> (trailing shape, dtype kind) of each array in an entry, one row per frame
+    "boxes": ((4,), "i"), "raw": ((4,), "f"), "det_boxes": ((4,), "f"), "scores": ((), "f"),
+    "landmarks": ((5, 2), "f"), "interpolated": ((), "b"), "points": ((5, 2), "f"),
+}
+
+
+def _warn_once(folder: Path, message: str) -> None:
+    if str(folder) not in _warned:
+        _warned.add(str(folder))
+        log.warning("%s", message)
+
+
+def _save(target: Path, items: list[_Record], frame_size: tuple[int, int]) -> None:
+    """Store an entry; a folder that cannot be written gives one warning and the run goes on."""
     n = len(items)
     boxes = np.full((n, 4), -1, dtype=np.int64)
     raw = np.full((n, 4), np.nan)
@@ -80,21 +104,59 @@ def _save(target: Path, items: list[_Record]) -> None:
         interpolated[i] = item.interpolated
         if item.points is not None:
             points[i] = item.points
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(target) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, boxes=boxes, raw=raw, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
-                     interpolated=interpolated, points=points)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_output(target) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, boxes=boxes, raw=raw, det_boxes=det_boxes, scores=scores, landmarks=landmarks,
+                         interpolated=interpolated, points=points, frame_size=np.array(frame_size, dtype=np.int64))
+    except (OSError, Wav2LipError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        _warn_once(target.parent, f"warning: detection cache {target.parent} cannot be written ({reason}); "
+                                  "face boxes are not kept for the next run (--no-cache turns the cache off)")
 
 
-def _replay(frames: Iterable[np.ndarray], data: np.lib.npyio.NpzFile) -> Iterator[TrackedFace]:
-    boxes, raw, det_boxes, scores = data["boxes"], data["raw"], data["det_boxes"], data["scores"]
-    landmarks, interpolated = data["landmarks"], data["interpolated"]
-    smoothed = data["points"]
-    for index, frame in enumerate(frames):
-        if index >= len(boxes):
-            yield TrackedFace(index, frame, None)
-            continue
+def _load(target: Path) -> dict[str, np.ndarray] | None:
+    """The arrays of a consistent entry, or None for a missing one; a damaged entry is ignored (and
+    replaced by the run that follows)."""
+    try:
+        if not target.is_file():
+            return None
+        with np.load(target, allow_pickle=False) as data:
+            entry = {name: data[name] for name in (*_ARRAYS, "frame_size")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.debug("%s: unusable detection cache entry (%s)", target, exc)
+        return None
+    n = len(entry["boxes"])
+    for name, (shape, kind) in _ARRAYS.items():
+        array = entry[name]
+        if array.shape != (n, *shape) or array.dtype.kind != kind:
+            return None
+    if entry["frame_size"].shape != (2,) or entry["frame_size"].dtype.kind != "i":
+        return None
+    height, width = (int(v) for v in entry["frame_size"])
+    boxes = entry["boxes"]
+    found = boxes[:, 0] >= 0
+    x1, y1, x2, y2 = boxes[found].T
+    if not np.all((x1 < x2) & (y1 < y2) & (y1 >= 0) & (x2 <= width) & (y2 <= height)):
+        return None
+    return entry
+
+
+def _replay(first: np.ndarray, frames: Iterator[np.ndarray], entry: dict[str, np.ndarray],
+            detector: FaceDetector | None, options: FaceTrackOptions) -> Iterator[TrackedFace]:
+    """The entry's results for the frames it covers; frames past its end (a longer stream than the
+    run that stored it saw) are tracked afresh, so replay never invents a missing face."""
+    boxes, raw, det_boxes, scores = entry["boxes"], entry["raw"], entry["det_boxes"], entry["scores"]
+    landmarks, interpolated, smoothed = entry["landmarks"], entry["interpolated"], entry["points"]
+    n = len(boxes)
+    stream = itertools.chain([first], frames)
+    for index, frame in enumerate(stream):
+        if index >= n:
+            for item in track(itertools.chain([frame], stream), detector, options):
+                item.index += n
+                yield item
+            return
         box = boxes[index] if boxes[index, 0] >= 0 else None
         det = None
         if not np.isnan(scores[index]):
@@ -114,18 +176,25 @@ def cached_track(
     source: dict | None = None,
 ) -> Iterator[TrackedFace]:
     """`track` for the frames decoded from `path`, replayed from the cache when this exact file was
-    tracked with the same settings before; a complete fresh run is stored for next time."""
+    tracked with the same settings before; a complete fresh run is stored for next time.
+
+    `source` must name everything that decides which frames arrive (decoding settings, and the range
+    of frames when the caller tracks a part of the video), since it is part of the key."""
     options = options or FaceTrackOptions()
     if options.fixed_box is not None:
         yield from track(frames, detector, options)
         return
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        return
     target = Path(cache_dir or default_cache_dir()) / f"{cache_key(path, detector, options, source)}.npz"
-    if target.is_file():
-        with np.load(target) as data:
-            yield from _replay(frames, data)
+    entry = _load(target)
+    if entry is not None and tuple(entry["frame_size"]) == first.shape[:2]:
+        yield from _replay(first, frames, entry, detector, options)
         return
     record = []
-    for item in track(frames, detector, options):
+    for item in track(itertools.chain([first], frames), detector, options):
         record.append(_Record(item.box, item.raw, item.detection, item.interpolated, item.landmarks))
         yield item
-    _save(target, record)
+    _save(target, record, first.shape[:2])

@@ -6,6 +6,7 @@ a JSON or TOML config file < keyword overrides (the command-line flags that were
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -89,12 +90,40 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return values
 
 
+def _check_types(values: dict[str, Any], source: str | Path | None) -> None:
+    """Each setting of the type TrainConfig declares (ints accepted for floats): {"lr": "fast"} is
+    one clear line here rather than a TypeError deep inside the optimizer."""
+    where = f"{source}: " if source else ""
+    defaults = TrainConfig()
+    for name, value in values.items():
+        default = getattr(defaults, name)
+        if name == "betas":
+            ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+                isinstance(b, (int, float)) and not isinstance(b, bool) for b in value)
+            if ok:
+                values[name] = tuple(float(b) for b in value)
+        elif isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            if ok:
+                values[name] = float(value)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:  # str settings, some of them optional
+            ok = isinstance(value, (str, os.PathLike)) or (value is None and default is None)
+        if not ok:
+            kind = "a pair of numbers" if name == "betas" else type(default).__name__ if default is not None else "str"
+            raise Wav2LipError(f"{where}setting {name} must be {kind}, got {value!r}")
+
+
 def make_config(recipe: str, config_file: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """The effective config; `overrides` set to None are ignored (flags the user did not give)."""
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}")
     values: dict[str, Any] = dict(RECIPE_DEFAULTS[recipe])
     from_file = read_config_file(config_file) if config_file else {}
+    _check_types(from_file, config_file)  # a bad value in the file is reported with the file's name
     given = {k: v for k, v in overrides.items() if v is not None}
     gan = given.get("gan", from_file.get("gan", False))
     if recipe == "generator" and gan:
@@ -106,8 +135,7 @@ def make_config(recipe: str, config_file: str | Path | None = None, **overrides:
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"unknown settings {', '.join(unknown)}")
-    if "betas" in values:
-        values["betas"] = tuple(float(b) for b in values["betas"])
+    _check_types(values, None)
     config = TrainConfig(**values)
     if config.expert_mode not in ("eval", "train"):
         raise Wav2LipError(f"expert_mode must be 'eval' or 'train', not {config.expert_mode!r}")

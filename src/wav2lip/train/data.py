@@ -78,7 +78,17 @@ def clip_mel(folder: Path) -> np.ndarray:
     """(80, T) mel of a clip: `mel.npy` if present and newer than audio.wav, else from audio.wav."""
     wav_path, mel_path = folder / "audio.wav", folder / "mel.npy"
     if mel_path.is_file() and (not wav_path.exists() or mel_path.stat().st_mtime >= wav_path.stat().st_mtime):
-        return np.load(mel_path)
+        try:
+            mel = np.load(mel_path, allow_pickle=False)  # never unpickle: an object array would run code
+        except (ValueError, OSError, EOFError) as exc:
+            raise Wav2LipError(f"{mel_path}: not a saved mel spectrogram ({exc}); delete it to recompute it "
+                               "from audio.wav") from None
+        if not isinstance(mel, np.ndarray) or mel.ndim != 2 or mel.shape[0] != audio.N_MELS \
+                or mel.dtype.kind != "f" or not np.isfinite(mel).all():
+            raise Wav2LipError(f"{mel_path}: not a finite ({audio.N_MELS}, T) float mel spectrogram "
+                               f"(holds {getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}); "
+                               "delete it to recompute it from audio.wav")
+        return mel
     return audio.melspectrogram(audio.load_audio(wav_path))
 
 

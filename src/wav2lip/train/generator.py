@@ -47,7 +47,7 @@ class GeneratorRecipe(Recipe):
         if config.init:
             _load_into(self.model, config.init, "wav2lip")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
-        self.expert = checkpoints.load_model(store.resolve(config.expert), "syncnet", device)
+        self.expert = checkpoints.load_model(config.expert, "syncnet", device)
         for p in self.expert.parameters():
             p.requires_grad_(False)
         self.expert.train(config.expert_mode == "train")

@@ -1,0 +1,222 @@
+"""Generated hostile inputs through the real command line (`python -m wav2lip` in a subprocess): each gives
+one line, exit code 2, no traceback, nothing at or beside the output, an existing output unchanged and the
+inputs untouched."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import cut_wav
+
+from wav2lip.checkpoints import save_checkpoint
+from wav2lip.models.deterministic import fill_deterministic
+from wav2lip.models.generator import Wav2Lip
+from wav2lip.video_io import VideoWriter, open_source
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("hostile")
+
+
+@pytest.fixture(scope="module")
+def generator(work) -> Path:
+    path = work / "generator.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech(media, work) -> Path:
+    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.0)
+
+
+@pytest.fixture(scope="module")
+def faststart(media, work, speech) -> Path:
+    """1 s of vr_face5.mp4 at 96x96 with its audio, moov first (as our writer makes it)."""
+    import cv2
+
+    path = work / "faststart.mp4"
+    with VideoWriter(path, 25, 96, 96, audio=speech) as writer:
+        for image in open_source(media / "vr_face5.mp4").frames(25, loop="none"):
+            writer.write(cv2.resize(image, (96, 96), interpolation=cv2.INTER_AREA))
+    return path
+
+
+def _png_header(path: Path, width: int, height: int) -> Path:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" + bytes(width * 3))) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.fixture(scope="module")
+def hostile(work, faststart, media) -> dict[str, Path]:
+    """Name -> a generated hostile media file (or folder, or FIFO)."""
+    data = faststart.read_bytes()
+    mdat = data.find(b"mdat")
+    files = {
+        "zero bytes": b"",
+        "random bytes": np.random.default_rng(1).bytes(20_000),
+        "header only": data[: mdat + 8],
+        "truncated faststart 40%": data[: mdat + (len(data) - mdat) * 4 // 10],
+        "truncated faststart 75%": data[: mdat + (len(data) - mdat) * 3 // 4],
+        "truncated index-last": (media / "vr_face5.mp4").read_bytes()[:60_000],
+    }
+    paths = {}
+    for name, content in files.items():
+        path = work / (name.replace(" ", "_").replace("%", "") + ".mp4")
+        path.write_bytes(content)
+        paths[name] = path
+    paths["huge png"] = _png_header(work / "huge.png", 16000, 16000)
+    paths["huger png"] = _png_header(work / "huger.png", 20000, 20000)
+    paths["folder"] = work / "a_folder.mp4"
+    paths["folder"].mkdir()
+    paths["fifo"] = work / "pipe.mp4"
+    os.mkfifo(paths["fifo"])
+    return paths
+
+
+def _digest(path: Path) -> str:
+    if not path.is_file():
+        return path.stat().st_mode.__repr__()  # a FIFO or folder: must not change kind
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, WAV2LIP_OFFLINE="1", WAV2LIP_HOME=str(cwd / "home"), OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "wav2lip", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *names: Path) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and len(lines) == 1, result.stderr
+    assert lines[0].startswith("wav2lip: error: ") and any(str(n) in lines[0] for n in names), lines[0]
+    return lines[0]
+
+
+def assert_nothing_beside(output: Path, before: set[str]) -> None:
+    assert set(os.listdir(output.parent)) == before, sorted(set(os.listdir(output.parent)) - before)
+
+
+FACE_CASES = ["zero bytes", "random bytes", "header only", "truncated faststart 40%", "truncated faststart 75%",
+              "truncated index-last", "huge png", "huger png", "folder", "fifo"]
+
+
+@pytest.mark.parametrize("case", FACE_CASES)
+def test_infer_face(case, hostile, generator, speech, work):
+    face = hostile[case]
+    out_dir = work / f"out_{case.replace(' ', '_').replace('%', '')}"
+    out_dir.mkdir()
+    output = out_dir / "result.mp4"
+    output.write_bytes(b"an earlier result")
+    before, inputs = set(os.listdir(out_dir)), {p: _digest(p) for p in (face, speech, generator)}
+    result = run_cli("infer", "--face", str(face), "--audio", str(speech), "-o", str(output), "--checkpoint",
+                     str(generator), "--box", "10", "90", "10", "90", "--precision", "fp32", "-q", cwd=work)
+    line = assert_one_line_error(result, face)
+    if "png" in case:
+        assert "too large" in line and "corrupt" not in line
+    if "truncated faststart" in case:
+        assert "truncated" in line
+    assert output.read_bytes() == b"an earlier result"
+    assert_nothing_beside(output, before)
+    assert {p: _digest(p) for p in inputs} == inputs
+
+
+AUDIO_CASES = ["zero bytes", "random bytes", "truncated faststart 40%", "truncated faststart 75%", "folder", "fifo"]
+
+
+@pytest.mark.parametrize("case", AUDIO_CASES)
+def test_infer_audio(case, hostile, generator, faststart, work):
+    audio = hostile[case]
+    out_dir = work / f"aout_{case.replace(' ', '_').replace('%', '')}"
+    out_dir.mkdir()
+    output = out_dir / "result.mp4"
+    result = run_cli("infer", "--face", str(faststart), "--audio", str(audio), "-o", str(output), "--checkpoint",
+                     str(generator), "--box", "10", "90", "10", "90", "--precision", "fp32", "-q", cwd=work)
+    line = assert_one_line_error(result, audio)
+    if "truncated" in case:
+        assert "truncated" in line
+    assert os.listdir(out_dir) == []
+
+
+@pytest.mark.parametrize("case", ["zero bytes", "truncated faststart 40%", "huge png", "fifo", "folder"])
+def test_detect(case, hostile, work, models_dir):
+    video = hostile[case]
+    output = work / f"boxes_{case.replace(' ', '_').replace('%', '')}.json"
+    result = run_cli("detect", str(video), "--json", str(output),
+                     "--retinaface-weights", str(models_dir / "retinaface_mobilenet0.25.pth"), cwd=work)
+    assert_one_line_error(result, video)
+    assert not output.exists()
+
+
+class RunsACommand:
+    def __reduce__(self):
+        return (os.system, ("touch ran-a-command",))
+
+
+@pytest.fixture(scope="module")
+def bad_checkpoints(work, generator) -> dict[str, Path]:
+    import torch
+
+    data = generator.read_bytes()
+    paths = {name: work / f"ckpt_{name.replace(' ', '_')}.pth"
+             for name in ("zero bytes", "random bytes", "truncated", "runs a command")}
+    paths["zero bytes"].write_bytes(b"")
+    paths["random bytes"].write_bytes(np.random.default_rng(2).bytes(5000))
+    paths["truncated"].write_bytes(data[: len(data) // 2])
+    torch.save({"state_dict": {"w": torch.zeros(1)}, "payload": RunsACommand()}, paths["runs a command"])
+    return paths
+
+
+@pytest.mark.parametrize("case", ["zero bytes", "random bytes", "truncated", "runs a command"])
+def test_checkpoints_for_weights_inspect_and_infer(case, bad_checkpoints, faststart, speech, work):
+    checkpoint = bad_checkpoints[case]
+    line = assert_one_line_error(run_cli("weights", "inspect", str(checkpoint), cwd=work), checkpoint)
+    if case == "runs a command":
+        assert "would run code" in line and not (work / "ran-a-command").exists()
+    output = work / f"ck_{case.replace(' ', '_')}.mp4"
+    result = run_cli("infer", "--face", str(faststart), "--audio", str(speech), "-o", str(output), "--checkpoint",
+                     str(checkpoint), "--box", "10", "90", "10", "90", "-q", cwd=work)
+    assert assert_one_line_error(result, checkpoint) == line
+    assert not output.exists() and not (work / "ran-a-command").exists()
+
+
+def test_training_inputs_name_the_file(tmp_path):
+    """A random or object-array mel.npy and a config value of the wrong type are one line naming the file."""
+    import json
+
+    from wav2lip.errors import Wav2LipError
+    from wav2lip.train.config import make_config
+    from wav2lip.train.data import clip_mel
+
+    clip = tmp_path / "clip"
+    clip.mkdir()
+    mel = clip / "mel.npy"
+    for content in (np.random.default_rng(3).bytes(500), None, np.zeros((3, 4), np.float32)):
+        if content is None:
+            np.save(mel, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+        elif isinstance(content, bytes):
+            mel.write_bytes(content)
+        else:
+            np.save(mel, content)
+        with pytest.raises(Wav2LipError, match=f"^{mel}: ") as caught:
+            clip_mel(clip)
+        assert "\n" not in str(caught.value)
+    config = tmp_path / "train.json"
+    config.write_text(json.dumps({"lr": "fast"}))
+    with pytest.raises(Wav2LipError, match=f"^{config}: setting lr must be float, got 'fast'$"):
+        make_config("expert", config)
