@@ -100,6 +100,7 @@ def main() -> None:
     t0 = time.perf_counter()
     live = LiveSyncer(avatar, syncer=syncer, blend=args.blend)
     prepare = time.perf_counter() - t0
+    print(f"avatar prepared in {prepare:.1f} s", flush=True)
     list(live.stream(iter([speech(1.0)])))  # warm-up: the generator's first call at each batch size is slow
     timer = Timer(syncer.generator)
     chunk = round(args.chunk * SAMPLE_RATE)

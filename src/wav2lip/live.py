@@ -386,7 +386,7 @@ class _Session:
             self.weight = self._next_weight(target)
             if self.weight > 0 and live.boxes[source] is not None:
                 todo.append((len(made), source, window, self.weight))
-            made.append(LiveFrame(self.k, image, audio, self.k * self.period, sample, self.weight))
+            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, self.weight))
             self.k += 1
         if todo:
             mel = np.stack([w for _, _, w, _ in todo])[:, None].astype(np.float32)
@@ -410,9 +410,10 @@ class _Session:
     def _trim(self) -> None:
         """Forget mel columns and samples no later frame needs."""
         start = int(self.j * (MEL_FPS / self.live.fps))
-        if start > self.col0:
-            self.cols = self.cols[:, start - self.col0:]
-            self.col0 = start
+        first = start - MEL_STEP  # the last frames at the end take the final window, which starts up to here
+        if first > self.col0:
+            self.cols = self.cols[:, first - self.col0:]
+            self.col0 = first
         keep = max(0, min(start * HOP - N_FFT // 2, self.live.samples_of(self.j)))
         if keep > self.signal0:
             self.signal = self.signal[keep - self.signal0:]
