@@ -164,7 +164,8 @@ def test_defaults_fade_the_mouth_in_and_keep_the_offline_frames_after(syncer, me
         lo, hi = np.minimum(own, ref).astype(np.int16), np.maximum(own, ref).astype(np.int16)
         assert (f.image >= lo - 1).all() and (f.image <= hi + 1).all()
         assert not np.array_equal(f.image, own) and not np.array_equal(f.image, ref)
-    assert all(np.array_equal(f.image, ref) for f, ref in zip(out[5:], offline[5:]))
+    assert all(f.mouth == 1.0 for f in out[5:])
+    assert max(int(np.abs(f.image.astype(np.int16) - ref).max()) for f, ref in zip(out[5:], offline[5:])) <= 1
 
 
 # ---------------------------------------------------------------- live behaviour
@@ -173,11 +174,18 @@ def test_defaults_fade_the_mouth_in_and_keep_the_offline_frames_after(syncer, me
 def test_no_audio_then_speech_then_nothing_keeps_the_frame_rate_with_the_avatars_frames(avatar, media) -> None:
     own = next(iter(open_source(media / "st_art0.png").frames(1)))
     wav = load_audio(media / "vr_audio1.wav")[:16000]
-    source = paced([0.6, *pieces(wav, 320), 1.0], 0.02)
+    caught_up = threading.Event()  # the output has every frame whose window the speech completes
+
+    def source():
+        yield from paced([0.6, *pieces(wav, 320)], 0.02)
+        caught_up.wait(600)  # on a slow machine the pause must not be hidden behind the generator's lag
+        time.sleep(1.0)
+
     stamps, out = [], []
-    for frame in avatar.stream(source):
+    for frame in avatar.stream(source()):
         stamps.append(time.perf_counter())
         out.append(frame)
+        caught_up.set() if frame.sample == 19 * FRAME else None
     speech = [i for i, f in enumerate(out) if f.sample is not None]
     first, last = speech[0], speech[-1]
     assert [f.index for f in out] == list(range(len(out)))
@@ -205,8 +213,18 @@ def test_digital_silence_shows_the_avatars_own_mouth(avatar, media) -> None:
 
 def test_a_source_that_stalls_and_resumes(avatar, media) -> None:
     wav = load_audio(media / "vr_audio1.wav")[:2 * 9600]
-    source = paced([*pieces(wav[:9600], 320), 0.7, *pieces(wav[9600:], 320)], 0.02)
-    out = list(avatar.stream(source))
+    caught_up = threading.Event()
+
+    def source():
+        yield from paced(pieces(wav[:9600], 320), 0.02)
+        caught_up.wait(600)  # the pause starts once the output has every frame the audio so far completes
+        time.sleep(0.7)
+        yield from paced(pieces(wav[9600:], 320), 0.02)
+
+    out = []
+    for frame in avatar.stream(source()):
+        out.append(frame)
+        caught_up.set() if frame.sample == 9 * FRAME else None
     assert [f.index for f in out] == list(range(len(out)))
     kinds = "".join("s" if f.sample is not None else "i" for f in out)
     assert kinds.strip("i").count("i") >= 5 and kinds.strip("i").count("si") == 1, kinds  # one pause, idle inside
