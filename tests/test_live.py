@@ -185,7 +185,8 @@ def test_no_audio_then_speech_then_nothing_keeps_the_frame_rate_with_the_avatars
     for frame in avatar.stream(source()):
         stamps.append(time.perf_counter())
         out.append(frame)
-        caught_up.set() if frame.sample == 19 * FRAME else None
+        if frame.sample == 19 * FRAME:
+            caught_up.set()
     speech = [i for i, f in enumerate(out) if f.sample is not None]
     first, last = speech[0], speech[-1]
     assert [f.index for f in out] == list(range(len(out)))
@@ -224,7 +225,8 @@ def test_a_source_that_stalls_and_resumes(avatar, media) -> None:
     out = []
     for frame in avatar.stream(source()):
         out.append(frame)
-        caught_up.set() if frame.sample == 9 * FRAME else None
+        if frame.sample == 9 * FRAME:
+            caught_up.set()
     assert [f.index for f in out] == list(range(len(out)))
     kinds = "".join("s" if f.sample is not None else "i" for f in out)
     assert kinds.strip("i").count("i") >= 5 and kinds.strip("i").count("si") == 1, kinds  # one pause, idle inside
