@@ -359,9 +359,10 @@ class _Session:
         return not part.size or float(np.abs(part).max()) < self.threshold
 
     def _next_weight(self, target: float) -> float:
+        """One crossfade step towards `target`, rounded so that the ends are exactly 0 and 1."""
         if target > self.weight:
-            return min(target, self.weight + self.step)
-        return max(target, self.weight - self.step)
+            return min(target, round(self.weight + self.step, 9))
+        return max(target, round(self.weight - self.step, 9))
 
     def _source_sample(self, position: int) -> int:
         return position - sum(size for at, size in self.pads if at + size <= position)
