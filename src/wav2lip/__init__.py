@@ -10,7 +10,8 @@
 """
 from .errors import Wav2LipError
 from .evaluate import SyncScore, evaluate_sync
+from .live import LiveFrame, LiveSyncer
 from .pipeline import LipSyncer, Result, SyncOptions, lipsync
 
-__all__ = ["LipSyncer", "Result", "SyncOptions", "SyncScore", "Wav2LipError", "evaluate_sync", "lipsync"]
+__all__ = ["LipSyncer", "LiveFrame", "LiveSyncer", "Result", "SyncOptions", "SyncScore", "Wav2LipError", "evaluate_sync", "lipsync"]
 __version__ = "0.1.0"

@@ -145,7 +145,12 @@ def melspectrogram(wav: np.ndarray) -> np.ndarray:
     emphasised = np.empty_like(wav)
     emphasised[0] = wav[0]
     emphasised[1:] = wav[1:] - PREEMPHASIS * wav[:-1]
-    mel = _MEL_BASIS.astype(np.float64) @ _stft_magnitude(emphasised)
+    return _normalised_log_mel(_stft_magnitude(emphasised))
+
+
+def _normalised_log_mel(magnitude: np.ndarray) -> np.ndarray:
+    """|STFT| columns -> the normalised float32 log-mel (one definition for the whole-signal and streaming paths)."""
+    mel = _MEL_BASIS.astype(np.float64) @ magnitude
     db = 20 * np.log10(np.maximum(10 ** (MIN_LEVEL_DB / 20), mel)) - REF_LEVEL_DB
     scaled = 2 * MAX_ABS_VALUE * (db - MIN_LEVEL_DB) / -MIN_LEVEL_DB - MAX_ABS_VALUE
     return np.clip(scaled, -MAX_ABS_VALUE, MAX_ABS_VALUE).astype(np.float32)
@@ -198,3 +203,71 @@ def mel_windows(mel: np.ndarray, starts: list[int] | np.ndarray) -> np.ndarray:
         raise ValueError(f"mel window starts must lie in [0, {mel.shape[1] - MEL_STEP}]")
     index = starts[:, None] + np.arange(MEL_STEP)[None, :]
     return np.ascontiguousarray(mel[:, index].transpose(1, 0, 2)[:, None], dtype=np.float32)
+
+
+class MelStream:
+    """`melspectrogram` of a waveform that arrives in pieces: `push` returns the columns that no later
+    sample can change, `finish` the rest, and all of them together equal `melspectrogram` of the whole.
+
+    Column c is the STFT frame centred on sample c * HOP (samples c * HOP - 400 .. c * HOP + 399 of the
+    pre-emphasised signal, reflected at the start), so it is final once sample c * HOP + 399 has arrived;
+    only the ends need the reflection, so only the last N_FFT samples are kept. Nothing is recomputed.
+    """
+
+    def __init__(self) -> None:
+        self.samples = 0  # samples pushed so far
+        self.columns = 0  # columns returned so far
+        self._previous = 0.0  # the last raw sample, for the pre-emphasis of the next piece
+        self._kept = np.zeros(0, np.float64)  # pre-emphasised samples from index self._base on
+        self._base = 0
+
+    def copy(self) -> MelStream:
+        """An independent copy: push a hypothetical continuation (silence) without touching this one."""
+        other = MelStream.__new__(MelStream)
+        other.__dict__.update(self.__dict__)
+        other._kept = self._kept.copy()
+        return other
+
+    def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append 16 kHz mono samples; return the (80, k) columns that became final (k may be 0)."""
+        x = np.asarray(samples, dtype=np.float64).reshape(-1)
+        if x.size:
+            emphasised = np.empty_like(x)
+            emphasised[0] = x[0] - PREEMPHASIS * self._previous if self.samples else x[0]
+            emphasised[1:] = x[1:] - PREEMPHASIS * x[:-1]
+            self._previous = float(x[-1])
+            self._kept = np.concatenate((self._kept, emphasised))
+            self.samples += x.size
+        pad = N_FFT // 2
+        if self.samples <= pad:  # column 0 reflects samples 1..400 about sample 0
+            return np.zeros((N_MELS, 0), np.float32)
+        last = (self.samples - pad) // HOP  # column c is final when c * HOP + pad <= samples
+        return self._emit(last + 1, end=None)
+
+    def finish(self) -> np.ndarray:
+        """The remaining columns, the end reflected as `melspectrogram` does (1 + samples // HOP in all)."""
+        if self.samples <= N_FFT // 2:
+            raise ValueError(f"waveform of {self.samples} samples is too short for a {N_FFT}-point STFT")
+        return self._emit(1 + self.samples // HOP, end=self.samples)
+
+    def _emit(self, stop: int, end: int | None) -> np.ndarray:
+        """Columns self.columns .. stop - 1; `end`: the signal's length, reflected beyond (None: not known)."""
+        first, pad = self.columns, N_FFT // 2
+        if stop <= first:
+            return np.zeros((N_MELS, 0), np.float32)
+        index = np.arange(first * HOP - pad, (stop - 1) * HOP + pad)
+        index = np.abs(index)  # reflection at the start: sample -m is sample m
+        if end is not None:
+            index = np.where(index >= end, 2 * (end - 1) - index, index)
+        segment = self._kept[index - self._base]
+        frames = np.lib.stride_tricks.as_strided(
+            segment, shape=(stop - first, N_FFT), strides=(segment.strides[0] * HOP, segment.strides[0]),
+            writeable=False,
+        )
+        window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WIN) / WIN)).astype(np.float64)
+        columns = _normalised_log_mel(np.abs(np.fft.rfft(frames * window, axis=1)).T)
+        self.columns = stop
+        keep_from = max(0, min(stop * HOP - pad, self.samples - pad - 1))  # the next column, or the end's mirror
+        self._kept = self._kept[keep_from - self._base:]
+        self._base = keep_from
+        return columns

@@ -272,6 +272,23 @@ def _loop_index(k: int, count: int, loop: str) -> int:
     return k % count
 
 
+def prepare_frame(image: np.ndarray, opts: SyncOptions, face: Path) -> np.ndarray:
+    """A video frame as the reference prepares it: resize_factor, rotate, crop, in that order."""
+    if opts.resize_factor > 1:
+        h, w = image.shape[:2]
+        image = cv2.resize(image, (w // opts.resize_factor, h // opts.resize_factor))
+    if opts.rotate:
+        image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
+    y1, y2, x1, x2 = opts.crop
+    if (y1, y2, x1, x2) != (0, -1, 0, -1):
+        x2 = image.shape[1] if x2 == -1 else x2
+        y2 = image.shape[0] if y2 == -1 else y2
+        image = np.ascontiguousarray(image[y1:y2, x1:x2])
+        if image.size == 0:
+            raise Wav2LipError(f"{face}: --crop {' '.join(map(str, opts.crop))} leaves an empty frame")
+    return image
+
+
 class _Job:
     """One lip-sync run's inputs, decided before any frame is decoded."""
 
@@ -300,22 +317,7 @@ class _Job:
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """The reference's order: resize_factor, rotate, crop; a still image skips all three."""
-        opts = self.options
-        if self.still:
-            return image
-        if opts.resize_factor > 1:
-            h, w = image.shape[:2]
-            image = cv2.resize(image, (w // opts.resize_factor, h // opts.resize_factor))
-        if opts.rotate:
-            image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
-        y1, y2, x1, x2 = opts.crop
-        if (y1, y2, x1, x2) != (0, -1, 0, -1):
-            x2 = image.shape[1] if x2 == -1 else x2
-            y2 = image.shape[0] if y2 == -1 else y2
-            image = np.ascontiguousarray(image[y1:y2, x1:x2])
-            if image.size == 0:
-                raise Wav2LipError(f"{self.face}: --crop {' '.join(map(str, opts.crop))} leaves an empty frame")
-        return image
+        return image if self.still else prepare_frame(image, self.options, self.face)
 
     def decode(self, _: object = None) -> Iterator[_Frame]:
         """Output frames 0..n-1: the first pass of the video, then loops of it (or the still)."""

@@ -20,7 +20,7 @@ from typing import Iterator
 from ..errors import Wav2LipError
 
 # Subcommand modules, in the order `wav2lip --help` lists them.
-SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess", "serve"]
+SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess", "serve", "live"]
 
 # OS errors about the user's files and disks (not bugs): reported as one line like a Wav2LipError.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,

@@ -1,0 +1,622 @@
+"""Live lip-sync: frames of an avatar made as speech streams in, at the avatar's frame rate.
+
+The avatar (a still or a video loop) is prepared once: every source frame's face box and 96x96 crop.
+`LiveSyncer.stream` then reads audio chunks on its own thread, computes the mel incrementally
+(`audio.MelStream`) and makes each frame as soon as its 0.2 s mel window is complete. The frames are the
+offline pipeline's: frame j of the speech gets mel window int(j * 80 / fps) of the whole signal, the same
+crop, generator and blend (spec sections 3-5), so with `crossfade=0, silence=None` a file fed in pieces
+gives the offline frames.
+
+The floor of the latency: frame k's window ends (MEL_STEP - 1) * HOP + N_FFT / 2 = 3400 samples
+(212.5 ms) after the frame's first sample, so no frame can exist before that much audio after it has
+arrived (200 ms when the audio comes in 20 ms chunks, whose last sample arrives with the chunk).
+
+Timing. Speech frames are yielded as soon as they are made. An output clock (frame k due at
+anchor + k / fps, moved later whenever a frame comes late) paces everything else: while the source
+sends nothing, the avatar's own frames are yielded at the clock's rate; when it pauses mid-speech for
+longer than `stall` seconds after the output has caught up with the clock, the speech so far is finished
+as if silence followed, and when audio comes again it continues the same signal, frame-aligned.
+Speech starting and stopping, and stretches of silence in it, fade the generated mouth in and out over
+`crossfade` frames instead of switching it.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import math
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import av
+import cv2
+import numpy as np
+
+from . import video_io
+from .audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, _mono, frame_count_for_audio
+from .blend import BLENDS, to_uint8
+from .errors import Wav2LipError
+from .files import atomic_output
+from .faces import FaceTrackOptions, track
+from .pipeline import (FRAME_QUEUE, LipSyncer, SyncOptions, _loop_index, crop_face, generator_faces, prepare_frame,
+                       run_generator)
+from .stages import Profile, Stage
+
+LEAD = (MEL_STEP - 1) * HOP + N_FFT // 2  # samples after a frame's start that its mel window needs (212.5 ms)
+CROSSFADE = 4  # frames over which the generated mouth fades in or out
+SILENCE_DB = -60.0  # dBFS: a frame whose whole window of audio peaks below this keeps the avatar's mouth
+STALL = 0.1  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
+LIVE_BATCH = 8  # default most frames per generator call when the audio is ahead of the generator
+INBOX_SECONDS = 30.0  # audio buffered ahead of the generator before the source's thread waits
+_SILENT_WINDOW = np.full((N_MELS, MEL_STEP), -4.0, np.float32)  # the mel of digital silence (the dB floor)
+
+
+@dataclass
+class LiveFrame:
+    """One output frame. `sample` is where `audio` starts in the samples the source delivered (16 kHz),
+    None for the avatar's own frames (idle: no audio, `audio` is silence); `mouth` is the weight of the
+    generated mouth, 0 (the avatar's own) to 1 (lip-synced), between while crossfading."""
+
+    index: int
+    image: np.ndarray  # BGR uint8, the full frame
+    audio: np.ndarray  # float32 16 kHz samples that play with this frame
+    time: float  # index / fps, seconds
+    sample: int | None
+    mouth: float
+
+
+class LiveSyncer:
+    """An avatar prepared once (boxes and crops of one pass), lip-synced live to any number of streams.
+
+    face: a still image or a video (looped as `loop` says); checkpoint, detector, device, precision,
+    detector_weights, backend: as `LipSyncer`; crossfade: frames of the mouth fading in and out;
+    silence: dBFS below which a stretch of audio counts as silence (None: lip-sync every frame);
+    stall: see the module's docstring; batch_size: most frames per generator call when the audio is ahead
+    (catching up; live, frames come one at a time); syncer: a `LipSyncer` whose models to share; other
+    options: the fields of `SyncOptions` (box, pads, smooth, detect_every, static, fps, resize_factor,
+    crop, rotate, loop, blend).
+    """
+
+    def __init__(self, face: str | Path, checkpoint: str | Path = "wav2lip_gan.pth", detector: str = "retinaface",
+                 device: str = "auto", precision: str = "auto", detector_weights: str | Path | None = None,
+                 backend: str = "torch", crossfade: int = CROSSFADE, silence: float | None = SILENCE_DB,
+                 stall: float = STALL, batch_size: int = LIVE_BATCH, syncer: LipSyncer | None = None,
+                 **options) -> None:
+        self.options = SyncOptions(batch_size=batch_size, **options)
+        self.options.check()
+        if crossfade < 0:
+            raise Wav2LipError(f"crossfade must be 0 or more frames, got {crossfade}")
+        if stall <= 0:
+            raise Wav2LipError(f"stall must be a positive number of seconds, got {stall}")
+        self.crossfade, self.silence, self.stall = crossfade, silence, stall
+        self.face = Path(face)
+        self.syncer = syncer or LipSyncer(checkpoint, detector, device, precision, detector_weights=detector_weights,
+                                          backend=backend)
+        self.source = video_io.open_source(self.face, fps=self.options.fps, loop=self.options.loop)
+        self.fps = self.source.fps
+        self.still = self.source.is_still or self.options.static
+        self.boxes: list[np.ndarray | None] = []
+        self.crops: list[np.ndarray | None] = []
+        self._prepare()
+        self.height, self.width = self._first.shape[:2]
+
+    def _frames(self, n: int | None = None) -> Iterator[np.ndarray]:
+        """Prepared avatar frames: one pass (n=None), or n frames looping."""
+        if self.still:
+            first = next(iter(self.source.frames(1)))
+            first = first if self.source.is_still else prepare_frame(first, self.options, self.face)
+            yield from itertools.repeat(first, 1 if n is None else n)
+            return
+        for image in self.source.frames(n):
+            yield prepare_frame(image, self.options, self.face)
+
+    def _prepare(self) -> None:
+        """One pass of the avatar: each source frame's box (tracked as the offline pipeline tracks a video
+        shorter than its audio) and generator crop. Only the crops (96x96) are kept, not the frames."""
+        opts = self.options
+        frames = self._frames()
+        first = next(frames, None)
+        if first is None:
+            raise Wav2LipError(f"{self.face}: no video frame could be decoded")
+        self._first = first
+        frames = itertools.chain([first], frames)
+        if opts.box is not None:
+            y1, y2, x1, x2 = opts.box
+            height, width = first.shape[:2]
+            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+                raise Wav2LipError(f"--box {' '.join(map(str, opts.box))} (top bottom left right) is not inside "
+                                   f"the {width}x{height} frame of {self.face}")
+            box = np.array([x1, y1, x2, y2], dtype=np.int64)
+            tracked = ((image, box) for image in frames)
+        else:
+            options = FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every)
+            tracked = ((item.frame, item.box) for item in track(frames, self.syncer.detector, options))
+        for image, box in tracked:
+            self.boxes.append(box)
+            self.crops.append(None if box is None else crop_face(image, box))
+        if not any(box is not None for box in self.boxes):
+            raise Wav2LipError(f"{self.face}: no face found in any frame (give the face box with --box)")
+
+    def _avatar(self, _: object = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(source index, fresh frame) for output frames 0, 1, 2, ... forever."""
+        count = len(self.boxes)
+        if self.still:
+            while True:
+                yield 0, self._first.copy()
+        for k, image in enumerate(self._frames(2**62)):
+            yield _loop_index(k, count, self.options.loop), image
+
+    def samples_of(self, k: int) -> int:
+        """First 16 kHz sample of frame k's audio."""
+        return round(k * SAMPLE_RATE / self.fps)
+
+    def stream(self, chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE) -> Iterator[LiveFrame]:
+        """Frames for audio arriving as 1-D float chunks of any size at any pace (read on its own thread),
+        in order, each as soon as it can be made; ends after the last frame of the audio once the chunks
+        end. Closing the iterator early stops every thread."""
+        if sample_rate <= 0:
+            raise Wav2LipError(f"sample rate must be positive, got {sample_rate}")
+        session = _Session(self, chunks, sample_rate)
+        try:
+            yield from session.frames()
+        finally:
+            session.close()
+
+
+class _Inbox:
+    """Audio chunks handed from the source's thread to the scheduler; the source waits beyond `limit` samples."""
+
+    def __init__(self, limit: int, stop: threading.Event) -> None:
+        self.limit, self.stop = limit, stop
+        self.cond = threading.Condition()
+        self.items: deque[tuple[np.ndarray, float]] = deque()
+        self.samples = 0
+        self.done = False
+        self.error: BaseException | None = None
+
+    def put(self, chunk: np.ndarray, when: float) -> bool:
+        with self.cond:
+            while self.samples > self.limit and not self.stop.is_set():
+                self.cond.wait(0.1)
+            if self.stop.is_set():
+                return False
+            self.items.append((chunk, when))
+            self.samples += chunk.size
+            self.cond.notify_all()
+            return True
+
+    def close(self, error: BaseException | None = None) -> None:
+        with self.cond:
+            self.done, self.error = True, error
+            self.cond.notify_all()
+
+    def take(self, timeout: float) -> list[tuple[np.ndarray, float]]:
+        """Everything that arrived, waiting up to `timeout` seconds when nothing has."""
+        with self.cond:
+            if not self.items and not self.done and timeout > 0:
+                self.cond.wait(timeout)
+            items = list(self.items)
+            self.items.clear()
+            self.samples = 0
+            self.cond.notify_all()
+            return items
+
+
+def _read(chunks: Iterable[np.ndarray], sample_rate: int, inbox: _Inbox, stop: threading.Event) -> None:
+    """The source's thread: chunks -> mono float32 16 kHz in [-1, 1] (as `load_audio` clips) -> inbox."""
+    resampler = None
+    if sample_rate != SAMPLE_RATE:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+    pts = 0
+
+    def resample(x: np.ndarray | None) -> np.ndarray:
+        nonlocal pts
+        frame = None
+        if x is not None:
+            frame = av.AudioFrame.from_ndarray(x[None], format="flt", layout="mono")
+            frame.sample_rate, frame.pts = sample_rate, pts
+            pts += x.size
+        out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+        return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+    iterator = iter(chunks)
+    try:
+        for chunk in iterator:
+            when = time.perf_counter()
+            x = np.asarray(chunk, dtype=np.float32)
+            if x.ndim != 1:
+                raise Wav2LipError(f"audio chunks must be 1-D (mono samples), got shape {x.shape}")
+            if resampler is not None and x.size:
+                x = resample(np.ascontiguousarray(x))
+            if x.size and not inbox.put(np.clip(x, -1.0, 1.0), when):
+                return
+            if stop.is_set():
+                return
+        if resampler is not None:
+            tail = resample(None)
+            if tail.size:
+                inbox.put(np.clip(tail, -1.0, 1.0), time.perf_counter())
+        inbox.close()
+    except BaseException as exc:  # raised again in the consumer's thread
+        inbox.close(exc)
+    finally:
+        if hasattr(iterator, "close"):
+            iterator.close()
+
+
+class _Session:
+    """One `stream()`: the signal T so far (what the source sent, plus the silence that finished speech
+    at stalls), its mel, the next speech frame j of T and the next output frame k."""
+
+    def __init__(self, live: LiveSyncer, chunks: Iterable[np.ndarray], sample_rate: int) -> None:
+        self.live = live
+        self.period = 1.0 / live.fps
+        self.step = 1.0 / (live.crossfade + 1)
+        self.threshold = None if live.silence is None else 10 ** (live.silence / 20)
+        self.blend = BLENDS[live.options.blend]
+        self.batch = live.options.batch_size
+        self.stop = threading.Event()
+        self.inbox = _Inbox(int(INBOX_SECONDS * SAMPLE_RATE), self.stop)
+        self.reader = threading.Thread(target=_read, args=(chunks, sample_rate, self.inbox, self.stop),
+                                       name="wav2lip-live-audio", daemon=True)
+        self.reader.start()
+        self.avatar_stage = Stage("avatar", live._avatar, None, FRAME_QUEUE, Profile(), self.stop)
+        self.avatar = iter(self.avatar_stage)
+        self.mel = MelStream()
+        self.cols = np.zeros((N_MELS, 0), np.float32)  # final mel columns from col0 on
+        self.col0 = 0
+        self.signal = np.zeros(0, np.float32)  # samples of T from signal0 on
+        self.signal0 = 0
+        self.pads: list[tuple[int, int]] = []  # (position in T, samples of silence inserted there)
+        self.tail: dict[int, np.ndarray] = {}  # windows of frames finished with silence (stall or end)
+        self.j = 0
+        self.k = 0
+        self.ended = False
+        self.last_chunk = time.perf_counter()
+        self.weight = 0.0  # the mouth's weight in the previous frame
+        self.anchor = time.perf_counter() + LEAD / SAMPLE_RATE  # frame 0 is due when speech could first exist
+
+    # ---------------------------------------------------------------- audio in
+
+    @property
+    def length(self) -> int:
+        """Samples of T so far."""
+        return self.mel.samples
+
+    def _append(self, samples: np.ndarray) -> None:
+        columns = self.mel.push(samples)
+        if columns.shape[1]:
+            self.cols = np.concatenate((self.cols, columns), axis=1)
+        self.signal = np.concatenate((self.signal, samples.astype(np.float32)))
+
+    def _drain(self, timeout: float) -> None:
+        """Take what the source sent, waiting up to `timeout` seconds for something."""
+        items = self.inbox.take(timeout)
+        for chunk, when in items:
+            self._append(chunk)
+            self.last_chunk = when
+        if not items and self.inbox.done and not self.ended:
+            if self.inbox.error is not None:
+                raise self.inbox.error
+            self.ended = True
+
+    def _pad_to(self, position: int) -> None:
+        """Silence in T up to `position`, so the next speech starts on frame j's first sample."""
+        if position > self.length:
+            self.pads.append((self.length, position - self.length))
+            self._append(np.zeros(position - self.length, np.float32))
+
+    def _finish_speech(self) -> None:
+        """Windows for the frames holding the rest of T: the end mirrored as `melspectrogram` does when
+        the source has ended (the offline frames), or silence after it (a stall, or a very short end)."""
+        live, n = self.live, self.length
+        first = self.j
+        count = frame_count_for_audio(n, live.fps) if n > N_FFT // 2 and 1 + n // HOP >= MEL_STEP else 0
+        if self.ended and count:
+            columns = np.concatenate((self.cols, self.mel.finish()), axis=1)
+            n_mel = self.col0 + columns.shape[1]
+            starts = [min(int(j * (MEL_FPS / live.fps)), n_mel - MEL_STEP) for j in range(first, count)]
+        else:
+            count = math.ceil(n * live.fps / SAMPLE_RATE - 1e-9)
+            while live.samples_of(count) < n:
+                count += 1
+            need = (int((count - 1) * (MEL_FPS / live.fps)) + MEL_STEP - 1) * HOP + N_FFT // 2 + HOP
+            columns = np.concatenate((self.cols, self.mel.copy().push(np.zeros(max(0, need - n)))), axis=1)
+            starts = [int(j * (MEL_FPS / live.fps)) for j in range(first, count)]
+            if not self.ended:
+                self._pad_to(live.samples_of(count))
+        for j, start in zip(range(first, count), starts):
+            self.tail[j] = columns[:, start - self.col0:start - self.col0 + MEL_STEP]
+        if self.ended:  # nothing after the end: the last frame's audio may be short
+            self.signal = np.concatenate((self.signal, np.zeros(max(0, live.samples_of(count) - n), np.float32)))
+
+    # ---------------------------------------------------------------- frames out
+
+    def _window(self, j: int) -> np.ndarray | None:
+        if j in self.tail:
+            return self.tail[j]
+        start = int(j * (MEL_FPS / self.live.fps))
+        if start + MEL_STEP <= self.col0 + self.cols.shape[1]:
+            return self.cols[:, start - self.col0:start - self.col0 + MEL_STEP]
+        return None
+
+    def _pending(self) -> bool:
+        """T holds audio of speech frame j (its window may still be incomplete)."""
+        return self.live.samples_of(self.j) < self.length or self.j in self.tail
+
+    def _silent(self, j: int) -> bool:
+        """Every sample frame j's mel window is made of (as far as T has them) peaks below the threshold."""
+        if self.threshold is None:
+            return False
+        start = int(j * (MEL_FPS / self.live.fps))
+        lo = max(0, start * HOP - N_FFT // 2) - self.signal0
+        hi = (start + MEL_STEP - 1) * HOP + N_FFT // 2 - self.signal0
+        part = self.signal[max(0, lo):max(0, hi)]
+        return not part.size or float(np.abs(part).max()) < self.threshold
+
+    def _next_weight(self, target: float) -> float:
+        """One crossfade step towards `target`, rounded so that the ends are exactly 0 and 1."""
+        if target > self.weight:
+            return min(target, round(self.weight + self.step, 9))
+        return max(target, round(self.weight - self.step, 9))
+
+    def _source_sample(self, position: int) -> int:
+        return position - sum(size for at, size in self.pads if at + size <= position)
+
+    def _make(self, windows: list[np.ndarray | None]) -> list[LiveFrame]:
+        """Output frames k, k+1, ...: speech frames j, j+1, ... where a window is given, idle frames for None."""
+        live = self.live
+        made = []
+        todo = []  # (index in made, source index, window, weight) for frames showing a generated mouth
+        for window in windows:
+            source, image = next(self.avatar)
+            if window is None:
+                target, audio, sample = 0.0, np.zeros(live.samples_of(self.k + 1) - live.samples_of(self.k),
+                                                       np.float32), None
+                window = _SILENT_WINDOW
+            else:
+                target = 0.0 if self._silent(self.j) else 1.0
+                lo, hi = live.samples_of(self.j) - self.signal0, live.samples_of(self.j + 1) - self.signal0
+                audio, sample = self.signal[lo:hi].copy(), self._source_sample(live.samples_of(self.j))
+                self.tail.pop(self.j, None)
+                self.j += 1
+            self.weight = self._next_weight(target)
+            if self.weight > 0 and live.boxes[source] is not None:
+                todo.append((len(made), source, window, self.weight))
+            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, self.weight))
+            self.k += 1
+        if todo:
+            mel = np.stack([w for _, _, w, _ in todo])[:, None].astype(np.float32)
+            faces = generator_faces(np.stack([live.crops[s] for _, s, _, _ in todo]))
+            generated = to_uint8(run_generator(live.syncer.generator, mel, faces, live.syncer.device))
+            for (i, source, _, weight), face in zip(todo, generated):
+                self._paste(made[i].image, live.boxes[source], face, weight)
+        self._trim()
+        return made
+
+    def _paste(self, image: np.ndarray, box: np.ndarray, face: np.ndarray, weight: float) -> None:
+        if weight >= 1.0:
+            self.blend(image, box, face)
+            return
+        x1, y1, x2, y2 = (int(v) for v in box)
+        before = image[y1:y2, x1:x2].astype(np.float32)
+        self.blend(image, box, face)
+        region = image[y1:y2, x1:x2]
+        region[:] = np.clip(before + (region - before) * weight + 0.5, 0, 255).astype(np.uint8)
+
+    def _trim(self) -> None:
+        """Forget mel columns and samples no later frame needs."""
+        start = int(self.j * (MEL_FPS / self.live.fps))
+        first = start - MEL_STEP  # the last frames at the end take the final window, which starts up to here
+        if first > self.col0:
+            self.cols = self.cols[:, first - self.col0:]
+            self.col0 = first
+        keep = max(0, min(start * HOP - N_FFT // 2, self.live.samples_of(self.j)))
+        if keep > self.signal0:
+            self.signal = self.signal[keep - self.signal0:]
+            self.signal0 = keep
+
+    def _due(self) -> float:
+        return self.anchor + self.k * self.period
+
+    def _emit(self, frames: list[LiveFrame]) -> Iterator[LiveFrame]:
+        for frame in frames:
+            now = time.perf_counter()
+            if now > self.anchor + frame.index * self.period:  # late: the clock never runs behind the output
+                self.anchor = now - frame.index * self.period
+            yield frame
+
+    def frames(self) -> Iterator[LiveFrame]:
+        while True:
+            self._drain(0)
+            windows = []
+            while len(windows) < self.batch and (window := self._window(self.j + len(windows))) is not None:
+                windows.append(window)
+            if windows:
+                yield from self._emit(self._make(windows))
+                continue
+            if self._pending() and self.ended:
+                self._finish_speech()
+                continue
+            if self.ended:
+                return
+            now = time.perf_counter()
+            due = self._due()
+            if self._pending():
+                if now >= due and now - self.last_chunk >= self.live.stall:
+                    self._finish_speech()
+                    continue
+                self._drain(max(0.001, min(0.1, max(due, self.last_chunk + self.live.stall) - now)))
+                continue
+            if now >= due:
+                yield from self._emit(self._make([None]))
+                continue
+            self._drain(min(0.1, due - now))
+
+    def close(self) -> None:
+        """Stop and join every thread this session started."""
+        self.stop.set()
+        with self.inbox.cond:
+            self.inbox.cond.notify_all()
+        self.avatar_stage.thread.join(timeout=2)
+        self.reader.join(timeout=2)
+
+
+# ---------------------------------------------------------------- audio sources and the output stream
+
+
+def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = True) -> Iterator[np.ndarray]:
+    """The audio of a media file as 16 kHz mono chunks of `chunk` seconds (decoded as `load_audio`
+    decodes), each handed over when its last sample would have been heard if `realtime`. The file is
+    checked and opened now, so a bad one fails here rather than on the stream's thread."""
+    path = Path(path)
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
+    if path.stat().st_size == 0:
+        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as exc:
+        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
+    if not container.streams.audio:
+        container.close()
+        raise Wav2LipError(f"{path}: has no audio stream")
+    return _play(path, container, max(1, round(chunk * SAMPLE_RATE)), realtime)
+
+
+def _play(path: Path, container: av.container.InputContainer, size: int, realtime: bool) -> Iterator[np.ndarray]:
+    with container:
+        resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
+        frames = itertools.chain(video_io._decode(container, container.streams.audio[0]), [None])
+        pending = np.zeros(0, np.float32)
+        sent = 0
+        start = time.perf_counter()
+        for frame in frames:
+            parts = [_mono(f) for f in resampler.resample(frame)]
+            pending = np.concatenate([pending, *parts]) if parts else pending
+            while pending.size >= size or (frame is None and pending.size):
+                piece, pending = pending[:size], pending[size:]
+                sent += piece.size
+                if realtime:
+                    time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.perf_counter()))
+                yield np.clip(piece, -1.0, 1.0)
+        if sent == 0:
+            raise Wav2LipError(f"{path}: audio stream is empty (no samples decoded)")
+
+
+PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+
+
+def pcm_chunks(fd: int, fmt: str = "s16le", block: int = 4096) -> Iterator[np.ndarray]:
+    """Raw mono PCM from a file descriptor (a pipe: whatever has arrived, up to `block` bytes at a time)
+    as float32 chunks; s16le is scaled to [-1, 1)."""
+    if fmt not in PCM_FORMATS:
+        raise Wav2LipError(f"unknown PCM format {fmt!r} (one of {', '.join(PCM_FORMATS)})")
+    dtype = PCM_FORMATS[fmt]
+    rest = b""
+    while True:
+        data = os.read(fd, block)
+        if not data:
+            return
+        data = rest + data
+        usable = len(data) - len(data) % dtype.itemsize
+        rest = data[usable:]
+        if usable:
+            x = np.frombuffer(data[:usable], dtype=dtype).astype(np.float32)
+            yield x / 32768.0 if dtype.kind == "i" else np.nan_to_num(x)
+
+
+# PyAV container formats for network targets, by URL scheme.
+NETWORK_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtmp": "flv",
+                   "rtmps": "flv", "rtsp": "rtsp"}
+
+
+def is_network_target(target: str | os.PathLike) -> bool:
+    return str(target).split("://", 1)[0] in NETWORK_FORMATS and "://" in str(target)
+
+
+class LiveOutput:
+    """`LiveFrame`s into a video file (H.264 + AAC, written atomically) or a network stream PyAV can
+    write (MPEG-TS over udp/srt/tcp, FLV over rtmp, rtsp). A network stream is paced: frame k is not sent
+    before k / fps after the first, so a source faster than real time does not flood the receiver."""
+
+    def __init__(self, target: str | os.PathLike, fps: float, width: int, height: int,
+                 crf: int = video_io.DEFAULT_CRF, preset: str = video_io.DEFAULT_PRESET) -> None:
+        self.target, self.fps = str(target), fps
+        self.network = is_network_target(target)
+        self.width, self.height = video_io.encoded_size(width, height)
+        self.crf, self.preset = crf, preset
+        self.frames = 0
+        self._atomic = None
+        self._container = None
+        self._start = 0.0
+        self._samples = 0
+
+    def __enter__(self) -> LiveOutput:
+        if self.network:
+            fmt = NETWORK_FORMATS[self.target.split("://", 1)[0]]
+            try:
+                self._container = av.open(self.target, "w", format=fmt)
+            except av.FFmpegError as exc:
+                raise Wav2LipError(f"{self.target}: cannot open the stream ({exc.strerror or exc})") from None
+        else:
+            self._atomic = atomic_output(self.target)
+            tmp = self._atomic.__enter__()
+            suffix = Path(self.target).suffix.lower()
+            fmt = {".mkv": "matroska", ".ts": "mpegts", ".flv": "flv", ".mov": "mov"}.get(suffix, "mp4")
+            self._container = av.open(str(tmp), "w", format=fmt)
+        options = {"crf": str(self.crf), "preset": self.preset}
+        if self.network:
+            options["tune"] = "zerolatency"
+        self._video = self._container.add_stream("libx264", rate=video_io._exact_rate(self.fps), options=options)
+        self._video.pix_fmt = "yuv420p"
+        self._video.width, self._video.height = self.width, self.height
+        self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
+        self._audio.format = "fltp"
+        return self
+
+    def write(self, frame: LiveFrame) -> None:
+        image = frame.image
+        pad_h, pad_w = self.height - image.shape[0], self.width - image.shape[1]
+        if pad_h or pad_w:
+            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        if self.network:
+            if self.frames == 0:
+                self._start = time.perf_counter()
+            time.sleep(max(0.0, self._start + self.frames / self.fps - time.perf_counter()))
+        video = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
+        video.pts, video.time_base = self.frames, 1 / video_io._exact_rate(self.fps)
+        self._container.mux(self._video.encode(video))
+        self.frames += 1
+        if frame.audio.size:
+            audio = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame.audio, np.float32)[None], format="fltp",
+                                               layout="mono")
+            audio.sample_rate, audio.pts = SAMPLE_RATE, self._samples
+            self._samples += frame.audio.size
+            self._container.mux(self._audio.encode(audio))
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        error = exc
+        if error is None and self.frames == 0:
+            error = Wav2LipError(f"{self.target}: no frames were made")
+        try:
+            if error is None:
+                self._container.mux(self._video.encode(None))
+                self._container.mux(self._audio.encode(None))
+        except BaseException as e:  # noqa: BLE001 - re-raised below, after the temporary file is gone
+            error = e
+        finally:
+            if self._container is not None:
+                with contextlib.suppress(av.FFmpegError):
+                    self._container.close()
+        if self._atomic is not None:
+            if error is None:
+                self._atomic.__exit__(None, None, None)
+            else:
+                self._atomic.__exit__(type(error), error, error.__traceback__)
+        if error is not None and error is not exc:
+            raise error

@@ -1,0 +1,365 @@
+"""live.py and audio.MelStream on real media: the incremental mel equals the whole-signal mel; frames
+streamed from audio fed in pieces equal the offline pipeline's; idle, silence, stalls, early stops;
+`wav2lip live` from a file and from stdin PCM."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from conftest import cut_wav
+from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
+from wav2lip.audio import MelStream, load_audio, melspectrogram
+from wav2lip.checkpoints import save_checkpoint
+from wav2lip.live import LEAD, file_chunks, pcm_chunks
+from wav2lip.models.deterministic import fill_deterministic
+from wav2lip.models.generator import Wav2Lip
+from wav2lip.video_io import VideoWriter, open_source, probe
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAME = 640  # samples per frame at 25 fps
+
+
+# ---------------------------------------------------------------- MelStream
+
+
+@pytest.mark.parametrize("size", [1, 77, 199, 200, 320, 401, 3333, 20000, 10**6])
+def test_mel_stream_equals_the_whole_signal_mel(media, size) -> None:
+    wav = load_audio(media / "vr_audio1.wav")[:2 * 16000 + 137]
+    mel = MelStream()
+    parts = [mel.push(wav[i:i + size]) for i in range(0, wav.size, size)]
+    streamed = np.concatenate(parts + [mel.finish()], axis=1)
+    assert np.array_equal(streamed, melspectrogram(wav))
+    # Each column comes out as soon as the samples it is made of have arrived, not later.
+    final = sum(p.shape[1] for p in parts)
+    assert final == (wav.size - 400) // 200 + 1
+
+
+def test_mel_stream_copy_is_independent_and_short_input_is_refused(media) -> None:
+    wav = load_audio(media / "vr_audio1.wav")[:8000]
+    mel = MelStream()
+    head = mel.push(wav[:5000])
+    ahead = mel.copy().push(np.zeros(3000))
+    rest = mel.push(wav[5000:])
+    assert ahead.shape[1] == rest.shape[1] and not np.array_equal(ahead, rest)
+    assert np.array_equal(np.concatenate((head, rest, mel.finish()), axis=1), melspectrogram(wav))
+    short = MelStream()
+    assert short.push(np.ones(400, np.float32)).shape == (80, 0)
+    with pytest.raises(ValueError, match="too short"):
+        short.finish()
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Generator calls here are small (a few frames); on a shared, loaded machine two OpenMP threads spend
+    most of such a call waiting for each other, so this module runs torch on one thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("live")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(work) -> Path:
+    torch.manual_seed(0)
+    path = work / "deterministic.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.25)))
+    return path
+
+
+@pytest.fixture(scope="module")
+def syncer(checkpoint, models_dir) -> LipSyncer:
+    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
+                     precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def clip(media, work) -> Path:
+    """16 frames of a real talking-head video: shorter than the audio, so both pipelines loop it."""
+    frames = list(open_source(media / "vr_face5.mp4").frames(16))
+    path = work / "clip16.mkv"
+    with VideoWriter(path, 25, frames[0].shape[1], frames[0].shape[0], lossless=True) as writer:
+        writer.write_many(frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def speech(media, work) -> Path:
+    """1.5 s of 44.1 kHz stereo speech (37.5 frames: the last one is partial)."""
+    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.5)
+
+
+@pytest.fixture(scope="module")
+def live_exact(syncer, clip) -> LiveSyncer:
+    return LiveSyncer(clip, syncer=syncer, crossfade=0, silence=None, batch_size=64)
+
+
+@pytest.fixture(scope="module")
+def avatar(syncer, media) -> LiveSyncer:
+    """A still portrait with the defaults (crossfade, silence gate, stall)."""
+    return LiveSyncer(media / "st_art0.png", syncer=syncer)
+
+
+def pieces(wav: np.ndarray, size: int):
+    for i in range(0, wav.size, size):
+        yield wav[i:i + size]
+
+
+def paced(parts, seconds_per_part: float):
+    """Each array part handed over when its last sample would have been heard (as a live capture
+    would); a float part is a pause of that many seconds with nothing sent."""
+    start = time.perf_counter()
+    elapsed = 0.0
+    for part in parts:
+        elapsed += part if isinstance(part, float) else seconds_per_part
+        time.sleep(max(0.0, start + elapsed - time.perf_counter()))
+        if not isinstance(part, float):
+            yield part
+
+
+# ---------------------------------------------------------------- parity with the offline pipeline
+
+
+@pytest.mark.parametrize("size", [77, 320, 20000])
+def test_streamed_frames_equal_the_offline_frames(syncer, live_exact, clip, speech, size) -> None:
+    wav = load_audio(speech)
+    offline = list(syncer.frames(clip, speech))
+    out = list(live_exact.stream(pieces(wav, size)))
+    assert len(out) == len(offline) == 38
+    assert [f.index for f in out] == list(range(38))
+    assert [f.time for f in out] == [k / 25 for k in range(38)]
+    assert [f.sample for f in out] == [k * FRAME for k in range(38)]
+    assert all(f.mouth == 1.0 for f in out)
+    worst = max(int(np.abs(f.image.astype(np.int16) - ref).max()) for f, ref in zip(out, offline))
+    assert worst <= 1, worst
+    audio = np.concatenate([f.audio for f in out])
+    assert audio.size == 38 * FRAME
+    assert np.array_equal(audio[:wav.size], wav) and not audio[wav.size:].any()
+
+
+def test_defaults_fade_the_mouth_in_and_keep_the_offline_frames_after(syncer, media, speech) -> None:
+    live = LiveSyncer(media / "st_art0.png", syncer=syncer)  # crossfade 4, silence gate on
+    offline = list(syncer.frames(media / "st_art0.png", speech))
+    own = next(iter(open_source(media / "st_art0.png").frames(1)))
+    out = list(live.stream(pieces(load_audio(speech), 320)))
+    assert len(out) == len(offline)
+    assert [f.mouth for f in out[:6]] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0, 1.0])
+    for f, ref in zip(out[:4], offline):
+        lo, hi = np.minimum(own, ref).astype(np.int16), np.maximum(own, ref).astype(np.int16)
+        assert (f.image >= lo - 1).all() and (f.image <= hi + 1).all()
+        assert not np.array_equal(f.image, own) and not np.array_equal(f.image, ref)
+    assert all(f.mouth == 1.0 for f in out[5:])
+    assert max(int(np.abs(f.image.astype(np.int16) - ref).max()) for f, ref in zip(out[5:], offline[5:])) <= 1
+
+
+# ---------------------------------------------------------------- live behaviour
+
+
+def test_no_audio_then_speech_then_nothing_keeps_the_frame_rate_with_the_avatars_frames(avatar, media) -> None:
+    own = next(iter(open_source(media / "st_art0.png").frames(1)))
+    wav = load_audio(media / "vr_audio1.wav")[:16000]
+    caught_up = threading.Event()  # the output has every frame whose window the speech completes
+
+    def source():
+        yield from paced([0.6, *pieces(wav, 320)], 0.02)
+        caught_up.wait(600)  # on a slow machine the pause must not be hidden behind the generator's lag
+        time.sleep(1.0)
+
+    stamps, out = [], []
+    for frame in avatar.stream(source()):
+        stamps.append(time.perf_counter())
+        out.append(frame)
+        if frame.sample == 19 * FRAME:
+            caught_up.set()
+    speech = [i for i, f in enumerate(out) if f.sample is not None]
+    first, last = speech[0], speech[-1]
+    assert [f.index for f in out] == list(range(len(out)))
+    assert first >= 1 and speech == list(range(first, last + 1))  # idle, then every speech frame in a row
+    assert [f.sample for f in out if f.sample is not None] == [j * FRAME for j in range(25)]
+    # Before the speech and after it ends: the avatar's own frames, yielded at the frame rate (never faster).
+    assert all(np.array_equal(f.image, own) and f.mouth == 0 and not f.audio.any() for f in out[:first])
+    idle_gaps = np.diff(stamps[:first])
+    assert idle_gaps.min() >= 0.03, idle_gaps
+    after = out[last + 1:]
+    assert len(after) >= 4 and all(f.sample is None for f in after)  # the source paused before it ended
+    # Speech fades in, and out again over the idle frames after it; then the avatar's own frames.
+    assert [f.mouth for f in out[first:first + 5]] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])
+    assert [f.mouth for f in after[:4]] == pytest.approx([0.8, 0.6, 0.4, 0.2])
+    assert not np.array_equal(after[0].image, own)
+    assert all(f.mouth == 0 and np.array_equal(f.image, own) for f in after[4:])
+
+
+def test_digital_silence_shows_the_avatars_own_mouth(avatar, media) -> None:
+    own = next(iter(open_source(media / "st_art0.png").frames(1)))
+    out = list(avatar.stream(pieces(np.zeros(16000, np.float32), 320)))
+    assert len(out) == 25 and all(f.sample is not None and f.mouth == 0 for f in out)
+    assert all(np.array_equal(f.image, own) for f in out)
+
+
+def test_a_source_that_stalls_and_resumes(avatar, media) -> None:
+    wav = load_audio(media / "vr_audio1.wav")[:2 * 9600]
+    caught_up = threading.Event()
+
+    def source():
+        yield from paced(pieces(wav[:9600], 320), 0.02)
+        caught_up.wait(600)  # the pause starts once the output has every frame the audio so far completes
+        time.sleep(0.7)
+        yield from paced(pieces(wav[9600:], 320), 0.02)
+
+    out = []
+    for frame in avatar.stream(source()):
+        out.append(frame)
+        if frame.sample == 9 * FRAME:
+            caught_up.set()
+    assert [f.index for f in out] == list(range(len(out)))
+    kinds = "".join("s" if f.sample is not None else "i" for f in out)
+    assert kinds.strip("i").count("i") >= 5 and kinds.strip("i").count("si") == 1, kinds  # one pause, idle inside
+    # The source's samples all play, once, in order: the first part's last frame is padded with silence.
+    samples = [f.sample for f in out if f.sample is not None]
+    assert samples == [j * FRAME for j in range(15)] + [9600 + j * FRAME for j in range(15)]
+    played = np.concatenate([f.audio for f in out if f.sample is not None])
+    assert np.array_equal(played, wav)
+
+
+def test_a_consumer_that_stops_early_ends_every_thread(avatar, media) -> None:
+    closed = threading.Event()
+
+    def endless():
+        try:
+            while True:
+                yield np.zeros(320, np.float32)
+                time.sleep(0.02)
+        finally:
+            closed.set()
+
+    before = set(threading.enumerate())
+    frames = avatar.stream(endless())
+    got = [next(frames) for _ in range(3)]
+    frames.close()
+    assert [f.index for f in got] == [0, 1, 2]
+    deadline = time.time() + 5
+    while time.time() < deadline and set(threading.enumerate()) - before:
+        time.sleep(0.05)
+    assert not set(threading.enumerate()) - before
+    assert closed.is_set()
+
+
+def test_source_errors_and_bad_options_are_clear(avatar, syncer, media) -> None:
+    with pytest.raises(Wav2LipError, match="1-D"):
+        list(avatar.stream([np.zeros((2, 320), np.float32)]))
+
+    def failing():
+        yield np.zeros(320, np.float32)
+        raise Wav2LipError("the microphone went away")
+
+    with pytest.raises(Wav2LipError, match="microphone"):
+        list(avatar.stream(failing()))
+    for bad in ({"crossfade": -1}, {"stall": 0}, {"loop": "bounce"}):
+        with pytest.raises(Wav2LipError):
+            LiveSyncer(media / "st_art0.png", syncer=syncer, **bad)
+    with pytest.raises(Wav2LipError, match="box"):
+        LiveSyncer(media / "st_art0.png", syncer=syncer, box=(0, 5000, 0, 10))
+
+
+def test_other_sample_rates_are_resampled(avatar, media) -> None:
+    wav16 = load_audio(media / "vr_audio1.wav")[:16000]
+    wav48 = load_audio(media / "vr_audio1.wav", sr=48000)[:48000]
+    out = list(avatar.stream(pieces(wav48, 960), sample_rate=48000))
+    assert len(out) == 25 and [f.sample for f in out] == [j * FRAME for j in range(25)]
+    played = np.concatenate([f.audio for f in out])
+    assert np.corrcoef(played[:15000], wav16[:15000])[0, 1] > 0.99
+
+
+# ---------------------------------------------------------------- audio sources
+
+
+def test_file_chunks_play_in_real_time_and_match_load_audio(speech) -> None:
+    start = time.perf_counter()
+    parts = list(file_chunks(speech, 0.05))
+    assert time.perf_counter() - start >= 1.5 - 0.06
+    assert {p.size for p in parts[:-1]} == {800}
+    assert np.array_equal(np.concatenate(parts), load_audio(speech))
+
+
+def test_pcm_chunks_from_a_pipe_keep_split_samples_together() -> None:
+    values = (np.arange(-3000, 3000, 7) * 5).astype("<i2")
+    read, write = os.pipe()
+    data = values.tobytes()
+    for i in range(0, len(data), 333):  # odd pieces split samples across reads
+        os.write(write, data[i:i + 333])
+    os.close(write)
+    got = np.concatenate(list(pcm_chunks(read, "s16le", block=333)))
+    os.close(read)
+    assert np.array_equal(got, values.astype(np.float32) / 32768)
+
+
+@pytest.mark.parametrize("content", [b"", os.urandom(3000), "folder", "missing"])
+def test_file_chunks_hostile_input(work, content) -> None:
+    path = work / f"bad_{len(content) if isinstance(content, bytes) else content}.wav"
+    if content == "folder":
+        path.mkdir(exist_ok=True)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    with pytest.raises(Wav2LipError, match=str(path.name)):
+        list(file_chunks(path, realtime=False))
+
+
+# ---------------------------------------------------------------- the command
+
+
+def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
+    return subprocess.run([sys.executable, "-m", "wav2lip", "live", *args], env=env, capture_output=True,
+                          timeout=600, **kwargs)
+
+
+def test_cli_live_from_a_file_and_from_stdin_pcm(checkpoint, media, speech, work) -> None:
+    common = ["--face", str(media / "st_art0.png"), "--checkpoint", str(checkpoint), "--device", "cpu",
+              "--precision", "fp32", "--detector-weights", str(media.parent / "models" / "retinaface_mobilenet0.25.pth")]
+    target = work / "live_file.mp4"
+    done = _cli([*common, "--audio", str(speech), "-o", str(target)])
+    assert done.returncode == 0, done.stderr.decode()
+    info = probe(target)
+    assert info.width == 640 and info.height == 896 and abs(info.duration - 1.5) < 0.1
+    with av.open(str(target)) as container:
+        assert len(container.streams.audio) == 1
+
+    pcm = (load_audio(speech) * 32767).astype("<i2").tobytes()
+    target = work / "live_stdin.mkv"
+    done = _cli([*common, "--audio", "-", "-o", str(target)], input=pcm)
+    assert done.returncode == 0, done.stderr.decode()
+    assert abs(probe(target).duration - 1.5) < 0.1
+
+
+def test_cli_live_bad_input_one_line_exit_2(checkpoint, media, work) -> None:
+    empty = work / "empty.wav"
+    empty.write_bytes(b"")
+    common = ["--face", str(media / "st_art0.png"), "--checkpoint", str(checkpoint), "--box", "100", "400", "100", "400"]
+    cases = [
+        (["--audio", str(empty), "-o", str(work / "x.mp4")], "empty"),
+        (["--audio", str(work / "nothing.wav"), "-o", str(work / "x.mp4")], "no such file"),
+        (["--audio", str(work), "-o", str(work / "x.mp4")], "not a file"),
+        (["--audio", str(media / "vr_audio1.wav"), "-o", str(work / "no" / "x.mp4")], "does not exist"),
+        (["--audio", str(media / "vr_audio1.wav"), "-o", str(media / "vr_audio1.wav")], "one of the inputs"),
+    ]
+    for args, message in cases:
+        done = _cli([*common, *args])
+        err = done.stderr.decode().strip()
+        assert done.returncode == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (work / "x.mp4").exists()
