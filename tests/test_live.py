@@ -19,7 +19,7 @@ from conftest import cut_wav
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
 from wav2lip.audio import MelStream, load_audio, melspectrogram
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.live import LEAD, file_chunks, pcm_chunks
+from wav2lip.live import file_chunks, pcm_chunks
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.video_io import VideoWriter, open_source, probe
