@@ -220,3 +220,23 @@ def test_training_inputs_name_the_file(tmp_path):
     config.write_text(json.dumps({"lr": "fast"}))
     with pytest.raises(Wav2LipError, match=f"^{config}: setting lr must be float, got 'fast'$"):
         make_config("expert", config)
+
+
+def test_corrupt_face_images_in_training_data_are_one_line_naming_a_file(tmp_path):
+    """Every face JPEG of a prepared set damaged: train-expert (a DataLoader worker process draws the
+    samples) fails in one line naming an unreadable image, not a worker traceback or a wrong hint."""
+    from wav2lip import synth
+
+    root = tmp_path / "prep"
+    synth.write_dataset(root, 4, seed=2, seconds=1.2, clips_per_speaker=2, val_fraction=0.25, test_fraction=0.0)
+    images = sorted(root.rglob("*.jpg"))
+    assert images
+    for image in images:
+        image.write_bytes(image.read_bytes()[:20])
+    before = {p: p.stat().st_size for p in images}
+    result = run_cli("train-expert", "--data-root", str(root), "--checkpoint-dir", str(tmp_path / "ckpt"),
+                     "--steps", "2", "--batch-size", "2", "--width", "0.125", "--workers", "1", "--no-progress",
+                     cwd=tmp_path)
+    line = assert_one_line_error(result, *images)
+    assert "not a readable face image" in line
+    assert {p: p.stat().st_size for p in images} == before

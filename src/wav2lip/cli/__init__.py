@@ -28,6 +28,16 @@ USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCE
 THREAD_WAIT_S = 5.0  # after an interrupt, how long worker threads get to leave torch/PyAV before exit
 
 
+def _one_line(exc: Wav2LipError) -> str:
+    """The user's message. An error raised in a DataLoader worker is re-raised by torch with the worker's
+    traceback in its text; its last line is the original message."""
+    text = str(exc)
+    if "Traceback (most recent call last)" in text:
+        last = text.strip().splitlines()[-1]
+        text = last.split(": ", 1)[1] if last.split(": ", 1)[0].endswith("Wav2LipError") else last
+    return text
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGINT or SIGTERM, raised in the main thread so that every `finally` (temporary files) runs."""
 
@@ -115,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return int(args.func(args) or 0)
         except Wav2LipError as exc:
-            print(f"wav2lip: error: {exc}", file=sys.stderr)
+            print(f"wav2lip: error: {_one_line(exc)}", file=sys.stderr)
             return 2
         except OSError as exc:
             if exc.errno not in USER_ERRNOS:

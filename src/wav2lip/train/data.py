@@ -113,6 +113,18 @@ class _LRU:
             self.items.popitem(last=False)
 
 
+def _read_jpeg(path: Path) -> np.ndarray | None:
+    """A BGR face crop, or None when the file is missing, cut short (no end-of-image marker: checked
+    first, so libjpeg never prints its warnings) or does not decode."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    if not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+        return None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
 class ClipSamples(Dataset):
     """Shared machinery of both recipes: clip choice, frame windows, mel windows, caches.
 
@@ -125,6 +137,7 @@ class ClipSamples(Dataset):
         self._frames = _LRU(frame_cache)
         self._mels = _LRU(max(64, frame_cache // 100))
         self._present = [set(c.frames.tolist()) for c in clips]
+        self.unreadable: set[Path] = set()  # face images that failed to decode (skipped, named if nothing is left)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -136,8 +149,10 @@ class ClipSamples(Dataset):
         key = (k, index)
         image = self._frames.get(key)
         if image is None:
-            image = cv2.imread(str(self.clips[k].folder / f"{index}.jpg"), cv2.IMREAD_COLOR)
+            path = self.clips[k].folder / f"{index}.jpg"
+            image = _read_jpeg(path)
             if image is None:
+                self.unreadable.add(path)
                 return None
             if image.shape[:2] != (IMG_SIZE, IMG_SIZE):
                 image = cv2.resize(image, (IMG_SIZE, IMG_SIZE))
@@ -184,6 +199,12 @@ class ClipSamples(Dataset):
 
     def exhausted(self) -> Wav2LipError:
         where = self.clips[0].folder.parent.parent
+        if self.unreadable:
+            first = min(self.unreadable)
+            return Wav2LipError(
+                f"{first}: not a readable face image ({len(self.unreadable)} unreadable images met); run "
+                f"`wav2lip preprocess` again on those clips or take them out of the file lists"
+            )
         return Wav2LipError(
             f"{where}: no usable training sample in {_MAX_DRAWS} draws (clips too short for their audio?)"
         )
