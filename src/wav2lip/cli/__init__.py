@@ -15,6 +15,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from typing import Iterator
 
 from ..errors import Wav2LipError
@@ -116,6 +117,10 @@ def _interrupted(signum: int) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Library UserWarnings (torch's deprecations and read-only NumPy buffers, ...) say nothing a user can
+    # act on and break the promise of one line per error; our own warnings go through logging. The
+    # Python API leaves warnings to the caller.
+    warnings.filterwarnings("ignore", category=UserWarning)
     with _signals_raise():
         try:
             parser = build_parser()
