@@ -164,9 +164,9 @@ def test_evaluate_track_takes_detector_weights_and_device_auto(media, models_dir
     syncnet = tmp_path / "syncnet_v2.model"
     torch.save(fill_deterministic(SyncNetV2()).state_dict(), syncnet)
     weights = models_dir / "retinaface_mobilenet0.25.pth"
-    args = ["evaluate", str(clip), "--mode", "track", "--syncnet", str(syncnet), "-q", "--json",
-            str(tmp_path / "scores.json")]
+    args = ["evaluate", str(clip), "--mode", "track", "--syncnet", str(syncnet), "--min-track", "6", "-q",
+            "--json", str(tmp_path / "scores.json")]
     assert main([*args, "--detector-weights", str(weights)]) == 0
     assert json.loads((tmp_path / "scores.json").read_text())["mode"] == "track"
-    score = wav2lip.evaluate_sync(clip, model=syncnet, mode="track", detector_weights=weights)
+    score = wav2lip.evaluate_sync(clip, model=syncnet, mode="track", detector_weights=weights, min_track=6)
     assert f"LSE-D: {score.lse_d:.3f}" in capsys.readouterr().out

@@ -36,7 +36,7 @@ import av
 import cv2
 import numpy as np
 
-from . import video_io
+from . import options, video_io
 from .audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, _mono, frame_count_for_audio
 from .blend import BLENDS, to_uint8
 from .errors import Wav2LipError
@@ -491,7 +491,7 @@ def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = T
 def _play(path: Path, container: av.container.InputContainer, size: int, realtime: bool) -> Iterator[np.ndarray]:
     with container:
         resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
-        frames = itertools.chain(video_io._decode(container, container.streams.audio[0]), [None])
+        frames = itertools.chain(video_io.decode_stream(container, container.streams.audio[0]), [None])
         pending = np.zeros(0, np.float32)
         sent = 0
         start = time.perf_counter()
@@ -508,7 +508,7 @@ def _play(path: Path, container: av.container.InputContainer, size: int, realtim
             raise Wav2LipError(f"{path}: audio stream is empty (no samples decoded)")
 
 
-PCM_FORMATS = {"s16le": np.dtype("<i2"), "f32le": np.dtype("<f4")}
+PCM_FORMATS = dict(zip(options.PCM_FORMATS, (np.dtype("<i2"), np.dtype("<f4"))))  # name -> sample type
 
 
 def pcm_chunks(fd: int, fmt: str = "s16le", block: int = 4096) -> Iterator[np.ndarray]:

@@ -27,6 +27,7 @@ SYNTH_LAYOUTS = ("prepared", "videos")  # synth-data: the training layout, or vi
 SILENCE_MODES = ("still", "original", "off")  # what the mouth does where nobody speaks (pipeline, vad)
 SPEAKER_MODES = ("auto", "largest")  # which of several faces is lip-synced (faces.speaker)
 MASK_KINDS = MASKS  # the feather blend's mask (blend.MaskShape)
+PCM_FORMATS = ("s16le", "f32le")  # live: raw PCM on stdin, 16-bit integers or 32-bit floats, little-endian
 # x264's presets, fastest first (x264 --fullhelp).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
@@ -36,7 +37,7 @@ LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 BOX_ORDER = ("top", "bottom", "left", "right")  # --box on every command line: the authors' order
 
 __all__ = ["BACKENDS", "BLEND_MODES", "BOX_ORDER", "DETECTORS", "DEVICES", "ENHANCERS", "EVALUATE_MODES", "EXPERT_MODES",
-           "LOOP_MODES", "LOSSLESS_CONTAINERS", "PRECISIONS", "SMOOTH_MODES", "SYNTH_LAYOUTS", "VIDEO_CONTAINERS", "X264_PRESETS",
+           "LOOP_MODES", "LOSSLESS_CONTAINERS", "PCM_FORMATS", "PRECISIONS", "SMOOTH_MODES", "SYNTH_LAYOUTS", "VIDEO_CONTAINERS", "X264_PRESETS",
            "check_choice", "check_finite", "video_container"]
 
 
