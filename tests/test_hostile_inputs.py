@@ -240,3 +240,30 @@ def test_corrupt_face_images_in_training_data_are_one_line_naming_a_file(tmp_pat
     line = assert_one_line_error(result, *images)
     assert "not a readable face image" in line
     assert {p: p.stat().st_size for p in images} == before
+
+
+@pytest.mark.parametrize("case", ["zero bytes", "random bytes", "truncated faststart 40%", "huge png", "fifo",
+                                  "folder"])
+def test_evaluate(case, hostile, faststart, bad_checkpoints, work):
+    """evaluate reads a video, an audio file and a model: each hostile one is one line naming it, no JSON."""
+    bad = hostile[case]
+    expert = bad_checkpoints["truncated"]
+    output = work / f"scores_{case.replace(' ', '_').replace('%', '')}.json"
+    before = {p: _digest(p) for p in (bad, faststart, expert)}
+    for args, named in ((["evaluate", str(bad)], bad), (["evaluate", str(faststart), "--audio", str(bad)], bad),
+                        (["evaluate", str(faststart), "--model", f"expert:{expert}"], expert)):
+        assert_one_line_error(run_cli(*args, "--json", str(output), "-q", cwd=work), named)
+        assert not output.exists()
+    assert {p: _digest(p) for p in before} == before
+
+
+@pytest.mark.parametrize("case", ["zero bytes", "random bytes", "truncated", "runs a command"])
+def test_export(case, bad_checkpoints, work):
+    pytest.importorskip("onnx")
+    checkpoint = bad_checkpoints[case]
+    output = work / f"export_{case.replace(' ', '_')}.onnx"
+    line = assert_one_line_error(run_cli("export", "--onnx", str(output), "--checkpoint", str(checkpoint), cwd=work),
+                                 checkpoint)
+    assert not output.exists() and not (work / "ran-a-command").exists()
+    if case == "runs a command":
+        assert "would run code" in line
