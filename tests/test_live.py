@@ -107,7 +107,7 @@ def speech(media, work) -> Path:
 
 @pytest.fixture(scope="module")
 def live_exact(syncer, clip) -> LiveSyncer:
-    return LiveSyncer(clip, syncer=syncer, crossfade=0, silence=None, batch_size=64)
+    return LiveSyncer(clip, syncer=syncer, crossfade=0, silence_db=None, batch_size=64)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ The avatar (a still or a video loop) is prepared once: every source frame's face
 `LiveSyncer.stream` then reads audio chunks on its own thread, computes the mel incrementally
 (`audio.MelStream`) and makes each frame as soon as its 0.2 s mel window is complete. The frames are the
 offline pipeline's: frame j of the speech gets mel window int(j * 80 / fps) of the whole signal, the same
-crop, generator and blend (spec sections 3-5), so with `crossfade=0, silence=None` a file fed in pieces
+crop, generator and blend (spec sections 3-5), so with `crossfade=0, silence_db=None` a file fed in pieces
 gives the offline frames.
 
 The floor of the latency: frame k's window ends (MEL_STEP - 1) * HOP + N_FFT / 2 = 3400 samples
@@ -74,7 +74,7 @@ class LiveSyncer:
 
     face: a still image or a video (looped as `loop` says); checkpoint, detector, device, precision,
     detector_weights, backend: as `LipSyncer`; crossfade: frames of the mouth fading in and out;
-    silence: dBFS below which a stretch of audio counts as silence (None: lip-sync every frame);
+    silence_db: dBFS below which a stretch of audio counts as silence (None: lip-sync every frame);
     stall: see the module's docstring; batch_size: most frames per generator call when the audio is ahead
     (catching up; live, frames come one at a time); syncer: a `LipSyncer` whose models to share; other
     options: the fields of `SyncOptions` (box, pads, smooth, detect_every, static, fps, resize_factor,
@@ -83,7 +83,7 @@ class LiveSyncer:
 
     def __init__(self, face: str | Path, checkpoint: str | Path = "wav2lip_gan.pth", detector: str = "retinaface",
                  device: str = "auto", precision: str = "auto", detector_weights: str | Path | None = None,
-                 backend: str = "torch", crossfade: int = CROSSFADE, silence: float | None = SILENCE_DB,
+                 backend: str = "torch", crossfade: int = CROSSFADE, silence_db: float | None = SILENCE_DB,
                  stall: float = STALL, batch_size: int = LIVE_BATCH, syncer: LipSyncer | None = None,
                  **options) -> None:
         self.options = SyncOptions(batch_size=batch_size, **options)
@@ -92,7 +92,7 @@ class LiveSyncer:
             raise Wav2LipError(f"crossfade must be 0 or more frames, got {crossfade}")
         if stall <= 0:
             raise Wav2LipError(f"stall must be a positive number of seconds, got {stall}")
-        self.crossfade, self.silence, self.stall = crossfade, silence, stall
+        self.crossfade, self.silence_db, self.stall = crossfade, silence_db, stall
         self.face = Path(face)
         self.syncer = syncer or LipSyncer(checkpoint, detector, device, precision, detector_weights=detector_weights,
                                           backend=backend)
@@ -256,7 +256,7 @@ class _Session:
         self.live = live
         self.period = 1.0 / live.fps
         self.step = 1.0 / (live.crossfade + 1)
-        self.threshold = None if live.silence is None else 10 ** (live.silence / 20)
+        self.threshold = None if live.silence_db is None else 10 ** (live.silence_db / 20)
         self.blend = BLENDS[live.options.blend]
         self.batch = live.options.batch_size
         self.stop = threading.Event()

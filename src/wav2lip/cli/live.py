@@ -38,9 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="an audio file is played in chunks of this length (default: 0.02)")
     g.add_argument("--crossfade", type=int, default=CROSSFADE, metavar="N",
                    help=f"frames over which the mouth fades in and out at speech starts and stops (default: {CROSSFADE})")
-    g.add_argument("--silence", type=float, default=SILENCE_DB, metavar="DBFS",
+    g.add_argument("--silence-db", type=float, default=SILENCE_DB, metavar="DBFS",
                    help=f"audio peaking below this level shows the avatar's own mouth (default: {SILENCE_DB:g})")
-    g.add_argument("--no-silence", action="store_true", help="lip-sync every frame, silent or not")
+    g.add_argument("--no-silence-gate", action="store_true", help="lip-sync every frame, silent or not")
     g.add_argument("--stall", type=float, default=STALL, metavar="SECONDS",
                    help=f"a source pausing this long mid-speech finishes the speech with silence (default: {STALL:g})")
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     live = LiveSyncer(
         args.face, checkpoint=args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
         detector_weights=args.detector_weights, backend=args.backend, crossfade=args.crossfade,
-        silence=None if args.no_silence else args.silence, stall=args.stall, box=tuple(args.box) if args.box else None,
+        silence_db=None if args.no_silence_gate else args.silence_db, stall=args.stall, box=tuple(args.box) if args.box else None,
         pads=tuple(args.pads), smooth=args.smooth, static=args.static, fps=args.fps, loop=args.loop, blend=args.blend,
     )
     if args.audio == "-":
