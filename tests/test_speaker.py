@@ -87,8 +87,6 @@ def generator(tmp_path_factory):
     return path
 
 
-@pytest.mark.xfail(strict=True, reason="open bug: the choice is right (point on the right face) but the run "
-                   "still paints the left half in 67 of 75 frames; not yet traced (tracker or box overlap)")
 def test_lipsync_follows_the_speaker_and_says_so(expert_path, generator, models_dir, two_face_video, tmp_path) -> None:
     video, wav = two_face_video
     syncer = LipSyncer(generator, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
@@ -102,7 +100,10 @@ def test_lipsync_follows_the_speaker_and_says_so(expert_path, generator, models_
     for got, src in zip(open_source(out).frames(), open_source(video).frames()):
         diff = np.abs(got.astype(int) - src.astype(int)).sum(axis=(0, 2))
         changed += [diff[:SIDE].sum() > 0, diff[SIDE:].sum() > 0]
-    assert changed[0] == 0 and changed[1] == synth.FPS * 3  # only the right face is lip-synced
+    # Only the right face is lip-synced: in every frame where it was found (RetinaFace misses these drawn
+    # faces now and then; a frame without the speaker's face passes through, never the other face).
+    assert changed[0] == 0 and changed[1] == result.frames - result.faces_missed
+    assert result.faces_missed <= 0.1 * result.frames
     # --face-index overrides the choice.
     left = tmp_path / "left.mkv"
     forced = syncer.run(video, wav, left, lossless=True, silence="off", face_index=0)

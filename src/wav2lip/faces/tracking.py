@@ -161,14 +161,26 @@ class _Detector:
             iou = box_iou(self.prev, boxes)[0]
             if iou.max() > 0:
                 return dets[int(iou.argmax())]
-            return dets[int(np.linalg.norm(_centre(boxes.T) - _centre(self.prev)[:, None], axis=0).argmin())]
-        point = self.options.face_at
+            distance = np.linalg.norm(_centre(boxes.T) - _centre(self.prev)[:, None], axis=0)
+            near = int(distance.argmin())
+            pinned = (self.options.speaker_points is not None or self.options.face_at is not None
+                      or self.options.face_index is not None)
+            if not pinned or distance[near] <= max(self.prev[2] - self.prev[0], self.prev[3] - self.prev[1]):
+                return dets[near]
+            # A chosen identity is missed and another face is far from it: choose again by the rule
+            # below rather than jump to that face.
+        point, speaker = self.options.face_at, False
         for start, x, y in self.options.speaker_points or ():
             if start <= self.index:
-                point = (x, y)
+                point, speaker = (x, y), True
         if point is not None:
             point = np.asarray(point, dtype=np.float64)
-            return dets[int(np.linalg.norm(_centre(boxes.T).T - point, axis=1).argmin())]
+            distance = np.linalg.norm(_centre(boxes.T).T - point, axis=1)
+            best = int(distance.argmin())
+            size = max(boxes[best, 2] - boxes[best, 0], boxes[best, 3] - boxes[best, 1])
+            if speaker and distance[best] > size:
+                return None  # the speaker's face is not found in this frame: never start on another face
+            return dets[best]
         if self.options.face_index is not None and self.options.face_index < len(dets):
             return sorted(dets, key=lambda d: d.box[0] + d.box[2])[self.options.face_index]
         return max(dets, key=lambda d: _area(d.box))
