@@ -29,7 +29,7 @@ from .device import resolve_device
 from .errors import Wav2LipError
 from .files import atomic_output
 from .options import EVALUATE_MODES, check_choice
-from .video_io import open_source
+from .video_io import VIDEO_EXTENSIONS, find_videos, open_source
 
 # The evaluator's features and search (spec section 10).
 EVAL_FPS = 25  # video is scored at 25 fps
@@ -598,19 +598,7 @@ def evaluate_sync(
 
 # ---- many videos: --dir, --reference, --json / --csv, --plot ----
 
-VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".m4v")
 CSV_FIELDS = ("set", "video", "offset", "lse_d", "lse_c", "n_frames", "tracks", "seconds", "error")
-
-
-def find_videos(folder: str | os.PathLike) -> list[Path]:
-    """Every video file under `folder` (by extension, recursively), sorted."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise Wav2LipError(f"{root}: folder of videos does not exist")
-    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not videos:
-        raise Wav2LipError(f"{root}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
-    return videos
 
 
 def reference_for(video: Path, folder: Path, reference: Path) -> Path | None:

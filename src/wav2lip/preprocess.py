@@ -28,10 +28,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import audio
+from . import audio, video_io
 from .errors import Wav2LipError
 from .files import atomic_output, check_folder
-from .evaluate import VIDEO_EXTENSIONS
 from .faces import FaceTrackOptions
 from .synth import write_wav
 from .train.data import FPS, MIN_FRAMES
@@ -60,17 +59,6 @@ class ClipResult:
     def written_frames(self) -> int:
         """Frames of the clip folders written (dropped stretches excluded)."""
         return sum(int(n.split(":")[1]) for n in self.spans)
-
-
-def find_videos(input_dir: str | Path) -> list[Path]:
-    """Every video file under `input_dir`, sorted (so shards and workers agree on the order)."""
-    root = Path(input_dir)
-    if not root.is_dir():
-        raise Wav2LipError(f"{root}: input folder does not exist")
-    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
-    if not videos:
-        raise Wav2LipError(f"{root}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
-    return videos
 
 
 def clip_name(video: Path) -> str:
@@ -305,7 +293,7 @@ def preprocess(
     split or dropped, with the reason, and totals). Videos that fail (no audio, unreadable) are
     reported and leave nothing behind.
     """
-    videos = shard(find_videos(input_dir), rank, world)
+    videos = shard(video_io.find_videos(input_dir, "input folder"), rank, world)
     output_dir = check_output_dir(output_dir)
     jobs = [(v, output_dir / clip_name(v)) for v in videos]
     results: list[ClipResult] = []

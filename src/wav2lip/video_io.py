@@ -53,6 +53,8 @@ _AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video so the two sta
 MAX_PIXELS = 64 * 2**20
 # Data may end this much (or 0.5%) before the declared duration (AAC priming; videos: at most 3 frames).
 _TRUNCATION_TOLERANCE_S = Fraction(1, 10)
+# File extensions taken for videos when a whole folder is searched (preprocess, evaluate --dir).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".avi", ".mov", ".webm", ".mpg", ".mpeg", ".flv", ".m4v")
 
 
 @dataclass(frozen=True)
@@ -471,6 +473,18 @@ class FrameSource:
         """A fresh array per call, so a frame shown twice can be drawn on by the caller each time."""
         image = frame.to_ndarray(format="bgr24")
         return _rotate(image, self.rotation)
+
+
+def find_videos(folder: str | os.PathLike, what: str = "folder of videos") -> list[Path]:
+    """Every video file under `folder` (by extension, recursively), sorted, so that shards, workers and
+    resumed runs agree on the order."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise Wav2LipError(f"{root}: {what} does not exist")
+    videos = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS)
+    if not videos:
+        raise Wav2LipError(f"{root}: no video files found ({', '.join(VIDEO_EXTENSIONS)})")
+    return videos
 
 
 def open_source(path: str | os.PathLike, fps: float | None = None, rotate: bool = False,
