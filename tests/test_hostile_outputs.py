@@ -6,6 +6,7 @@ path or beside it, a pre-existing file there unchanged, and the inputs unchanged
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import resource
@@ -292,19 +293,26 @@ def test_file_size_limit_is_one_line_and_no_partial_file(inputs, work, lossless)
     assert leftovers(folder, {out.name}) == [] and out.read_bytes() == OLD
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 48 kB tmpfs (root only); skipped, with the reason, where mounting is not permitted."""
-    mount = tmp_path / "small_disk"
+@contextlib.contextmanager
+def tmpfs(mount: Path, options: str, what: str):
+    """A tmpfs mounted at `mount` for the block (root only); skipped, with the reason, where mounting is
+    not permitted."""
     mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True,
+                          text=True)
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip() or done.returncode}")
+        pytest.skip(f"cannot mount {what} here: {done.stderr.strip() or done.returncode}")
     try:
         yield mount
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 48 kB tmpfs: a disk that fills up."""
+    with tmpfs(tmp_path / "small_disk", "size=48k", "a small tmpfs") as mount:
+        yield mount
 
 
 @pytest.mark.parametrize("lossless", [False, True])
@@ -318,17 +326,9 @@ def test_full_disk_is_one_line_and_no_partial_file(inputs, small_disk, lossless)
 
 
 def test_read_only_disk_is_one_line(inputs, tmp_path, capsys) -> None:
-    mount = tmp_path / "read_only"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=48k", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a read-only tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
+    with tmpfs(tmp_path / "read_only", "ro,size=48k", "a read-only tmpfs") as mount:
         code = main(infer_args(inputs, "-o", str(mount / "out.mp4")))
         assert code == 2 and "Read-only file system" in one_error_line(capsys.readouterr().err)
         code = main(["train-expert", "--data-root", str(tmp_path), "--checkpoint-dir", str(mount / "ckpt")])
         assert code == 2 and "Read-only file system" in one_error_line(capsys.readouterr().err)
         assert os.listdir(mount) == []
-    finally:
-        subprocess.run(["umount", str(mount)], check=True)
