@@ -126,6 +126,32 @@ def test_manifest_skips_finished_and_reports_failures(checkpoint, media, speech,
     assert "3 of 4 lines done (1 skipped: output exists), 1 failed" in err
 
 
+def test_manifest_shards_its_lines_by_rank_and_world_size(checkpoint, media, speech, work, capsys,
+                                                           monkeypatch) -> None:
+    folder = work / "sharded"
+    folder.mkdir()
+    (folder / "pairs.csv").write_text(
+        "face,audio,output\n"
+        f"{media / 'vr_face5.mp4'},{speech},a.mp4\n"
+        f"{media / 'missing.mp4'},{speech},b.mp4\n"
+        f"{media / 'st_art0.png'},{speech},c.mp4\n"
+    )
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert infer(checkpoint, "--manifest", str(folder / "pairs.csv"), "--box", *BOX_ARGS) == 1
+    err = capsys.readouterr().err
+    assert not (folder / "a.mp4").exists() and not (folder / "c.mp4").exists()
+    assert "missing.mp4" in err and "machine 2 of 2: 0 of 1 lines done" in err
+    monkeypatch.setenv("RANK", "0")
+    assert infer(checkpoint, "--manifest", str(folder / "pairs.csv"), "--box", *BOX_ARGS) == 0
+    err = capsys.readouterr().err
+    assert probe(folder / "a.mp4").n_frames == 10 and probe(folder / "c.mp4").n_frames == 10
+    assert "missing.mp4" not in err and "machine 1 of 2: 2 of 2 lines done" in err
+    monkeypatch.setenv("RANK", "2")
+    assert infer(checkpoint, "--manifest", str(folder / "pairs.csv"), "--box", *BOX_ARGS) == 2
+    assert "RANK 2 is not within WORLD_SIZE 2" in capsys.readouterr().err
+
+
 def test_lossless_default_name_and_feather(checkpoint, media, speech, work, monkeypatch) -> None:
     monkeypatch.chdir(work)
     code = infer(checkpoint, "--face", str(media / "vr_face5.mp4"), "--audio", str(speech), "--box", *BOX_ARGS,

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from . import audio, video_io
 from .errors import Wav2LipError
 from .files import atomic_output, check_folder
+from .shards import shard
 from .faces import FaceTrackOptions
 from .synth import write_wav
 from .train.data import FPS, MIN_FRAMES
@@ -64,15 +65,6 @@ class ClipResult:
 def clip_name(video: Path) -> str:
     """`<speaker>/<clip>`: the video's folder name and its name without extension (the reference's)."""
     return f"{video.parent.name}/{video.stem}"
-
-
-def shard(items: list, rank: int | None = None, world: int | None = None) -> list:
-    """This machine's share: every `world`-th item from `rank` (RANK / WORLD_SIZE by default)."""
-    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
-    world = int(os.environ.get("WORLD_SIZE", "1")) if world is None else world
-    if not 0 <= rank < world:
-        raise Wav2LipError(f"RANK {rank} is not within WORLD_SIZE {world}")
-    return items[rank::world]
 
 
 def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:

@@ -16,6 +16,7 @@ from ..faces.detectors import WEIGHT_NAMES
 from ..files import check_not_input
 from ..options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
 from ..pipeline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
+from ..shards import rank_and_world, shard
 from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
 from .common import add_box, add_detector, add_device, add_quiet, show_progress
 
@@ -35,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    metavar="CKPT", help="generator weights: a file or a model-store name (default: wav2lip_gan.pth)")
     p.add_argument("--manifest", metavar="CSV",
                    help="batch mode: UTF-8 lines of face,audio,output (paths relative to the CSV's folder); "
-                   "finished outputs are skipped, failures reported without stopping the rest")
+                   "finished outputs are skipped, failures reported without stopping the rest; with RANK / "
+                   "WORLD_SIZE set (torchrun, SLURM arrays) each machine takes every WORLD_SIZE-th line")
 
     g = p.add_argument_group("face")
     add_detector(g)
@@ -166,6 +168,12 @@ def _read_manifest(path: Path) -> tuple[list[tuple[int, Path, Path, Path]], list
     return rows, bad
 
 
+def _my_lines(rows: list, bad: list) -> tuple[list, list]:
+    """This machine's share of the manifest's lines (good and malformed alike, by line number)."""
+    mine = set(shard(sorted([row[0] for row in rows] + [number for number, _ in bad])))
+    return [row for row in rows if row[0] in mine], [item for item in bad if item[0] in mine]
+
+
 def _report(result, profile: bool) -> None:
     print(result.summary(), file=sys.stderr)
     if profile:
@@ -192,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
     if args.manifest is None:
         output = check_output_path(_output_path(args), [args.face, args.audio, *weights], args.lossless)
     else:
-        rows, bad = _read_manifest(Path(args.manifest))
+        rows, bad = _my_lines(*_read_manifest(Path(args.manifest)))
     try:
         store.resolve(args.checkpoint)
     except Wav2LipError:  # name every weight file this run lacks, not one per run (the detector's too)
@@ -240,6 +248,8 @@ def _run_manifest(syncer: LipSyncer, manifest: Path, rows: list, bad: list, opti
                 if folder.is_dir() and not any(folder.iterdir()):
                     folder.rmdir()
     total = len(rows) + len(bad)
-    print(f"{total - failed} of {total} lines done ({skipped} skipped: output exists), {failed} failed",
+    rank, world = rank_and_world()
+    share = f"machine {rank + 1} of {world}: " if world > 1 else ""
+    print(f"{share}{total - failed} of {total} lines done ({skipped} skipped: output exists), {failed} failed",
           file=sys.stderr)
     return 1 if failed else 0
