@@ -1,13 +1,15 @@
-"""Mouth motion in pauses with and without silence gating, with a generator trained on synthetic faces.
+"""Mouth motion in pauses per --silence mode, with a generator trained on synthetic faces.
 
 Each case dubs a synthetic face video (wav2lip.synth, the face talking to other words) with two other
-clips' speech around a 1-1.6 s pause, whose true mouth opening is known, mixed with a background (none, white noise or
-synthetic music, 10 dB under the speech) that also fills the pauses. The full pipeline runs with a
-fixed box on 96 x 96 frames (the face crop), once per --silence mode, and the mouth opening of every
-output frame is measured from its pixels (synth.mouth_opening). Reported per mode:
+clips' speech around a 1-1.6 s pause, whose true mouth opening is known, mixed with a background (none,
+white noise or synthetic music, at a given SNR under the speech) that also fills the pause. The full
+pipeline runs with a fixed box on 96 x 96 frames (the face crop), once per --silence mode, and the mouth
+opening of every output frame is measured from its pixels (synth.mouth_opening). Reported per mode:
 - motion: mean |change of opening| between consecutive frames inside true pauses (truth silent over
   the frame's 0.2 s audio window), in % of the crop height: what a viewer sees as a mouth that moves;
 - open: mean opening there;
+- upper err: mean |output - source| of the crop's upper half (eyes, nose: what the generator should
+  copy) in pauses, in 8-bit levels: a mouth held still by freezing the face shows up here;
 - r speech: Pearson r of measured vs true opening on frames with speech (sync of the speech parts).
 
     python benchmarks/bench_silence.py --checkpoint GEN.pth [--clips 6] [--seconds 6]
@@ -47,7 +49,7 @@ def true_pauses(opening: np.ndarray, fps: float = synth.FPS) -> np.ndarray:
     return np.array([silent[i:i + ahead + 1].all() for i in range(opening.size)])
 
 
-def run_case(syncer: LipSyncer, seed: int, seconds: float, kind: str, folder: Path) -> dict[str, tuple]:
+def run_case(syncer: LipSyncer, seed: int, seconds: float, kind: str, snr: float, folder: Path) -> dict[str, tuple]:
     rng = np.random.default_rng(seed)
     # Two stretches of speech with a pause of 1-1.6 s between them (synthetic speech's own pauses are
     # shorter than the MIN_SILENCE a frame's window needs); the true opening is 0 in the pause.
@@ -59,23 +61,30 @@ def run_case(syncer: LipSyncer, seed: int, seconds: float, kind: str, folder: Pa
     wav = clean.astype(np.float32)
     if kind != "clean":
         noise = background(kind, wav.size, rng)
-        wav = wav + noise * np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2) / 10)
-    audio = folder / f"dub{seed}_{kind}.wav"
+        wav = wav + noise * np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2) / 10 ** (snr / 10))
+    audio = folder / f"dub{seed}_{kind}{snr:g}.wav"
     synth.write_wav(audio, np.clip(wav, -1, 1))
     video = folder / f"face{seed}.mkv"
+    source = np.stack(list(face.frames(SIZE)))
     if not video.exists():
         with VideoWriter(video, synth.FPS, SIZE, SIZE, lossless=True) as writer:
-            writer.write_many(face.frames(SIZE))
+            writer.write_many(source)
     pauses = true_pauses(opening)
+    upper = slice(0, SIZE // 2)
     out = {}
     for mode in SILENCE:
-        frames = list(syncer.frames(video, audio, box=(0, SIZE, 0, SIZE), silence=mode, cache=False))
-        measured = np.array([synth.mouth_opening(f) for f in frames])[:opening.size]
-        steps = np.abs(np.diff(measured))[pauses[1:] & pauses[:-1]]
-        speech = ~pauses
-        r = float(np.corrcoef(measured[speech], opening[speech])[0, 1])
-        out[mode] = (steps, measured[pauses], r)
+        frames = np.stack(list(syncer.frames(video, audio, box=(0, SIZE, 0, SIZE), silence=mode, cache=False)))
+        n = min(len(frames), opening.size)
+        frames, truth, still = frames[:n], opening[:n], pauses[:n]
+        measured = np.array([synth.mouth_opening(f) for f in frames])
+        steps = np.abs(np.diff(measured))[still[1:] & still[:-1]]
+        err = np.abs(frames[still][:, upper].astype(np.int16) - source[:n][still][:, upper]).mean(axis=(1, 2, 3))
+        r = float(np.corrcoef(measured[~still], truth[~still])[0, 1])
+        out[mode] = (steps, measured[still], err, r)
     return out
+
+
+BACKGROUNDS = (("clean", 0.0), ("white", 10.0), ("white", 0.0), ("music", 10.0), ("music", 0.0))
 
 
 def main() -> None:
@@ -87,16 +96,17 @@ def main() -> None:
     syncer = LipSyncer(args.checkpoint, device="cpu", precision="fp32")
     start = time.perf_counter()
     print(f"generator {args.checkpoint}; {args.clips} clips of {args.seconds:g} s per background")
-    print(f"{'background':<12}{'silence':<10}{'motion %':>10}{'open %':>9}{'r speech':>10}{'pause frames':>14}")
+    print(f"{'background':<14}{'silence':<10}{'motion %':>10}{'open %':>9}{'upper err':>11}{'r speech':>10}"
+          f"{'pause frames':>14}")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("clean", "white", "music"):
-            results = [run_case(syncer, seed, args.seconds, kind, Path(tmp)) for seed in range(args.clips)]
+        for kind, snr in BACKGROUNDS:
+            label = kind if kind == "clean" else f"{kind} {snr:g} dB"
+            results = [run_case(syncer, seed, args.seconds, kind, snr, Path(tmp)) for seed in range(args.clips)]
             for mode in SILENCE:
-                steps = np.concatenate([r[mode][0] for r in results])
-                opened = np.concatenate([r[mode][1] for r in results])
-                r = np.mean([r[mode][2] for r in results])
-                print(f"{kind:<12}{mode:<10}{100 * steps.mean():>10.2f}{100 * opened.mean():>9.2f}{r:>10.3f}"
-                      f"{opened.size:>14}")
+                steps, opened, err = (np.concatenate([r[mode][k] for r in results]) for k in range(3))
+                r = np.mean([r[mode][3] for r in results])
+                print(f"{label:<14}{mode:<10}{100 * steps.mean():>10.2f}{100 * opened.mean():>9.2f}{err.mean():>11.2f}"
+                      f"{r:>10.3f}{opened.size:>14}", flush=True)
     print(f"{time.perf_counter() - start:.0f} s")
 
 

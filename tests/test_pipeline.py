@@ -258,3 +258,25 @@ def test_lipsync_one_call(checkpoint, media, work) -> None:
                      precision="fp32", box=BOX)
     assert result.frames == 5 and probe(work / "one.mp4").n_frames == 5
     assert "5 frames" in result.summary() and "generate" in result.profile_table()
+
+
+def test_batchnorm_folding_in_place_equals_the_copy_and_the_network() -> None:
+    """The folded generator computes what the network does; folding a copy leaves the network as it was,
+    folding in place (LipSyncer's own network) gives the same weights without the copy."""
+    from wav2lip.device import fold_batchnorm
+    from wav2lip.models.deterministic import fill_deterministic
+    from wav2lip.models.generator import Wav2Lip
+
+    model = fill_deterministic(Wav2Lip(width=0.125)).eval()
+    rng = np.random.default_rng(0)
+    mel = torch.from_numpy(rng.normal(0, 1, (2, 1, 80, 16)).astype(np.float32))
+    faces = torch.from_numpy(rng.random((2, 6, 96, 96)).astype(np.float32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.inference_mode():
+        want = model(mel, faces)
+        copied = fold_batchnorm(model)
+        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        folded = fold_batchnorm(model, inplace=True)
+        assert folded is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        assert torch.equal(copied(mel, faces), folded(mel, faces))
+        torch.testing.assert_close(folded(mel, faces), want, atol=1e-5, rtol=0)

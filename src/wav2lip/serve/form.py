@@ -10,7 +10,8 @@ from typing import AsyncIterator, Callable
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import Wav2LipError
-from ..options import BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
+from ..options import (BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, MASK_KINDS, PRECISIONS, SILENCE_MODES,
+                       SMOOTH_MODES, SPEAKER_MODES, X264_PRESETS)
 from ..pipeline import SyncOptions
 from .jobs import AUDIO, FACE, sanitize_name
 
@@ -28,6 +29,13 @@ def _four(text: str) -> tuple[int, int, int, int]:
     if len(parts) != 4:
         raise ValueError("expected 4 integers: top bottom left right")
     return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def _point(text: str) -> tuple[float, float]:
+    parts = text.replace(",", " ").split()
+    if len(parts) != 2:
+        raise ValueError("expected 2 numbers: x y")
+    return float(parts[0]), float(parts[1])
 
 
 def _bool(text: str) -> bool:
@@ -61,6 +69,22 @@ OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
     "no_cache": (_bool, {"type": "boolean"}, "do not reuse or store this video's face boxes"),
     "detector": (str.strip, {"type": "string", "enum": list(DETECTORS)}, "face detector (default: the server's)"),
     "precision": (str.strip, {"type": "string", "enum": list(PRECISIONS)}, "generator arithmetic"),
+    "silence": (str.strip, {"type": "string", "enum": list(SILENCE_MODES)},
+                "where nobody speaks: still (closed, still mouth), original (the source frames), off (lip-sync "
+                "whatever sound is there)"),
+    "crossfade": (int, {"type": "integer"}, f"frames of crossfade at each edge of a pause (default {SyncOptions.crossfade})"),
+    "speaker": (str.strip, {"type": "string", "enum": list(SPEAKER_MODES)},
+                "with several faces: auto (the one whose lips match the video's own sound, given a speaker "
+                "model; else the largest) or largest"),
+    "face_index": (int, {"type": "integer"}, "follow the I-th face from the left (0: leftmost)"),
+    "face_at": (_point, {"type": "string", "example": "320 180"}, "follow the face nearest x y (pixels)"),
+    "mask": (str.strip, {"type": "string", "enum": list(MASK_KINDS)},
+             "feather mask: ellipse (fixed in the box) or landmarks (mouth and jaw from RetinaFace)"),
+    "mask_top": (float, {"type": "number"},
+                 f"feather mask: where it starts, fraction of the box height (default {SyncOptions.mask_top:.2f})"),
+    "mask_softness": (float, {"type": "number"},
+                      f"feather mask: fraction of its radius over which it fades (default {SyncOptions.mask_softness:g})"),
+    "no_colour_match": (_bool, {"type": "boolean"}, "feather: keep the generated colours (no colour matching)"),
     "enhance": (str.strip, {"type": "string", "enum": list(ENHANCERS)},
                 "gfpgan: restore the painted mouth with GFPGAN v1.4 (slow on a CPU)"),
     "enhance_strength": (float, {"type": "number"}, "0..1: mix of restored and plain mouth (default 1)"),
@@ -94,6 +118,8 @@ def parse_options(fields: dict[str, str]) -> tuple[dict, str | None, str | None]
     precision = values.pop("precision", None) or None
     if "no_cache" in values:
         values["cache"] = not values.pop("no_cache")
+    if "no_colour_match" in values:
+        values["colour_match"] = not values.pop("no_colour_match")
     SyncOptions.from_kwargs(values)
     return values, detector, precision  # type: ignore[return-value]
 

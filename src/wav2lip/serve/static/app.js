@@ -117,7 +117,10 @@ $("job-form").addEventListener("submit", async (event) => {
   const form = new FormData();
   form.append("face", $("face").files[0]);
   form.append("audio", $("audio").files[0]);
-  for (const name of ["blend", "loop", "detector", "crf"]) form.append(name, event.target.elements[name].value);
+  // Every named option field, with the CLI's names; empty numbers and unticked boxes leave the default.
+  for (const field of $("options").querySelectorAll("select[name], input[name]")) {
+    if (field.type === "checkbox" ? field.checked : field.value !== "") form.append(field.name, field.value);
+  }
   form.append("pads", [...document.querySelectorAll("[data-pad]")].map((i) => i.value || "0").join(" "));
   $("start").disabled = true;
   $("result-box").hidden = true;
