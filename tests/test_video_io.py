@@ -220,6 +220,18 @@ def test_pingpong_on_a_real_clip_matches_forward_frames(media, monkeypatch):
     assert got == forward + forward[-2:-32:-1]
 
 
+def test_frame_at_seeks_to_the_frame_playing_would_give(clip20, media):
+    """A preview's single frame: seeking to the keyframe before it gives the frame a full decode gives,
+    on a real clip (keyframes every 12 frames) and past the first pass in both loop modes."""
+    source = open_source(media / "hdtf_kh.mp4")
+    forward = [hashlib.sha1(frame.tobytes()).digest() for frame in source.frames(30)]
+    for k in (0, 11, 12, 13, 29):
+        assert hashlib.sha1(open_source(media / "hdtf_kh.mp4").frame_at(k).tobytes()).digest() == forward[k]
+    short = open_source(clip20)
+    assert [index_of(short.frame_at(k)) for k in (0, 19, 25)] == [0, 19, 5]
+    assert index_of(short.frame_at(25, loop="pingpong")) == 13
+
+
 def test_lossless_round_trip_is_bit_exact(tmp, media):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (21, 33, 3), dtype=np.uint8) for _ in range(5)]

@@ -124,3 +124,37 @@ def test_docs_page_renders_the_api_offline(browser, server) -> None:
     text = browser.find_element(By.ID, "api").text
     for words in ("GET /api/jobs/{job_id}/result", "DELETE /api/jobs/{job_id}", "pads", "blend", "paste | feather"):
         assert words in text
+
+
+def test_page_sends_the_mask_silence_and_face_options(browser, server, media, work) -> None:
+    """The options a user sets on the page reach the job under the CLI's names; the ones left alone
+    arrive as the CLI's defaults."""
+    from selenium.webdriver.support.ui import Select
+
+    from wav2lip.pipeline import SyncOptions
+
+    speech = cut_wav(media / "vr_audio1.wav", work / "short.wav", 0.6)
+    browser.get(server.url)
+    WebDriverWait(browser, 60).until(lambda b: "retinaface" in b.find_element(By.ID, "server").text)
+    browser.find_element(By.CSS_SELECTOR, "#options summary").click()
+    Select(browser.find_element(By.NAME, "blend")).select_by_value("feather")
+    Select(browser.find_element(By.NAME, "silence")).select_by_value("original")
+    Select(browser.find_element(By.NAME, "mask")).select_by_value("landmarks")
+    for name, text in (("crossfade", "5"), ("mask_top", "0.5"), ("face_index", "0")):
+        field = browser.find_element(By.NAME, name)
+        field.clear()
+        field.send_keys(text)
+    browser.find_element(By.NAME, "no_colour_match").click()
+    before = {job["id"] for job in server.client.get("/api/jobs").json()}
+    pick(browser, media / "st_art0.png", speech)
+    browser.find_element(By.ID, "start").click()
+    WebDriverWait(browser, 60).until(lambda b: {j["id"] for j in server.client.get("/api/jobs").json()} - before)
+    job = [j for j in server.client.get("/api/jobs").json() if j["id"] not in before][0]
+    assert server.wait(job["id"])["status"] == "done"
+    options = job["options"]
+    assert {k: options[k] for k in ("blend", "silence", "mask", "crossfade", "mask_top", "face_index",
+                                    "colour_match")} == {"blend": "feather", "silence": "original", "mask": "landmarks",
+                                                         "crossfade": 5, "mask_top": 0.5, "face_index": 0,
+                                                         "colour_match": False}
+    for name in ("speaker", "mask_softness", "enhance", "enhance_strength"):
+        assert options[name] == getattr(SyncOptions, name), name

@@ -657,10 +657,8 @@ PREVIEW_HEIGHT = 360  # pixels of each preview panel
 
 
 def _source_frame(job: _Job, index: int) -> np.ndarray:
-    """Output frame `index`'s source image, decoded up to it (a looped frame: its source frame)."""
-    if job.still or job.options.static:
-        return job.prepare(next(iter(job.source.frames(1))))
-    return job.prepare(next(itertools.islice(job.source.frames(index + 1), index, None)))
+    """Output frame `index`'s source image (a looped frame: its source frame)."""
+    return job.prepare(job.source.frame_at(0 if job.still or job.options.static else index))
 
 
 def _panels(image: np.ndarray, blended: np.ndarray, generated: np.ndarray, mask: np.ndarray,

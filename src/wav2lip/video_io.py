@@ -7,6 +7,7 @@ encoder and interleaves the audio as it goes, so memory does not grow with the l
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
@@ -407,6 +408,14 @@ class FrameSource:
                 return
             if loop == "pingpong" and self._count > 2:
                 forward = not forward
+
+    def frame_at(self, k: int, loop: LoopMode | None = None) -> np.ndarray:
+        """Frame k of `frames(k + 1, loop)`: within the first pass decoded from the keyframe before it
+        (a preview of frame 5000 does not decode 5000 frames), past it by playing the loop."""
+        if self._still is None:
+            for _, image in self._pass(k, 1):
+                return image
+        return next(itertools.islice(self.frames(k + 1, loop), k, None))
 
     def _sample_time(self, k: int) -> Fraction:
         return self._start + (2 * k + 1) / (2 * self.rate)
