@@ -24,7 +24,7 @@ LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter t
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
 SYNTH_LAYOUTS = ("prepared", "videos")  # synth-data: the training layout, or videos for preprocess
-SILENCE_MODES = ("still", "hold", "original", "off")  # what the mouth does where nobody speaks (pipeline, vad)
+SILENCE_MODES = ("still", "original", "off")  # what the mouth does where nobody speaks (pipeline, vad)
 SPEAKER_MODES = ("auto", "largest")  # which of several faces is lip-synced (faces.speaker)
 MASK_KINDS = MASKS  # the feather blend's mask (blend.MaskShape)
 PCM_FORMATS = ("s16le", "f32le")  # live: raw PCM on stdin, 16-bit integers or 32-bit floats, little-endian

@@ -504,7 +504,7 @@ class _Run:
             return _Batch(batch, np.zeros((0, 1, 80, MEL_STEP), np.float32), np.zeros((0, 6, 96, 96), np.float32))
         crops = np.stack([crop_face(f.image, f.box) for f in with_face])
         mel = frame_mel_windows(self.job.mel, [f.index for f in with_face], self.job.fps)
-        if self.job.options.silence in ("still", "hold"):
+        if self.job.options.silence == "still":
             weight = np.array([f.speech for f in with_face], np.float32)[:, None, None, None]
             mel = weight * mel + (1 - weight) * SILENT_MEL  # the generator's closed mouth in pauses
         return _Batch(batch, mel, generator_faces(crops))
@@ -514,15 +514,11 @@ class _Run:
         return frame.box is not None and (frame.speech > 0 or self.job.options.silence != "original")
 
     def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
-        hold = _HeldMouth() if self.job.options.silence == "hold" else None
         for batch in batches:
             if len(batch.mel):
                 faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))
                 for frame, face in zip((f for f in batch.frames if self._generates(f)), faces):
                     frame.face = face
-            if hold is not None:
-                for frame in batch.frames:
-                    hold(frame)
             yield from batch.frames
 
     def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
@@ -606,25 +602,6 @@ class _HeldLandmarks:
             self.relative = (np.asarray(landmarks, np.float64) - origin) / size
             return landmarks
         return None if self.relative is None else origin + self.relative * size
-
-
-class _HeldMouth:
-    """silence="hold": the face generated for a pause's first fully silent frame is painted on every
-    frame of the pause, into each frame's own box, and faded back into the lip-synced faces over the
-    crossfade at its end (the crossfade into the pause eases the silent window in, as "still" does)."""
-
-    def __init__(self) -> None:
-        self.face: np.ndarray | None = None
-
-    def __call__(self, frame: _Frame) -> None:
-        if frame.speech == 1:
-            self.face = None
-        elif frame.face is not None:
-            if frame.speech == 0 and self.face is None:
-                self.face = frame.face
-            elif self.face is not None:
-                mixed = frame.speech * frame.face.astype(np.float32) + (1 - frame.speech) * self.face
-                frame.face = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 def _blend_faded(fn: Callable, frame: _Frame) -> None:
