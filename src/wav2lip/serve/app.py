@@ -24,6 +24,7 @@ from ..faces import DETECTORS
 from ..device import PRECISIONS
 from .form import OPTIONS, TooLarge, boundary_of, parse_options, receive, request_schema
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
+from .live import register as register_live
 
 STATIC = Path(__file__).parent / "static"  # package data
 _JOB_ID_LENGTH = 32  # uuid4 hex
@@ -176,6 +177,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         CDN, and this must work offline."""
         return HTMLResponse((STATIC / "docs.html").read_text(encoding="utf-8"))
 
+    register_live(app, queue, token, max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 

@@ -1,0 +1,401 @@
+"""The Live page's WebSocket: an avatar sent once, then speech streamed in and lip-synced frames streamed
+out as `LiveSyncer` makes them.
+
+Why a WebSocket and not WebRTC: the frames are the generator's own (JPEG, no video codec to add delay or
+tune), each arrives with the exact samples it plays with, the browser plays both on one Web Audio clock,
+and it needs nothing beyond FastAPI and uvicorn's WebSocket support. WebRTC (aiortc, with its codec and
+crypto libraries) would buy congestion control, NAT traversal and loss-tolerant UDP for far-away clients.
+
+Protocol at /api/live (JSON text messages, binary messages):
+  client: {"type": "start", "avatar": {"name": str, "size": bytes}, "format": "f32le" | "s16le",
+           "sample_rate": Hz, "options": {the CLI's option names: blend, loop, pads, box, ...},
+           "token": the server's token, when it has one (or the Authorization header)}
+  client: the avatar file (a still or a short video) as binary messages of at most 1 MiB, `size` bytes in all
+  server: {"type": "ready", "width", "height", "fps", "sample_rate": 16000, "avatar_frames"}
+  client: audio as binary messages (mono PCM of `format` at `sample_rate`, any length, at any pace);
+          {"type": "ack", "index": k} for each frame message received; {"type": "end"} when the audio ends
+  server: one binary message per frame: a 4-byte little-endian length, that many bytes of JSON header
+          {index, time, sample, mouth, audio: samples, image: bytes, chunk, received, made, sent, dropped},
+          `audio` float32 little-endian samples (16 kHz) that play with the frame, then `image` bytes of JPEG
+  server: {"type": "end", "frames": n, "dropped": pictures} after the last frame, then a normal close (1000)
+  server: {"type": "error", "message": one line} then a close (1008: the client's input, 1013: busy,
+          1011: the server's fault)
+Timing: `chunk` is the index of the audio message that held the frame's first sample (null for the
+avatar's own frames while no audio comes), `received` the server's clock when that message arrived, `made`
+when `LiveSyncer` yielded the frame, `sent` when the message was handed to the socket (seconds, one clock,
+only differences mean anything). The client's time from sending chunk c to receiving the frame, less
+`made - received`, is the latency the web transport adds to `LiveSyncer`'s own.
+
+Flow: audio in blocks (at most IN_SECONDS wait in the server; then it stops reading the socket, so TCP
+holds back a client faster than real time); frames out drop (the live source does not wait for a slow
+viewer): with more than WINDOW frame messages unacknowledged the server sends a frame's sound without its
+picture, with more than HARD_WINDOW it sends nothing for the frame. So at most WINDOW pictures are in
+flight per session, whatever the client does. A disconnect stops the session's threads.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import queue
+import shutil
+import struct
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+
+import cv2
+import numpy as np
+from fastapi import FastAPI, WebSocket
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from ..audio import SAMPLE_RATE
+from ..errors import Wav2LipError
+from ..live import PCM_FORMATS, LiveFrame, LiveSyncer
+from .form import parse_options
+from .jobs import JobQueue, sanitize_name
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).parent / "static"
+AVATAR_PIECE = 2**20  # largest binary message of the avatar file
+IN_SECONDS = 2.0  # audio buffered between the socket and LiveSyncer before the server stops reading
+WINDOW = 25  # frame messages unacknowledged beyond which pictures are dropped (1 s at 25 fps)
+HARD_WINDOW = 125  # ... beyond which whole frames are dropped (5 s at 25 fps)
+JPEG_QUALITY = 85
+MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
+MAX_SAMPLE_RATE = 192_000
+MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
+THREADS = ("wav2lip-live-session", "wav2lip-live-audio", "wav2lip-avatar")  # the threads a session starts
+# Options that mean something live; the others (crf, lossless, enhance, ...) are the file jobs'.
+LIVE_OPTIONS = ("blend", "loop", "pads", "box", "smooth", "detect_every", "static", "fps", "resize_factor",
+                "crop", "rotate", "detector", "precision")
+_END = object()
+
+
+class ClientError(Exception):
+    """Bad input from the client: one line sent over the socket, then the connection is closed."""
+
+    def __init__(self, message: str, code: int = 1008) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def register(app: FastAPI, jobs: JobQueue, token: str | None, max_upload: int,
+             max_sessions: int = MAX_SESSIONS) -> None:
+    """Add the Live page (/live) and its socket (/api/live) to the app; avatars are kept, while their
+    session lasts, in the `live` folder beside the job folders."""
+    root = jobs.root.parent / "live"
+    shutil.rmtree(root, ignore_errors=True)  # avatars of sessions a stopped server left behind
+    open_sessions: set[Session] = set()
+
+    @app.get("/live", include_in_schema=False)
+    def page() -> HTMLResponse:
+        return HTMLResponse((STATIC / "live.html").read_text(encoding="utf-8"))
+
+    @app.websocket("/api/live")
+    async def live(websocket: WebSocket) -> None:
+        await websocket.accept()
+        session = Session(websocket, jobs, root, token, max_upload)
+        if len(open_sessions) >= max_sessions:
+            await session.fail(ClientError(f"the server is running {len(open_sessions)} live sessions already "
+                                           "(its limit); try again later", code=1013))
+            return
+        open_sessions.add(session)
+        try:
+            await session.run()
+        finally:
+            open_sessions.discard(session)
+
+    app.state.live_sessions = open_sessions
+
+
+class Session:
+    """One connection: the start message, the avatar, then audio in and frames out until either side ends."""
+
+    def __init__(self, websocket: WebSocket, jobs: JobQueue, root: Path, token: str | None, max_upload: int):
+        self.ws, self.jobs, self.token, self.max_upload = websocket, jobs, token, max_upload
+        self.folder = root / uuid.uuid4().hex
+        self.avatar_name = "avatar"
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+        self.audio: queue.Queue = queue.Queue()
+        self.audio_seconds = 0.0  # seconds of audio in self.audio
+        self.audio_lock = threading.Lock()
+        self.chunks: deque[tuple[int, int, float]] = deque()  # (end sample at 16 kHz, message index, arrival)
+        self.chunks_lock = threading.Lock()
+        self.acked = -1
+        self.sent = 0  # frame messages handed to the sender
+        self.made = 0  # frames LiveSyncer yielded
+        self.dropped = 0  # frames sent without their picture, or not at all
+
+    # ---------------------------------------------------------------- the conversation
+
+    async def run(self) -> None:
+        try:
+            start = await self._start()
+            await self._receive_avatar(start)
+            live = await run_in_threadpool(self._prepare, start["options"])
+            await self.ws.send_json({"type": "ready", "width": live.width, "height": live.height, "fps": live.fps,
+                                     "sample_rate": SAMPLE_RATE, "avatar_frames": len(live.boxes)})
+            await self._stream(live, start["format"], start["sample_rate"])
+        except ClientError as exc:
+            await self.fail(exc)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            log.exception("live session failed")
+            await self.fail(ClientError("the server failed on this stream (see its log)", code=1011))
+        finally:
+            self.stop.set()
+            if self.thread is not None:
+                await run_in_threadpool(self.thread.join)
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    async def fail(self, error: ClientError) -> None:
+        with contextlib.suppress(Exception):
+            if self.ws.application_state == WebSocketState.CONNECTED:
+                await self.ws.send_json({"type": "error", "message": str(error)})
+                await self.ws.close(code=error.code)
+
+    async def _message(self) -> dict:
+        message = await self.ws.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        return message
+
+    async def _start(self) -> dict:
+        message = await self._message()
+        try:
+            start = json.loads(message.get("text") or "")
+        except ValueError:
+            start = None
+        if not isinstance(start, dict) or start.get("type") != "start":
+            raise ClientError('the first message must be the JSON start message ({"type": "start", ...})')
+        if self.token is not None:
+            given = str(start.get("token") or "")
+            header = self.ws.headers.get("authorization", "")
+            if header.lower().startswith("bearer "):
+                given = given or header[7:]
+            if not hmac.compare_digest(given.encode(), self.token.encode()):
+                raise ClientError("this server needs its token: send it as \"token\" in the start message")
+        avatar = start.get("avatar")
+        if not isinstance(avatar, dict) or not isinstance(avatar.get("size"), int) or avatar["size"] < 0:
+            raise ClientError('the start message needs "avatar": {"name": ..., "size": bytes}')
+        if avatar["size"] == 0:
+            raise ClientError(f"{sanitize_name(str(avatar.get('name') or ''), 'avatar')}: file is empty (0 bytes)")
+        if avatar["size"] > self.max_upload:
+            raise ClientError(f"the avatar is larger than the server's limit of {self.max_upload / 2**20:g} MiB")
+        self.avatar_name = sanitize_name(str(avatar.get("name") or ""), "avatar")
+        fmt = start.get("format", "f32le")
+        if fmt not in PCM_FORMATS:
+            raise ClientError(f"unknown audio format {str(fmt)[:40]!r} (one of {', '.join(PCM_FORMATS)}: "
+                              "raw mono PCM, little-endian)")
+        rate = start.get("sample_rate", SAMPLE_RATE)
+        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 < rate <= MAX_SAMPLE_RATE:
+            raise ClientError(f"sample_rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {rate!r:.40}")
+        options = start.get("options") or {}
+        if not isinstance(options, dict):
+            raise ClientError('"options" must be an object of option names and values')
+        for name in options:
+            if str(name).replace("-", "_") not in LIVE_OPTIONS:
+                raise ClientError(f"option {str(name)[:40]!r} does not apply to a live stream "
+                                  f"(these do: {', '.join(LIVE_OPTIONS)})")
+        try:
+            values, detector, precision = parse_options({str(k): str(v) for k, v in options.items()})
+            detector, precision = self.jobs.models.key(detector, precision)
+        except Wav2LipError as exc:
+            raise ClientError(str(exc)) from None
+        return {"size": avatar["size"], "format": fmt, "sample_rate": rate,
+                "options": (values, detector, precision)}
+
+    async def _receive_avatar(self, start: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        size, got = start["size"], 0
+        with open(self.folder / "face", "wb") as f:
+            while got < size:
+                data = (await self._message()).get("bytes")
+                if data is None:
+                    raise ClientError(f"expected the avatar file's bytes ({size - got} more), got a text message")
+                if len(data) > AVATAR_PIECE or got + len(data) > size:
+                    raise ClientError(f"the avatar's binary messages must add up to its size ({size} bytes), "
+                                      f"at most {AVATAR_PIECE} bytes each")
+                f.write(data)
+                got += len(data)
+
+    def _plain(self, message: str) -> str:
+        return message.replace(str(self.folder / "face"), self.avatar_name).replace(str(self.folder), "live")
+
+    def _prepare(self, options: tuple[dict, str, str]) -> LiveSyncer:
+        values, detector, precision = options
+        try:
+            syncer = self.jobs.models.get(detector, precision)
+            return LiveSyncer(self.folder / "face", syncer=syncer, **values)
+        except Wav2LipError as exc:
+            raise ClientError(self._plain(str(exc))) from None
+
+    # ---------------------------------------------------------------- streaming
+
+    async def _stream(self, live: LiveSyncer, fmt: str, rate: int) -> None:
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue = asyncio.Queue()
+
+        def post(item: object) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop is gone: the connection ended
+                loop.call_soon_threadsafe(out.put_nowait, item)
+
+        self.thread = threading.Thread(target=self._work, args=(live, rate, post), name=THREADS[0], daemon=True)
+        self.thread.start()
+        receiver = asyncio.ensure_future(self._receive_audio(np.dtype(PCM_FORMATS[fmt]), rate))
+        sender = asyncio.ensure_future(self._send(out))
+        try:
+            done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.stop.set()
+            for task in (receiver, sender):
+                task.cancel()
+            await asyncio.gather(receiver, sender, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()
+        if sender in done and sender.result() is not None:
+            raise sender.result()
+
+    async def _receive_audio(self, dtype: np.dtype, rate: int) -> None:
+        """Audio messages -> the reader's queue (waiting while it holds IN_SECONDS), acks, the end."""
+        index = samples = 0
+        ended = False
+        while True:
+            message = await self._message()
+            now = time.perf_counter()
+            data, text = message.get("bytes"), message.get("text")
+            if data is not None:
+                if ended:
+                    raise ClientError("audio after the end message")
+                if len(data) % dtype.itemsize:
+                    raise ClientError(f"audio message {index} has {len(data)} bytes, not a whole number of "
+                                      f"{dtype.itemsize}-byte samples ({'f32le' if dtype.kind == 'f' else 's16le'})")
+                x = np.frombuffer(data, dtype=dtype).astype(np.float32)
+                if dtype.kind == "i":
+                    x /= 32768.0
+                elif x.size and not (np.isfinite(x).all() and float(np.abs(x).max()) <= MAX_FLOAT):
+                    raise ClientError(f"audio message {index} is not f32le audio in [-1, 1] (it holds values like "
+                                      f"{float(x[np.argmax(~np.isfinite(x) | (np.abs(x) > MAX_FLOAT))]):.3g}); "
+                                      "is it s16le?")
+                samples += x.size
+                with self.chunks_lock:
+                    self.chunks.append((round(samples * SAMPLE_RATE / rate), index, now))
+                index += 1
+                while self.audio_seconds > IN_SECONDS and not self.stop.is_set():
+                    await asyncio.sleep(0.01)  # the socket is not read meanwhile: TCP holds the client back
+                with self.audio_lock:
+                    self.audio_seconds += x.size / rate
+                self.audio.put((x, x.size / rate))
+                continue
+            try:
+                control = json.loads(text or "")
+            except ValueError:
+                control = None
+            kind = control.get("type") if isinstance(control, dict) else None
+            if kind == "ack" and isinstance(control.get("index"), int):
+                self.acked = max(self.acked, control["index"])
+            elif kind == "end" and not ended:
+                ended = True
+                self.audio.put(None)
+            else:
+                raise ClientError(f"unexpected message {(text or '')[:60]!r} (expected audio bytes, "
+                                  '{"type": "ack", "index": k} or {"type": "end"})')
+
+    def _chunks(self):
+        """The audio queue as `LiveSyncer.stream`'s chunk source (its reader thread runs this)."""
+        while not self.stop.is_set():
+            try:
+                item = self.audio.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            chunk, seconds = item
+            with self.audio_lock:
+                self.audio_seconds -= seconds
+            yield chunk
+
+    def _chunk_of(self, sample: int | None) -> tuple[int | None, float | None]:
+        """The audio message that held this 16 kHz sample, and when it arrived."""
+        if sample is None:
+            return None, None
+        with self.chunks_lock:
+            while self.chunks and self.chunks[0][0] <= sample:
+                self.chunks.popleft()
+            if not self.chunks:
+                return None, None
+            _, index, arrived = self.chunks[0]
+            return index, arrived
+
+    def _work(self, live: LiveSyncer, rate: int, post) -> None:
+        """The session's thread: LiveSyncer's frames -> JPEG -> the sender, until the stream or the session ends."""
+        frames = live.stream(self._chunks(), sample_rate=rate)
+        try:
+            for frame in frames:
+                if self.stop.is_set():
+                    return
+                post(self._pack(frame))
+            post(_END)
+        except Wav2LipError as exc:
+            post(ClientError(str(exc)))
+        except Exception:
+            log.exception("live stream failed")
+            post(ClientError("the server failed on this stream (see its log)", code=1011))
+        finally:
+            frames.close()
+
+    def _pack(self, frame: LiveFrame) -> tuple[dict, bytes, bytes] | None:
+        made = time.perf_counter()
+        self.made += 1
+        unacked = self.sent - 1 - self.acked
+        if unacked > HARD_WINDOW:
+            self.dropped += 1
+            return None
+        image = b""
+        if unacked > WINDOW:
+            self.dropped += 1
+        else:
+            ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+            image = jpeg.tobytes() if ok else b""
+        chunk, received = self._chunk_of(frame.sample)
+        audio = np.ascontiguousarray(frame.audio, dtype="<f4").tobytes()
+        header = {"index": frame.index, "time": frame.time, "sample": frame.sample, "mouth": frame.mouth,
+                  "audio": frame.audio.size, "image": len(image), "chunk": chunk, "received": received,
+                  "made": made, "dropped": self.dropped}
+        self.sent += 1
+        return header, audio, image
+
+    async def _send(self, out: asyncio.Queue) -> ClientError | None:
+        """Frame messages to the client until the stream ends (the end message and a normal close) or fails."""
+        while True:
+            item = await out.get()
+            if item is None:
+                continue
+            if item is _END:
+                await self.ws.send_json({"type": "end", "frames": self.made, "dropped": self.dropped})
+                await self.ws.close(1000)
+                return None
+            if isinstance(item, ClientError):
+                return item
+            header, audio, image = item
+            header["sent"] = time.perf_counter()
+            head = json.dumps(header, separators=(",", ":")).encode()
+            await self.ws.send_bytes(b"".join((struct.pack("<I", len(head)), head, audio, image)))
+
+
+def live_threads() -> list[threading.Thread]:
+    """The live sessions' threads still running (for tests and the health check)."""
+    return [t for t in threading.enumerate() if t.name in THREADS]
+
+
