@@ -142,8 +142,11 @@ async function start(kind) {
   const s = {
     kind, ws: null, ctx: await openContext(), rate: RATE, sentAt: [], base: null, fps: 25, pictures: [],
     audioEnded: false, finished: false, error: "",
-    stats: { frames: 0, speech: 0, indices: [], samples: [], mouths: [], samplesSent: 0, added: [], total: [],
-             firstImage: null, decoded: 0, drawn: 0, resyncs: 0, dropped: 0, end: null, ready: null, error: "" },
+    stats: {
+      frames: 0, speech: 0, pictures: 0, decoded: 0, drawn: 0, resyncs: 0, dropped: 0, samplesSent: 0,
+      indices: [], samples: [], mouths: [], added: [], total: [], serverSend: [],
+      firstImage: null, end: null, ready: null, rate: null, error: "",
+    },
   };
   session = s;
   window.liveStats = s.stats;
@@ -187,6 +190,7 @@ function onControl(s, message) {
   if (message.type === "ready") {
     s.fps = message.fps;
     s.stats.ready = message;
+    s.stats.rate = s.rate; // what the browser sends: 16000, or its own rate where it cannot resample
     const canvas = $("screen");
     canvas.width = message.width;
     canvas.height = message.height;
@@ -221,11 +225,13 @@ function onFrame(s, buffer) {
   st.mouths.push(h.mouth);
   st.dropped = h.dropped;
   if (h.sample !== null) st.speech += 1;
+  if (h.image) st.pictures += 1;
   if (h.chunk !== null && s.sentAt[h.chunk] !== undefined) {
     // the round trip from handing the chunk to the socket, less the server's own time for this frame
     const total = received - s.sentAt[h.chunk];
     st.total.push(total);
     st.added.push(total - (h.made - h.received) * 1000);
+    st.serverSend.push((h.sent - h.made) * 1000); // JPEG and the hand-over to the server's event loop
   }
   const audioAt = 4 + length;
   const audio = new Float32Array(buffer.slice(audioAt, audioAt + 4 * h.audio));
