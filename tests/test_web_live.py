@@ -13,6 +13,7 @@ import time
 import wave
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -262,6 +263,25 @@ def test_a_garbage_avatar_gets_one_line_and_a_clean_close(server, name, data, ex
     assert message.startswith(expected) and "/" not in message and code == 1008, message  # no server path
     assert server.idle()
     assert not any((server.queue.root.parent / "live").iterdir())  # the avatar is gone
+
+
+def test_a_long_video_avatar_is_refused_before_it_is_prepared(server, work) -> None:
+    path = work / "long.mp4"
+    with av.open(str(path), "w") as container:  # 64x64 at 1 frame/s: quick to write, 130 s long
+        stream = container.add_stream("libx264", rate=1)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(130):
+            frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    client = Client(server)
+    data = path.read_bytes()
+    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.mp4", "size": len(data)}}))
+    client.ws.send_binary(data)
+    message, code = client.error()
+    assert message.startswith("long.mp4: a 130 s video; a live avatar") and code == 1008, message
+    assert server.idle()
 
 
 def test_a_first_message_that_is_not_json(server) -> None:

@@ -58,6 +58,7 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 from ..audio import SAMPLE_RATE
 from ..errors import Wav2LipError
 from ..live import PCM_FORMATS, LiveFrame, LiveSyncer
+from ..video_io import probe
 from .form import parse_options
 from .jobs import JobQueue, sanitize_name
 
@@ -70,6 +71,7 @@ WINDOW = 25  # frame messages unacknowledged beyond which pictures are dropped (
 HARD_WINDOW = 125  # ... beyond which whole frames are dropped (5 s at 25 fps)
 JPEG_QUALITY = 85
 MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
+MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
 MAX_SAMPLE_RATE = 192_000
 MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
 THREADS = ("wav2lip-live-session", "wav2lip-live-audio", "wav2lip-avatar")  # the threads a session starts
@@ -235,6 +237,10 @@ class Session:
     def _prepare(self, options: tuple[dict, str, str]) -> LiveSyncer:
         values, detector, precision = options
         try:
+            info = probe(self.folder / "face")
+            if not info.is_still and (info.duration or 0) > MAX_AVATAR_SECONDS:
+                raise Wav2LipError(f"{self.folder / 'face'}: a {info.duration:.0f} s video; a live avatar is "
+                                   f"prepared whole, so it may last {MAX_AVATAR_SECONDS:g} s at most (it loops)")
             syncer = self.jobs.models.get(detector, precision)
             return LiveSyncer(self.folder / "face", syncer=syncer, **values)
         except Wav2LipError as exc:
