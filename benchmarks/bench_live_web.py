@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -45,19 +46,18 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 STATS = "return window.liveStats && JSON.parse(JSON.stringify(window.liveStats));"
 
 
-def serve(data: Path, checkpoint: Path, precision: str) -> tuple[uvicorn.Server, int]:
+def serve(data: Path, checkpoint: Path, precision: str) -> tuple[uvicorn.Server, threading.Thread, int]:
     queue = JobQueue(data, Models(checkpoint, detector_weights=SHARED / "models" / "retinaface_mobilenet0.25.pth",
                                   device="cpu", precision=precision))
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(create_app(queue), host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
     while not server.started:
         time.sleep(0.05)
-    return server, port
+    return server, thread, port
 
 
 def write_wav(path: Path, wav: np.ndarray) -> Path:
@@ -92,7 +92,7 @@ def main() -> None:
         microphone = write_wav(tmp / "microphone.wav", speech(args.seconds + 3))
         checkpoint = tmp / "generator.pth"
         save_checkpoint(checkpoint, fill_deterministic(Wav2Lip(width=args.width)))
-        server, port = serve(tmp / "data", checkpoint, args.precision)
+        server, thread, port = serve(tmp / "data", checkpoint, args.precision)
         options = webdriver.ChromeOptions()
         options.binary_location = chromium
         for flag in (*FLAGS, f"--use-file-for-fake-audio-capture={microphone}%noloop",
@@ -116,6 +116,7 @@ def main() -> None:
         finally:
             browser.quit()
             server.should_exit = True
+            thread.join(30)
     if stats["error"]:
         sys.exit(f"the page failed: {stats['error']}")
 

@@ -158,8 +158,17 @@ def server(work, checkpoint, models_dir):
 
 
 @pytest.fixture(scope="module")
-def still(media) -> bytes:
-    return (media / "st_art0.png").read_bytes()
+def still_path(media, work) -> Path:
+    """The shared portrait at half size (320x448): quicker to prepare, encode and decode."""
+    image = cv2.imread(str(media / "st_art0.png"))
+    path = work / "portrait.png"
+    cv2.imwrite(str(path), cv2.resize(image, (320, 448), interpolation=cv2.INTER_AREA))
+    return path
+
+
+@pytest.fixture(scope="module")
+def still(still_path) -> bytes:
+    return still_path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -179,10 +188,10 @@ def write_wav(path: Path, wav: np.ndarray) -> Path:
 # ---------------------------------------------------------------- the protocol from Python
 
 
-def test_frames_come_in_order_and_are_the_lip_synced_frames(server, still, speech, media) -> None:
+def test_frames_come_in_order_and_are_the_lip_synced_frames(server, still, still_path, speech) -> None:
     client = Client(server)
     ready = client.start(still)
-    assert ready == {"type": "ready", "width": 640, "height": 896, "fps": 25.0, "sample_rate": SAMPLE_RATE,
+    assert ready == {"type": "ready", "width": 320, "height": 448, "fps": 25.0, "sample_rate": SAMPLE_RATE,
                      "avatar_frames": 1}
     client.send_audio(speech)
     client.end()
@@ -195,7 +204,7 @@ def test_frames_come_in_order_and_are_the_lip_synced_frames(server, still, speec
     assert all(h["chunk"] == h["sample"] // CHUNK and h["received"] <= h["made"] <= h["sent"] for h, _, _ in spoken)
 
     # the same audio through LiveSyncer in this process: the same sound exactly, the same pictures but for JPEG
-    live = LiveSyncer(media / "st_art0.png", syncer=server.queue.models.default)
+    live = LiveSyncer(still_path, syncer=server.queue.models.default)
     own = live._first
     expected = [f for f in live.stream([speech[i:i + CHUNK] for i in range(0, speech.size, CHUNK)])
                 if f.sample is not None]
@@ -205,9 +214,9 @@ def test_frames_come_in_order_and_are_the_lip_synced_frames(server, still, speec
         assert header["mouth"] == frame.mouth
         np.testing.assert_array_equal(audio, frame.audio)
         image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
-        assert image.shape == (896, 640, 3)
+        assert image.shape == (448, 320, 3)
         error = np.abs(image.astype(int) - frame.image).mean()
-        assert error < 2.0, error  # JPEG's loss only
+        assert error < 3.0, error  # JPEG's loss only
         if frame.mouth == 1.0:  # the generated mouth, not the avatar's own
             mouth = np.abs(image[y1:y2, x1:x2].astype(int) - own[y1:y2, x1:x2]).mean()
             assert mouth > 5 * np.abs(image[y1:y2, x1:x2].astype(int) - frame.image[y1:y2, x1:x2]).mean()
@@ -397,12 +406,12 @@ def browser(work, fake_microphone):
     browser.quit()
 
 
-def run_page(browser, server, media, button: str, speech_file: Path | None = None, seconds: float | None = None):
+def run_page(browser, server, avatar: Path, button: str, speech_file: Path | None = None, seconds: float | None = None):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(f"{server.url}/live")
-    browser.find_element(By.ID, "avatar").send_keys(str(media / "st_art0.png"))
+    browser.find_element(By.ID, "avatar").send_keys(str(avatar))
     if speech_file is not None:
         browser.find_element(By.ID, "speech").send_keys(str(speech_file))
     browser.find_element(By.ID, "sound").click()  # headless: nothing to hear
@@ -431,27 +440,27 @@ def check_page_frames(stats: dict, sent: int) -> None:
     # the frame count tracks the audio's length (a stall of the source may pad one frame with silence)
     expected = frame_count_for_audio(sent, 25.0)
     assert expected <= stats["speech"] <= expected + 3, (stats["speech"], expected)
-    assert stats["firstImage"]["width"] == 640 and stats["firstImage"]["height"] == 896  # the avatar's size
+    assert stats["firstImage"]["width"] == 320 and stats["firstImage"]["height"] == 448  # the avatar's size
     assert stats["drawn"] > 0
     assert max(stats["mouths"]) == 1.0  # speech: the generated mouth is shown
     assert len(stats["added"]) > 0
 
 
-def test_page_lip_syncs_the_microphone(browser, server, media) -> None:
-    stats = run_page(browser, server, media, "mic", seconds=1.5)
+def test_page_lip_syncs_the_microphone(browser, server, still_path) -> None:
+    stats = run_page(browser, server, still_path, "mic", seconds=1.5)
     check_page_frames(stats, round(stats["samplesSent"] * SAMPLE_RATE / stats["rate"]))
     assert server.idle()
 
 
-def test_page_lip_syncs_an_uploaded_file(browser, server, media, work, speech) -> None:
+def test_page_lip_syncs_an_uploaded_file(browser, server, still_path, work, speech) -> None:
     path = write_wav(work / "speech.wav", speech)
-    stats = run_page(browser, server, media, "play", speech_file=path)
+    stats = run_page(browser, server, still_path, "play", speech_file=path)
     assert stats["samplesSent"] == speech.size  # the browser decoded it at 16 kHz
     check_page_frames(stats, speech.size)
     assert server.idle()
 
 
-def test_page_shows_a_bad_avatar_in_plain_words(browser, server, work, media) -> None:
+def test_page_shows_a_bad_avatar_in_plain_words(browser, server, work) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
