@@ -28,9 +28,9 @@ only differences mean anything). The client's time from sending chunk c to recei
 
 Flow: audio in blocks (at most IN_SECONDS wait in the server; then it stops reading the socket, so TCP
 holds back a client faster than real time); frames out drop (the live source does not wait for a slow
-viewer): with more than WINDOW frame messages unacknowledged the server sends a frame's sound without its
-picture, with more than HARD_WINDOW it sends nothing for the frame. So at most WINDOW pictures are in
-flight per session, whatever the client does. A disconnect stops the session's threads.
+viewer): while WINDOW frame messages are unacknowledged the server sends a frame's sound without its
+picture, while HARD_WINDOW are, nothing for the frame. So at most WINDOW pictures and HARD_WINDOW messages
+are in flight per session, whatever the client does; acknowledgements bring the pictures back. A disconnect stops the session's threads.
 """
 from __future__ import annotations
 
@@ -67,8 +67,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).parent / "static"
 AVATAR_PIECE = 2**20  # largest binary message of the avatar file
 IN_SECONDS = 2.0  # audio buffered between the socket and LiveSyncer before the server stops reading
-WINDOW = 25  # frame messages unacknowledged beyond which pictures are dropped (1 s at 25 fps)
-HARD_WINDOW = 125  # ... beyond which whole frames are dropped (5 s at 25 fps)
+WINDOW = 25  # frame messages unacknowledged from which on pictures are dropped (1 s at 25 fps)
+HARD_WINDOW = 125  # ... from which on whole frames are dropped (5 s at 25 fps)
 JPEG_QUALITY = 85
 MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
 MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
@@ -132,8 +132,7 @@ class Session:
         self.audio_lock = threading.Lock()
         self.chunks: deque[tuple[int, int, float]] = deque()  # (end sample at 16 kHz, message index, arrival)
         self.chunks_lock = threading.Lock()
-        self.acked = -1
-        self.sent = 0  # frame messages handed to the sender
+        self.in_flight: deque[int] = deque()  # indices of the frame messages sent and not yet acknowledged
         self.made = 0  # frames LiveSyncer yielded
         self.dropped = 0  # frames sent without their picture, or not at all
 
@@ -310,7 +309,8 @@ class Session:
                 control = None
             kind = control.get("type") if isinstance(control, dict) else None
             if kind == "ack" and isinstance(control.get("index"), int):
-                self.acked = max(self.acked, control["index"])
+                while self.in_flight and self.in_flight[0] <= control["index"]:
+                    self.in_flight.popleft()
             elif kind == "end" and not ended:
                 ended = True
                 self.audio.put(None)
@@ -364,12 +364,12 @@ class Session:
     def _pack(self, frame: LiveFrame) -> tuple[dict, bytes, bytes] | None:
         made = time.perf_counter()
         self.made += 1
-        unacked = self.sent - 1 - self.acked
-        if unacked > HARD_WINDOW:
+        unacked = len(self.in_flight)
+        if unacked >= HARD_WINDOW:
             self.dropped += 1
             return None
         image = b""
-        if unacked > WINDOW:
+        if unacked >= WINDOW:
             self.dropped += 1
         else:
             ok, jpeg = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
@@ -379,7 +379,7 @@ class Session:
         header = {"index": frame.index, "time": frame.time, "sample": frame.sample, "mouth": frame.mouth,
                   "audio": frame.audio.size, "image": len(image), "chunk": chunk, "received": received,
                   "made": made, "dropped": self.dropped}
-        self.sent += 1
+        self.in_flight.append(frame.index)
         return header, audio, image
 
     async def _send(self, out: asyncio.Queue) -> ClientError | None:
