@@ -268,6 +268,11 @@ function schedule(s, h, audio, image) {
 }
 
 function draw(s) {
+  if (s.ctx.state === "closed") { // the stream has ended and its sound has played
+    s.pictures.forEach((p) => p.bitmap.close());
+    s.pictures = [];
+    return;
+  }
   const now = s.ctx.currentTime - (s.ctx.outputLatency || 0);
   let shown = null;
   while (s.pictures.length && s.pictures[0].at <= now) {
