@@ -242,6 +242,8 @@ def garbage(n: int, seed: int = 0) -> bytes:
 @pytest.mark.parametrize("start, expected", [
     ({"type": "begin"}, "the first message must be the JSON start message"),
     ({"format": "mp3"}, "unknown audio format 'mp3' (one of s16le, f32le"),
+    ({"format": ["f32le"]}, "unknown audio format"),
+    ({"avatar": "face.png"}, 'the start message needs "avatar": {"name": ..., "size": bytes}'),
     ({"sample_rate": 0}, "sample_rate must be a whole number of Hz"),
     ({"sample_rate": "16k"}, "sample_rate must be a whole number of Hz"),
     ({"options": {"crf": 18}}, "option 'crf' does not apply to a live stream"),

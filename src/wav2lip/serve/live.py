@@ -195,7 +195,7 @@ class Session:
             raise ClientError(f"the avatar is larger than the server's limit of {self.max_upload / 2**20:g} MiB")
         self.avatar_name = sanitize_name(str(avatar.get("name") or ""), "avatar")
         fmt = start.get("format", "f32le")
-        if fmt not in PCM_FORMATS:
+        if not isinstance(fmt, str) or fmt not in PCM_FORMATS:
             raise ClientError(f"unknown audio format {str(fmt)[:40]!r} (one of {', '.join(PCM_FORMATS)}: "
                               "raw mono PCM, little-endian)")
         rate = start.get("sample_rate", SAMPLE_RATE)
