@@ -425,8 +425,11 @@ def run_page(browser, server, avatar: Path, button: str, speech_file: Path | Non
         browser.find_element(By.ID, "stop").click()
     WebDriverWait(browser, 120).until(lambda b: b.execute_script(stats)["end"] or b.execute_script(stats)["error"])
     WebDriverWait(browser, 30).until(lambda b: not b.find_element(By.ID, "mic").get_attribute("disabled"))
-    WebDriverWait(browser, 30).until(lambda b: (lambda s: s["decoded"] + s.get("badImages", 0) == s["pictures"])(
-        b.execute_script(stats)))  # pictures decode asynchronously
+    def decoded(b) -> bool:  # pictures decode asynchronously
+        now = b.execute_script(stats)
+        return now["decoded"] + now.get("badImages", 0) == now["pictures"]
+
+    WebDriverWait(browser, 30).until(decoded)
     return browser.execute_script(stats)
 
 
