@@ -110,7 +110,8 @@ def main() -> None:
                 lambda b: b.execute_script(STATS)["samplesSent"] >= args.seconds * b.execute_script(STATS)["rate"]
                 or b.execute_script(STATS)["error"])
             browser.find_element(By.ID, "stop").click()
-            WebDriverWait(browser, 120).until(lambda b: b.execute_script(STATS)["end"] or b.execute_script(STATS)["error"])
+            WebDriverWait(browser, args.seconds * 20 + 120).until(  # a loaded machine falls far behind
+                lambda b: b.execute_script(STATS)["end"] or b.execute_script(STATS)["error"])
             stats = browser.execute_script(STATS)
             load_after = os.getloadavg()
         finally:
