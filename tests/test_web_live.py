@@ -33,6 +33,7 @@ from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve import JobQueue, Models, create_app
 from wav2lip.serve.live import HARD_WINDOW, WINDOW, live_threads
+from wav2lip.video_io import VideoWriter, open_source
 
 CHUNK = 320  # 20 ms at 16 kHz
 
@@ -220,6 +221,22 @@ def test_frames_come_in_order_and_are_the_lip_synced_frames(server, still, still
         if frame.mouth == 1.0:  # the generated mouth, not the avatar's own
             mouth = np.abs(image[y1:y2, x1:x2].astype(int) - own[y1:y2, x1:x2]).mean()
             assert mouth > 5 * np.abs(image[y1:y2, x1:x2].astype(int) - frame.image[y1:y2, x1:x2]).mean()
+    assert server.idle()
+
+
+def test_a_video_avatar_loops_its_own_frames(server, media, work, speech) -> None:
+    path = work / "clip8.mp4"
+    with VideoWriter(path, 25, 524, 524) as writer:
+        writer.write_many(open_source(media / "vr_face5.mp4").frames(8))
+    client = Client(server)
+    ready = client.start(path.read_bytes(), name="clip8.mp4", options={"pads": "0 10 0 0", "loop": "pingpong"})
+    assert ready["avatar_frames"] == 8 and (ready["width"], ready["height"]) == (524, 524)
+    client.send_audio(speech[:SAMPLE_RATE // 2])
+    client.end()
+    frames, end, code = client.finish()
+    assert code == 1000 and sum(h["sample"] is not None for h, _, _ in frames) == 13
+    assert all(cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (524, 524, 3)
+               for _, _, jpeg in frames)
     assert server.idle()
 
 
