@@ -62,6 +62,7 @@ async function openMicrophone(s) {
   } catch (e) { // a browser that cannot resample a microphone: capture at its rate, the server resamples
     await s.ctx.close();
     s.ctx = new AudioContext({ latencyHint: "interactive" });
+    await s.ctx.resume();
     await s.ctx.audioWorklet.addModule("/static/live-capture.js");
     s.source = s.ctx.createMediaStreamSource(s.stream);
   }
