@@ -296,7 +296,8 @@ def test_cli_inspect_tells_a_gan_generator_with_its_training_state(tmp_path, cap
     n_params = sum(p.numel() for p in model.parameters())
     assert fields == {
         "file": str(tmp_path / "mine.pth"), "kind": "wav2lip", "parameters": f"{n_params:,}",
-        "step": "1234", "epoch": "5", "variant": "gan", "width": "0.25",
+        "step": "1234", "epoch": "5", "variant": "gan", "width": "0.25", "residual": "yes",
+        "size": f"{(tmp_path / 'mine.pth').stat().st_size / 1e6:,.1f} MB",
     }
 
 

@@ -58,6 +58,8 @@ _WIDTH_PROBES = {
     "gfpgan": ("stylegan_decoder.constant_input.weight", 1),  # GFPGAN's `narrow`
 }
 _FULL_CHANNELS = 512
+# A generator key that exists only with the residual blocks (a student may leave them out).
+_FIRST_RESIDUAL = "audio_encoder.1.conv_block.0.weight"
 
 # Adam betas of the GAN recipe; the plain generator used Adam's defaults (spec section 8).
 _GAN_BETAS = (0.5, 0.999)
@@ -94,6 +96,13 @@ class CheckpointInfo:
     epoch: int | None
     variant: str | None  # "gan" or "plain" for a generator whose optimizer betas tell; else None
     width: float | None  # channel scale of the Wav2Lip networks; None for the others
+    residual: bool | None = None  # a generator with its residual blocks; None for the other networks
+    teacher: dict[str, str] | None = None  # a distilled student's teacher: {"name", "sha256"}
+    file_size: int | None = None  # bytes
+
+    @property
+    def student(self) -> bool:
+        return self.teacher is not None
 
 
 def _canonical_keys(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -219,12 +228,22 @@ def _width(kind: str, checkpoint: Checkpoint) -> float | None:
     return infer_width(kind, checkpoint.state_dict)
 
 
-def build_model(kind: str, width: float = 1.0) -> nn.Module:
+def _residual(kind: str, checkpoint: Checkpoint) -> bool | None:
+    """Whether a generator file has its residual blocks: recorded by `save_checkpoint` for a student
+    without them, else told by the keys (the first residual block of the audio encoder)."""
+    if kind != "wav2lip":
+        return None
+    if isinstance(checkpoint.extra.get("residual"), bool):
+        return checkpoint.extra["residual"]
+    return _FIRST_RESIDUAL in checkpoint.state_dict
+
+
+def build_model(kind: str, width: float = 1.0, residual: bool = True) -> nn.Module:
     """A freshly initialised network of `kind` (width applies to the three Wav2Lip networks and to
-    GFPGAN, whose `narrow` it is)."""
+    GFPGAN, whose `narrow` it is; `residual=False` is the generator without its residual blocks)."""
     if kind == "wav2lip":
         from .models.generator import Wav2Lip
-        return Wav2Lip(width=width)
+        return Wav2Lip(width=width, residual=residual)
     if kind == "syncnet":
         from .models.syncnet import SyncNet
         return SyncNet(width=width)
@@ -289,12 +308,14 @@ def load_state(
 
 
 def load_model(
-    name_or_path: str | os.PathLike, kind: str, device: str | torch.device = "cpu", width: float | None = None
+    name_or_path: str | os.PathLike, kind: str, device: str | torch.device = "cpu", width: float | None = None,
+    residual: bool | None = None,
 ) -> nn.Module:
     """The network of `kind` with the weights of a file or a model-store name (fetched and verified
     there), on `device`, in eval mode: the one way every command loads a network.
 
-    `width` is read from the file's tensor shapes unless given, so narrow trained models load too.
+    `width` (and, for a generator, `residual`) are read from the file's record or its tensors unless
+    given, so narrow trained models and distilled students load with no flags.
     """
     if kind not in MODEL_NAMES:
         raise ValueError(f"unknown model kind {kind!r} (one of {', '.join(MODEL_NAMES)})")
@@ -305,7 +326,9 @@ def load_model(
     _check_kind(checkpoint.state_dict, path, kind)
     if width is None:
         width = _width(kind, checkpoint) or 1.0
-    model = build_model(kind, width=width)
+    if residual is None:
+        residual = _residual(kind, checkpoint) is not False
+    model = build_model(kind, width=width, residual=residual)
     load_state(model, checkpoint.state_dict, path, kind)
     return model.to(device).eval()
 
@@ -334,7 +357,18 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         epoch=checkpoint.epoch,
         variant=_variant(checkpoint) if kind == "wav2lip" else None,
         width=_width(kind, checkpoint),
+        residual=_residual(kind, checkpoint),
+        teacher=_teacher(checkpoint) if kind == "wav2lip" else None,
+        file_size=Path(path).stat().st_size,
     )
+
+
+def _teacher(checkpoint: Checkpoint) -> dict[str, str] | None:
+    """The teacher a distilled student records (`wav2lip distill`), or None."""
+    record = checkpoint.extra.get("teacher")
+    if isinstance(record, Mapping) and all(isinstance(record.get(k), str) for k in ("name", "sha256")):
+        return {"name": record["name"], "sha256": record["sha256"]}
+    return None
 
 
 def save_checkpoint(
@@ -348,7 +382,9 @@ def save_checkpoint(
     """Write the authors' format atomically, keys without wrapper prefixes, so their code loads it too.
 
     `extra` entries (plain Python values and tensors only) are stored beside the four standard ones,
-    and so is the `width` of a narrow Wav2Lip-family model (the authors' code ignores both).
+    and so is the layout of a model other than the authors': the `width` of a narrow Wav2Lip-family
+    model, `residual: False` for a generator without residual blocks (the authors' code ignores both).
+    A distilled student's `extra` holds its `teacher` ({"name", "sha256"}).
     """
     module = _unwrap(model)
     payload = {
@@ -364,5 +400,7 @@ def save_checkpoint(
     width = getattr(module, "width", 1.0)
     if width != 1.0:
         payload["width"] = float(width)
+    if getattr(module, "residual", True) is False:
+        payload["residual"] = False
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)

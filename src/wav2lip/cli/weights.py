@@ -68,8 +68,13 @@ def _inspect(args: argparse.Namespace) -> int:
     print(f"file:       {path}")
     print(f"kind:       {info.kind}")
     print(f"parameters: {info.n_params:,}")
+    if info.file_size is not None:
+        print(f"size:       {_human(info.file_size)}")
+    if info.student:
+        print(f"student:    distilled from {info.teacher['name']} (sha256 {info.teacher['sha256']})")
+    residual = None if info.residual is None else "yes" if info.residual else "no (left out)"
     for label, value in (("step", info.step), ("epoch", info.epoch), ("variant", info.variant),
-                         ("width", info.width)):
+                         ("width", info.width), ("residual", residual)):
         if value is not None:
             print(f"{label + ':':<11} {value}")
     return 0
