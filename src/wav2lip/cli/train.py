@@ -1,4 +1,5 @@
-"""`wav2lip train-expert` and `wav2lip train`: the SyncNet expert and the Wav2Lip generator.
+"""`wav2lip train-expert`, `wav2lip train` and `wav2lip distill`: the SyncNet expert, the Wav2Lip
+generator and a compact student generator taught by a trained one.
 
 Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or machines.
 """
@@ -9,14 +10,14 @@ import os
 
 from ..files import check_folder
 from ..options import EXPERT_MODES
-from ..train import make_config, train
+from ..train import default_checkpoint_dir, distill, make_config, train
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def _common(parser: argparse.ArgumentParser, checkpoint_dir_help: str | None = None) -> None:
     parser.add_argument("--data-root", required=True, metavar="PREP",
                         help="prepared data (the layout `wav2lip preprocess` writes)")
-    parser.add_argument("--checkpoint-dir", required=True, metavar="DIR",
-                        help="where checkpoints, log.jsonl and sample collages go")
+    parser.add_argument("--checkpoint-dir", required=checkpoint_dir_help is None, metavar="DIR",
+                        help=checkpoint_dir_help or "where checkpoints, log.jsonl and sample collages go")
     parser.add_argument("--config", metavar="FILE", help="JSON or TOML file of settings (flags win)")
     parser.add_argument("--resume", action="store_true", default=None,
                         help="continue from the latest checkpoint in DIR (starts fresh if there is none)")
@@ -61,10 +62,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                            help="frozen expert's BatchNorm: train (default, as the reference) or eval")
     generator.set_defaults(func=_run, recipe="generator")
 
+    student = subparsers.add_parser(
+        "distill", help="distil a compact student generator from a trained one",
+        description="Train a narrower (--width) generator, optionally without its residual blocks, to "
+        "reproduce a frozen teacher's faces on any prepared talking-face data (L1 to the teacher, plus "
+        "the expert's sync loss with --expert). The student records its layout and teacher: "
+        "`wav2lip infer --checkpoint STUDENT.pth` needs no other flag.",
+    )
+    _common(student, checkpoint_dir_help="where checkpoints, log.jsonl and sample collages go "
+            "(default: OUT's name + _checkpoints, beside it)")
+    student.add_argument("--teacher", required=True, metavar="PTH",
+                         help="the trained generator to learn from (stays frozen), a path or wav2lip_gan.pth")
+    student.add_argument("--out", required=True, metavar="PTH",
+                         help="the student generator, written once --steps is reached")
+    student.add_argument("--no-residual", dest="residual", action="store_false", default=None,
+                         help="leave out the generator's residual blocks (about half the convolutions)")
+    student.add_argument("--expert", metavar="PTH",
+                         help="add the frozen lip-sync expert's sync loss (switched on as in `train`)")
+    student.add_argument("--expert-mode", choices=EXPERT_MODES,
+                         help="frozen expert's BatchNorm: train (default, as the reference) or eval")
+    student.add_argument("--feature-weight", type=float,
+                         help="weight of the decoder attention-map loss beside the L1 (0: off)")
+    student.set_defaults(func=_run_distill, recipe="distill")
+
 
 _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size", "lr", "width",
           "eval_interval", "eval_batches", "checkpoint_interval", "log_interval", "workers", "threads",
-          "device", "seed", "amp", "progress", "expert", "gan", "init_disc", "expert_mode")
+          "device", "seed", "amp", "progress", "expert", "gan", "init_disc", "expert_mode", "teacher",
+          "residual", "feature_weight")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -74,4 +99,17 @@ def _run(args: argparse.Namespace) -> int:
     metrics = train(config)
     if metrics and os.environ.get("RANK", "0") == "0":
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    return 0
+
+
+def _run_distill(args: argparse.Namespace) -> int:
+    overrides = {name: getattr(args, name, None) for name in _FLAGS}
+    config = make_config(args.recipe, args.config, **overrides)
+    if not config.checkpoint_dir:
+        config.checkpoint_dir = str(default_checkpoint_dir(args.out))
+    metrics, written = distill(config, args.out)
+    if metrics and os.environ.get("RANK", "0") == "0":
+        print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    if written is not None:
+        print(f"student: {written}")
     return 0

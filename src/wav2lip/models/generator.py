@@ -78,21 +78,15 @@ class Wav2Lip(nn.Module):
         batch frame-major (all items of frame 0, then frame 1, ...) as the reference does, so that
         BatchNorm in training mode sees the same batches.
         """
-        return self.forward_features(audio, face)[0]
-
-    def forward_features(self, audio: torch.Tensor, face: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """`forward`, and the output of every decoder stage (deepest first, per frame, sequences folded
-        frame-major): what a distilled student is taught to match besides the face."""
         sequence = face.dim() == 5
         if sequence:
             batch, frames = audio.shape[:2]
             audio = audio.transpose(0, 1).reshape(frames * batch, *audio.shape[2:])
             face = face.permute(2, 0, 1, 3, 4).reshape(frames * batch, face.shape[1], *face.shape[3:])
-        features: list[torch.Tensor] = []
-        out = self.decode(audio, self.encode_face(face), features)
+        out = self.decode(audio, self.encode_face(face))
         if sequence:
             out = out.reshape(frames, batch, *out.shape[1:]).permute(1, 2, 0, 3, 4)
-        return out, features
+        return out
 
     def encode_face(self, face: torch.Tensor) -> list[torch.Tensor]:
         """(B,6,96,96) -> the face encoder's seven feature maps (96x96 down to 1x1), the decoder's skips.
@@ -106,20 +100,14 @@ class Wav2Lip(nn.Module):
             skips.append(h)
         return skips
 
-    def decode(self, audio: torch.Tensor, skips: list[torch.Tensor],
-               features: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """(B,1,80,16) mel + `encode_face`'s skips (batch 1 is broadcast to B) -> (B,3,96,96).
-
-        Appends each decoder stage's output to `features` when given.
-        """
+    def decode(self, audio: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        """(B,1,80,16) mel + `encode_face`'s skips (a batch of 1 is broadcast to B) -> (B,3,96,96)."""
         x = self.audio_encoder(audio)
         skips = [s.expand(len(x), *s.shape[1:]) if len(s) != len(x) else s for s in skips]
         for stage, skip in zip(self.face_decoder_blocks, reversed(skips)):
-            h = stage(x)
-            if features is not None:
-                features.append(h)
-            x = torch.cat((h, skip), dim=1)
+            x = torch.cat((stage(x), skip), dim=1)
         return self.output_block(x)
+
 
 def _seq(*modules: nn.Module | None) -> nn.Sequential:
     """An nn.Sequential of the modules that are not None, each under its index in the full layout

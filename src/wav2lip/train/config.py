@@ -1,6 +1,6 @@
 """Training configuration: the authors' hyper-parameters as defaults, overridable by a file and flags.
 
-Precedence: dataclass defaults < the recipe's defaults (expert or generator, spec sections 7-8) <
+Precedence: dataclass defaults < the recipe's defaults (expert, generator or distill) <
 a JSON or TOML config file < keyword overrides (the command-line flags that were given).
 """
 from __future__ import annotations
@@ -14,12 +14,12 @@ from typing import Any
 
 from ..errors import Wav2LipError
 
-RECIPES = ("expert", "generator")
+RECIPES = ("expert", "generator", "distill")
 
 
 @dataclass
 class TrainConfig:
-    recipe: str = "expert"  # "expert" (SyncNet, spec 7) or "generator" (Wav2Lip, spec 8)
+    recipe: str = "expert"  # "expert" (SyncNet, spec 7), "generator" (Wav2Lip, spec 8) or "distill" (a student)
     data_root: str = ""  # prepared layout of spec section 9
     checkpoint_dir: str = ""
     train_list: str = "train"  # file list names under data_root (without .txt)
@@ -27,6 +27,9 @@ class TrainConfig:
     expert: str | None = None  # frozen SyncNet for the generator's sync loss (path or known name)
     init: str | None = None  # generator (or expert) weights to fine-tune from, e.g. wav2lip_gan.pth
     init_disc: str | None = None  # discriminator weights for --gan fine-tuning
+    teacher: str | None = None  # distill: the frozen generator whose output the student learns (path or name)
+    residual: bool = True  # distill: the student keeps the generator's residual blocks
+    feature_weight: float = 0.0  # distill: weight of the decoder-feature (attention map) loss beside the L1
     resume: bool = False  # continue from the latest checkpoint in checkpoint_dir, if any
     gan: bool = False  # add the visual quality discriminator (hq_wav2lip recipe)
     width: float = 1.0  # channel scale of the trained networks; 1.0 is the authors' layout
@@ -64,6 +67,7 @@ RECIPE_DEFAULTS: dict[str, dict[str, Any]] = {
     "generator": dict(batch_size=16, eval_interval=3000, checkpoint_interval=3000, eval_batches=700,
                       eval_at_start=True),
 }
+RECIPE_DEFAULTS["distill"] = dict(RECIPE_DEFAULTS["generator"])  # the plain generator's schedule
 GAN_DEFAULTS: dict[str, Any] = dict(betas=(0.5, 0.999), sync_weight=0.03, eval_at_start=False)
 
 

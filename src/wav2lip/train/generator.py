@@ -160,14 +160,18 @@ class GeneratorRecipe(Recipe):
         self.model.eval()
         with self.autocast():
             generated = self.model(per_frame, faces).float()
-        panels = [faces[:, 3:], faces[:, :3], generated, truth]  # each (n, 3, T, 96, 96)
-        rows = [torch.cat([p[i, :, t] for p in panels], dim=2)
-                for i in range(len(truth)) for t in range(truth.shape[2])]
-        image = torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255
-        return image.round().byte().cpu().numpy()
+        return collage_image([faces[:, 3:], faces[:, :3], generated, truth])
 
     def state(self) -> dict:
         return {"sync_weight": float(self.sync_weight)}
 
     def load_state(self, state: dict) -> None:
         self.sync_weight = float(state.get("sync_weight", 0.0))
+
+
+def collage_image(panels: list[torch.Tensor]) -> np.ndarray:
+    """Panels (each (n, 3, T, 96, 96) in [0, 1]) side by side, one row per frame of each clip: uint8 HxWx3."""
+    n, frames = panels[0].shape[0], panels[0].shape[2]
+    rows = [torch.cat([p[i, :, t] for p in panels], dim=2) for i in range(n) for t in range(frames)]
+    image = torch.cat(rows, dim=1).permute(1, 2, 0).clamp(0, 1) * 255
+    return image.round().byte().cpu().numpy()

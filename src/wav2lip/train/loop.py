@@ -34,11 +34,12 @@ from ..errors import Wav2LipError
 from ..files import atomic_output
 from .config import TrainConfig
 from .data import StepSampler, read_file_list
+from .distill import DistillRecipe
 from .expert import ExpertRecipe
 from .generator import GeneratorRecipe
 from .parts import Recipe
 
-RECIPE_CLASSES = {"expert": ExpertRecipe, "generator": GeneratorRecipe}
+RECIPE_CLASSES = {"expert": ExpertRecipe, "generator": GeneratorRecipe, "distill": DistillRecipe}
 _CHECKPOINT = re.compile(r"^checkpoint_step(\d+)\.pth$")
 # Seed offset of the validation samples: evaluation never sees the training draws.
 _EVAL_SEED = 1_000_003
@@ -162,10 +163,10 @@ def _save(recipe: Recipe, config: TrainConfig, step: int, epoch: int) -> Path:
     parts = recipe.parts()
     for part in parts[1:]:
         checkpoints.save_checkpoint(checkpoint_path(folder, step, part.prefix), part.model, part.optimizer,
-                                    step, epoch)
+                                    step, epoch, extra=part.extra)
     main = checkpoint_path(folder, step)
     checkpoints.save_checkpoint(main, parts[0].model, parts[0].optimizer, step, epoch,
-                                extra={"train_state": state})
+                                extra={"train_state": state, **(parts[0].extra or {})})
     if config.keep_checkpoints > 0:
         steps = sorted(int(m.group(1)) for name in os.listdir(folder) if (m := _CHECKPOINT.match(name)))
         for old in steps[:-config.keep_checkpoints]:

@@ -16,6 +16,7 @@ class Part:
     kind: str  # the checkpoints.load_model kind
     model: nn.Module  # the plain module (never the DDP wrapper)
     optimizer: torch.optim.Optimizer
+    extra: dict | None = None  # entries saved beside the weights in every checkpoint (a student's teacher)
 
 
 class Recipe:
