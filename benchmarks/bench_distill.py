@@ -1,0 +1,183 @@
+"""Distilled students: how much faster the generator runs, and what distillation costs in quality.
+
+speed: generator-only frames/s on this CPU, as the pipeline runs it (`inference_model` at the default
+precision: BatchNorm folded, bf16 where the CPU has it natively, else fp32; the 720p batch of 46 frames),
+for the full-size teacher (width 1.0, the authors' layout) and students at widths 1, 1/2, 1/4, 1/8 with
+and without residual blocks. Weights are the deterministic fill: speed does not depend on their values.
+
+quality: students distilled (`wav2lip.train.distill`, L1 to the teacher + the expert's sync loss) from a
+small generator trained on synthetic data (benchmarks/bench_train.py's GAN row), at fractions of ITS
+width, scored on held-out synthetic clips against the teacher: lower-half PSNR to the teacher's faces,
+mouth-opening correlation with the truth (synth.mouth_opening), and the expert's sync loss. The speed
+acceptance (a 1/4-width student >= 4x the teacher) is about the full-size layouts; the quality gap
+about the small synthetic teacher: two different teachers, stated in the table titles.
+
+    python benchmarks/bench_distill.py speed [--json speed.json]
+    python benchmarks/bench_distill.py quality --teacher GEN.pth --expert EXPERT.pth --data PREP \
+        --test TEST_DIR --out /tmp/bench_distill [--steps 600] [--json quality.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_train import TestClip, _psnr, sync_losses  # noqa: E402
+
+from wav2lip import synth  # noqa: E402
+from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
+from wav2lip.device import inference_model, resolve_precision  # noqa: E402
+from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from wav2lip.models.generator import Wav2Lip  # noqa: E402
+from wav2lip.pipeline import MAX_BATCH_BYTES  # noqa: E402
+from wav2lip.train import default_checkpoint_dir, distill, latest_checkpoint, make_config  # noqa: E402
+from wav2lip.train.data import IMG_SIZE  # noqa: E402
+
+FRAME_720P = 1280 * 720 * 3  # bytes of one decoded 720p frame
+FRACTIONS = (1.0, 0.5, 0.25, 0.125)
+
+
+def _layouts(base: float) -> list[tuple[str, float, bool]]:
+    """(name, width, residual): the teacher, then each fraction of `base` with and without residual blocks."""
+    rows = [("teacher", base, True)]
+    for fraction in FRACTIONS:
+        for residual in (True, False):
+            if fraction == 1.0 and residual:
+                continue  # that is the teacher
+            rows.append((f"1/{round(1 / fraction)}{'' if residual else ' no-res'}", base * fraction, residual))
+    return rows
+
+
+@torch.inference_mode()
+def generator_rate(model: torch.nn.Module, batch: int, seconds: float) -> float:
+    """Frames/s of `model` on batches of `batch` random inputs: one warm-up batch, then `seconds` of batches."""
+    mel = torch.randn(batch, 1, 80, 16)
+    faces = torch.rand(batch, 6, IMG_SIZE, IMG_SIZE)
+    model(mel, faces)
+    frames, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or frames < 2 * batch:
+        model(mel, faces)
+        frames += batch
+    return frames / (time.perf_counter() - start)
+
+
+def speed(args) -> dict:
+    device = torch.device("cpu")
+    precision = resolve_precision(args.precision, device)
+    batch = args.batch or MAX_BATCH_BYTES // FRAME_720P
+    load = os.getloadavg()
+    rows = {}
+    for name, width, residual in _layouts(1.0):
+        network = fill_deterministic(Wav2Lip(width=width, residual=residual))
+        params = sum(p.numel() for p in network.parameters())
+        rate = generator_rate(inference_model(network, precision, device), batch, args.seconds)
+        rows[name] = {"width": width, "residual": residual, "params": params, "frames_per_s": rate}
+        print(f"{name:>12}: {rate:8.1f} frames/s", flush=True)
+    teacher = rows["teacher"]["frames_per_s"]
+    print(f"\nGenerator only, full-size layouts (teacher = the authors' width 1.0), {precision}, batch {batch}, "
+          f"{torch.get_num_threads()} threads; load average before {load[0]:.2f}, after {os.getloadavg()[0]:.2f}\n")
+    print("| layout | width | residual blocks | parameters | frames/s | x teacher |")
+    print("|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['width']:g} | {'yes' if row['residual'] else 'no'} | {row['params'] / 1e6:.2f} M | "
+              f"{row['frames_per_s']:.1f} | {row['frames_per_s'] / teacher:.2f} |")
+    return {"precision": precision, "batch": batch, "threads": torch.get_num_threads(),
+            "load_before": load, "load_after": os.getloadavg(), "rows": rows}
+
+
+def _train_student(args, name: str, width: float, residual: bool) -> Path:
+    """Distil one student (resuming if its checkpoints exist); the path of the finished student."""
+    out = Path(args.out) / f"student_{name.replace('/', '_').replace(' ', '_')}.pth"
+    if out.exists():
+        return out
+    config = make_config("distill", data_root=args.data, checkpoint_dir=str(default_checkpoint_dir(out)),
+                         teacher=args.teacher, expert=args.expert, width=width, residual=residual,
+                         steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_interval=args.eval_interval,
+                         checkpoint_interval=args.eval_interval, eval_batches=args.eval_batches, log_interval=50,
+                         workers=args.workers, progress=False, resume=True)
+    started = time.time()
+    distill(config, out)
+    print(f"{name}: {args.steps} steps in {(time.time() - started) / 60:.1f} min", flush=True)
+    return out
+
+
+def quality(args) -> dict:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    teacher = load_model(args.teacher, "wav2lip")
+    expert = load_model(args.expert, "syncnet")
+    clips = [TestClip(folder, seed=k) for k, folder in enumerate(sorted(p for p in Path(args.test).iterdir()
+                                                                         if (p / "mouth.npy").exists()))]
+    names = [n for n in args.students.split(",")]
+    layouts = {name: (width, residual) for name, width, residual in _layouts(teacher.width)}
+    outputs = {"truth": [clip.truth for clip in clips], "teacher": [clip.generate(teacher) for clip in clips]}
+    info = {"teacher": {"width": teacher.width, "residual": teacher.residual,
+                        "params": sum(p.numel() for p in teacher.parameters())}}
+    for name in names:
+        width, residual = layouts[name]
+        path = _train_student(args, name, width, residual)
+        student = load_model(path, "wav2lip")
+        outputs[name] = [clip.generate(student) for clip in clips]
+        info[name] = {"width": width, "residual": residual, "params": sum(p.numel() for p in student.parameters()),
+                      "checkpoint": str(path), "steps": args.steps}
+    rows = {}
+    for name, generated in outputs.items():
+        measured = [synth.mouth_opening(f) for frames in generated for f in frames]
+        truth = [v for clip in clips for v in clip.opening.tolist()]
+        psnr = [_psnr(g[:, IMG_SIZE // 2:], t[:, IMG_SIZE // 2:]) for g, t in zip(generated, outputs["teacher"])]
+        sync = sync_losses(clips, generated, expert, args.batch_size)
+        rows[name] = {**info.get(name, {}), "mouth_r": float(np.corrcoef(measured, truth)[0, 1]),
+                      "psnr_lower_vs_teacher": float(np.mean(psnr)) if np.isfinite(np.mean(psnr)) else None,
+                      "sync_loss": sync["train"], "sync_loss_eval_bn": sync["eval"]}
+    base = rows["teacher"]["mouth_r"]
+    print(f"\nQuality gap: students distilled from the synthetic teacher {args.teacher} (width {teacher.width:g}, "
+          f"students at fractions of ITS width), {args.steps} steps each, lr {args.lr:g}, batch {args.batch_size}; "
+          f"{len(clips)} held-out synthetic clips\n")
+    print("| row | width | residual | parameters | mouth r | mouth r - teacher's | PSNR lower vs teacher (dB) "
+          "| sync loss (BN train) | sync loss (BN eval) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, row in rows.items():
+        psnr = "-" if row["psnr_lower_vs_teacher"] is None else f"{row['psnr_lower_vs_teacher']:.2f}"
+        width = f"{row['width']:g}" if "width" in row else "-"
+        residual = ("yes" if row["residual"] else "no") if "residual" in row else "-"
+        params = f"{row['params'] / 1e3:.1f} k" if "params" in row else "-"
+        print(f"| {name} | {width} | {residual} | {params} | {row['mouth_r']:.3f} | {row['mouth_r'] - base:+.3f} | "
+              f"{psnr} | {row['sync_loss']:.3f} | {row['sync_loss_eval_bn']:.3f} |")
+    return {"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results here")
+    modes = parser.add_subparsers(dest="mode", required=True)
+    fast = modes.add_parser("speed", help="generator frames/s of the full-size teacher and students")
+    fast.add_argument("--precision", default="auto", help="as `wav2lip infer --precision`")
+    fast.add_argument("--batch", type=int, default=0, help="frames per batch (0: the pipeline's 720p batch)")
+    fast.add_argument("--seconds", type=float, default=8.0, help="timed seconds per layout")
+    good = modes.add_parser("quality", help="distil students from a synthetic teacher and score them")
+    good.add_argument("--teacher", required=True)
+    good.add_argument("--expert", required=True)
+    good.add_argument("--data", required=True, help="the teacher's prepared training data")
+    good.add_argument("--test", required=True, help="held-out clips (folders with frames, audio.wav, mouth.npy)")
+    good.add_argument("--out", default="/tmp/bench_distill")
+    good.add_argument("--students", default="1/2,1/4,1/4 no-res,1/8", help="comma-separated rows (see speed)")
+    good.add_argument("--steps", type=int, default=600)
+    good.add_argument("--lr", type=float, default=1e-3)
+    good.add_argument("--batch-size", type=int, default=16)
+    good.add_argument("--eval-interval", type=int, default=100)
+    good.add_argument("--eval-batches", type=int, default=4)
+    good.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    result = speed(args) if args.mode == "speed" else quality(args)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
