@@ -280,3 +280,39 @@ def test_batchnorm_folding_in_place_equals_the_copy_and_the_network() -> None:
         assert folded is model and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
         assert torch.equal(copied(mel, faces), folded(mel, faces))
         torch.testing.assert_close(folded(mel, faces), want, atol=1e-5, rtol=0)
+
+
+class _ForwardOnly(torch.nn.Module):
+    """The same network seen only through `forward`: the pipeline then encodes the face on every frame."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, audio: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        return self.model(audio, face)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_still_image_runs_the_face_encoder_once(checkpoint, models_dir, media, work, precision) -> None:
+    if precision == "bf16" and not cpu_has_native_bf16():
+        pytest.skip("this CPU has no native bfloat16: bf16 is never chosen here")
+    syncer = LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
+                       precision=precision)
+    audio = cut_wav(media / "vr_audio1.wav", work / "still_once.wav", 0.8)
+    network = syncer.generator if precision == "fp32" else syncer.generator.model
+    calls = []
+    hook = network.face_encoder_blocks[0].register_forward_hook(lambda m, i, o: calls.append(len(o)))
+    try:
+        once = list(syncer.frames(media / "st_art0.png", audio, fps=25, cache=False, batch_size=8))
+        assert calls == [1], calls  # 20 frames in 3 batches, one face-encoder pass of one face
+        syncer.generator = _ForwardOnly(syncer.generator)
+        every = list(syncer.frames(media / "st_art0.png", audio, fps=25, cache=False, batch_size=8))
+        assert calls[1:] == [8, 8, 4]
+    finally:
+        hook.remove()
+    assert len(once) == len(every) == 20
+    # The same frames up to the float rounding of batch-size-dependent convolution kernels (the encoder ran
+    # on 1 face instead of 8): at most one grey level, on a handful of pixel values.
+    diff = np.stack([np.abs(a.astype(int) - b.astype(int)) for a, b in zip(once, every)])
+    assert diff.max() <= 1 and np.count_nonzero(diff) <= 1e-4 * diff.size

@@ -68,6 +68,14 @@ class LowPrecision(nn.Module):
         face = face.to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model(audio, face).float()
 
+    def encode_face(self, face: torch.Tensor) -> list[torch.Tensor]:
+        """The generator's face features (Wav2Lip.encode_face) in this precision: computed once for a still."""
+        return self.model.encode_face(face.to(self.dtype).contiguous(memory_format=torch.channels_last))
+
+    def decode(self, audio: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
+        audio = audio.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.model.decode(audio, skips).float()
+
 
 def fold_batchnorm(model: nn.Module, inplace: bool = False) -> nn.Module:
     """An eval-mode copy (`inplace`: the model itself, for a caller that owns it: no copy of its

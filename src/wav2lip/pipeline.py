@@ -392,6 +392,7 @@ class _Run:
         self.speakers: list[speakers.ShotChoice] = []
         self.profile = Profile()
         self.stop = _StopFlag(cancel)
+        self._still_face: tuple[np.ndarray, list[torch.Tensor]] | None = None  # a still's input, its features
 
     @property
     def cancelled(self) -> bool:
@@ -516,10 +517,25 @@ class _Run:
     def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
         for batch in batches:
             if len(batch.mel):
-                faces = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))
+                faces = to_uint8(self._run_generator(batch))
                 for frame, face in zip((f for f in batch.frames if self._generates(f)), faces):
                     frame.face = face
             yield from batch.frames
+
+    def _run_generator(self, batch: _Batch) -> np.ndarray:
+        """The generator on a batch. A still face (a photo, or --static) goes through its face encoder once
+        per run, not once per frame: only the mel changes from frame to frame."""
+        faces = batch.faces
+        if not ((self.job.still or self.job.options.static) and hasattr(self.generator, "encode_face")
+                and (faces == faces[:1]).all()):
+            return run_generator(self.generator, batch.mel, faces, self.device)
+        if self._still_face is None or not np.array_equal(self._still_face[0], faces[0]):
+            with torch.inference_mode():
+                skips = self.generator.encode_face(torch.from_numpy(faces[:1]).to(self.device))
+            self._still_face = (faces[0].copy(), skips)
+        with torch.inference_mode():
+            out = self.generator.decode(torch.from_numpy(batch.mel).to(self.device), self._still_face[1])
+        return out.float().cpu().numpy()
 
     def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
         fn = blend_function(self.job.options)
