@@ -12,7 +12,13 @@ mouth-opening correlation with the truth (synth.mouth_opening), and the expert's
 acceptance (a 1/4-width student >= 4x the teacher) is about the full-size layouts; the quality gap
 about the small synthetic teacher: two different teachers, stated in the table titles.
 
+e2e: the real command, `python -m wav2lip infer --checkpoint X.pth --face 720p.mp4 --audio speech.wav
+--outfile out.mp4 --profile` in a fresh process, for the full-size teacher and a full-size student layout
+(deterministic weights): the wall time of the whole command (start-up, model load, detection, encoding)
+and the steady rate the command reports (frames over the pipeline's own seconds).
+
     python benchmarks/bench_distill.py speed [--json speed.json]
+    python benchmarks/bench_distill.py e2e [--width 0.25 --no-residual] [--seconds 20]
     python benchmarks/bench_distill.py quality --teacher GEN.pth --expert EXPERT.pth --data PREP \
         --test TEST_DIR --out /tmp/bench_distill [--steps 600] [--json quality.json]
 """
@@ -21,7 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -92,6 +101,48 @@ def speed(args) -> dict:
             "load_before": load, "load_after": os.getloadavg(), "rows": rows}
 
 
+def end_to_end(args) -> dict:
+    """Wall time of the whole `wav2lip infer` command and its own frames/s, teacher and chosen student."""
+    from bench_infer import SHARED, make_inputs
+
+    load = os.getloadavg()
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(args.workdir or tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        face, audio = make_inputs(folder, args.seconds, SHARED / "media" / "vr_face2.mp4",
+                                  SHARED / "media" / "vr_audio1.wav", 720)
+        student = f"student {args.width:g}{'' if args.residual else ' no-res'}"
+        for name, width, residual in (("teacher 1", 1.0, True), (student, args.width, args.residual)):
+            checkpoint = folder / f"{name.replace(' ', '_')}.pth"
+            save_checkpoint(checkpoint, fill_deterministic(Wav2Lip(width=width, residual=residual)))
+            out = folder / "out.mp4"
+            cmd = [sys.executable, "-m", "wav2lip", "infer", "--checkpoint", str(checkpoint), "--face", str(face),
+                   "--audio", str(audio), "--outfile", str(out), "--profile",
+                   "--detector-weights", str(SHARED / "models" / "retinaface_mobilenet0.25.pth")]
+            start = time.perf_counter()
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                raise SystemExit(f"{name}: wav2lip infer failed: {done.stderr.strip()[-500:]}")
+            frames = int(re.search(r"(\d+) frames \(", done.stderr).group(1))
+            steady = float(re.search(r"([\d.]+) frames/s", done.stderr).group(1))
+            rows[name] = {"width": width, "residual": residual, "frames": frames, "wall_s": wall,
+                          "frames_per_s_wall": frames / wall, "frames_per_s_steady": steady,
+                          "profile": done.stderr.strip().splitlines()[-9:]}
+            print(f"{name}: {frames} frames, {wall:.1f} s wall, {frames / wall:.1f} frames/s with start-up, "
+                  f"{steady:.1f} steady", flush=True)
+    print(f"\nwav2lip infer end to end, {args.seconds:g} s of 720p (vr_face2 looped), default settings "
+          f"(RetinaFace + tracking, auto precision); load average before {load[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f}\n")
+    print("| generator | frames | wall time of the command | frames/s, start-up included | steady frames/s |")
+    print("|---|---|---|---|---|")
+    for name, row in rows.items():
+        print(f"| {name} | {row['frames']} | {row['wall_s']:.1f} s | {row['frames_per_s_wall']:.1f} | "
+              f"{row['frames_per_s_steady']:.1f} |")
+    return {"seconds": args.seconds, "load_before": load, "load_after": os.getloadavg(), "rows": rows}
+
+
 def _train_student(args, name: str, width: float, residual: bool) -> Path:
     """Distil one student (resuming if its checkpoints exist); the path of the finished student."""
     out = Path(args.out) / f"student_{name.replace('/', '_').replace(' ', '_')}.pth"
@@ -101,7 +152,7 @@ def _train_student(args, name: str, width: float, residual: bool) -> Path:
                          teacher=args.teacher, expert=args.expert, width=width, residual=residual,
                          steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_interval=args.eval_interval,
                          checkpoint_interval=args.eval_interval, eval_batches=args.eval_batches, log_interval=50,
-                         workers=args.workers, progress=False, resume=True)
+                         workers=args.workers, threads=args.threads, progress=False, resume=True)
     started = time.time()
     distill(config, out)
     print(f"{name}: {args.steps} steps in {(time.time() - started) / 60:.1f} min", flush=True)
@@ -160,6 +211,11 @@ def main() -> None:
     fast.add_argument("--precision", default="auto", help="as `wav2lip infer --precision`")
     fast.add_argument("--batch", type=int, default=0, help="frames per batch (0: the pipeline's 720p batch)")
     fast.add_argument("--seconds", type=float, default=8.0, help="timed seconds per layout")
+    whole = modes.add_parser("e2e", help="end-to-end wav2lip infer at 720p, teacher and a student layout")
+    whole.add_argument("--width", type=float, default=0.25, help="the student's width (full-size units)")
+    whole.add_argument("--no-residual", dest="residual", action="store_false", help="the student has no residual blocks")
+    whole.add_argument("--seconds", type=float, default=20.0, help="input length")
+    whole.add_argument("--workdir", help="keep the inputs here (default: a temporary folder)")
     good = modes.add_parser("quality", help="distil students from a synthetic teacher and score them")
     good.add_argument("--teacher", required=True)
     good.add_argument("--expert", required=True)
@@ -173,8 +229,9 @@ def main() -> None:
     good.add_argument("--eval-interval", type=int, default=100)
     good.add_argument("--eval-batches", type=int, default=4)
     good.add_argument("--workers", type=int, default=1)
+    good.add_argument("--threads", type=int, default=0, help="torch threads while distilling (0: torch's default)")
     args = parser.parse_args()
-    result = speed(args) if args.mode == "speed" else quality(args)
+    result = {"speed": speed, "e2e": end_to_end, "quality": quality}[args.mode](args)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
 
