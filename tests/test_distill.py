@@ -190,3 +190,29 @@ def test_the_api_refuses_a_config_without_a_teacher(data, work):
     config = make_config("distill", data_root=str(data), checkpoint_dir=str(work / "none"), workers=0)
     with pytest.raises(Wav2LipError, match="needs a teacher"):
         distill(config, work / "none.pth")
+
+
+def test_feature_and_sync_losses_join_the_l1(work, data, teacher):
+    """--feature-weight adds the attention-map term; --expert adds the sync loss once an evaluation switches
+    it on (here at once: a threshold no loss is above)."""
+    expert = work / "untrained_expert.pth"
+    checkpoints.save_checkpoint(expert, SyncNet(width=0.125))
+    settings = work / "switch.json"
+    settings.write_text(json.dumps({"sync_threshold": 1e9}))
+    out = work / "with_terms.pth"
+    assert _distill(teacher, data, out, "--steps", "2", "--eval-interval", "1", "--log-interval", "1",
+                    "--feature-weight", "0.5", "--expert", str(expert), "--config", str(settings)) == 0
+    train = [r for r in _log(default_checkpoint_dir(out)) if r["split"] == "train"]
+    assert "sync" not in train[0] and train[0]["features"] > 0
+    assert train[1]["sync"] > 0 and train[1]["features"] > 0
+    assert any("sync loss weight now" in r.get("note", "") for r in _log(default_checkpoint_dir(out)))
+
+
+def test_attention_maps_match_only_for_the_same_activity():
+    from wav2lip.train.distill import attention_loss
+
+    torch.manual_seed(0)
+    a = [torch.rand(2, 8, 6, 6), torch.rand(2, 4, 12, 12)]
+    wider = [torch.cat([x, x], dim=1) for x in a]  # another width, the same attention per position
+    assert attention_loss(a, wider).item() < 1e-6
+    assert attention_loss(a, [torch.rand_like(x) for x in a]).item() > 0.01

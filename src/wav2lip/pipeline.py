@@ -533,8 +533,9 @@ class _Run:
             with torch.inference_mode():
                 skips = self.generator.encode_face(torch.from_numpy(faces[:1]).to(self.device))
             self._still_face = (faces[0].copy(), skips)
+        skips = [s.expand(len(batch.mel), *s.shape[1:]) for s in self._still_face[1]]
         with torch.inference_mode():
-            out = self.generator.decode(torch.from_numpy(batch.mel).to(self.device), self._still_face[1])
+            out = self.generator.decode(torch.from_numpy(batch.mel).to(self.device), skips)
         return out.float().cpu().numpy()
 
     def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:

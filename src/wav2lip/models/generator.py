@@ -101,9 +101,8 @@ class Wav2Lip(nn.Module):
         return skips
 
     def decode(self, audio: torch.Tensor, skips: list[torch.Tensor]) -> torch.Tensor:
-        """(B,1,80,16) mel + `encode_face`'s skips (a batch of 1 is broadcast to B) -> (B,3,96,96)."""
+        """(B,1,80,16) mel + `encode_face`'s skips of B faces (a still's one face `expand`ed) -> (B,3,96,96)."""
         x = self.audio_encoder(audio)
-        skips = [s.expand(len(x), *s.shape[1:]) if len(s) != len(x) else s for s in skips]
         for stage, skip in zip(self.face_decoder_blocks, reversed(skips)):
             x = torch.cat((stage(x), skip), dim=1)
         return self.output_block(x)

@@ -71,6 +71,9 @@ class DistillRecipe(GeneratorRecipe):
     def __init__(self, config: TrainConfig, device: torch.device,
                  autocast: Callable[[], ContextManager], scaler: torch.amp.GradScaler) -> None:
         Recipe.__init__(self, config, device, autocast, scaler)
+        if config.gan:
+            raise Wav2LipError("distillation trains without the GAN (its target is the teacher's face); "
+                               "drop the gan setting")
         path = teacher_path(config)
         self.teacher = checkpoints.load_model(path, "wav2lip", device)
         for p in self.teacher.parameters():

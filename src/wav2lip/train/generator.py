@@ -43,7 +43,7 @@ class GeneratorRecipe(Recipe):
         super().__init__(config, device, autocast, scaler)
         if not config.expert:
             raise Wav2LipError("training the generator needs a trained lip-sync expert (--expert EXPERT.pth)")
-        self.model = Wav2Lip(width=config.width).to(device)
+        self.model = Wav2Lip(width=config.width, residual=config.residual).to(device)
         if config.init:
             _load_into(self.model, config.init, "wav2lip")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
