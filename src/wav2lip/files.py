@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
 import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -116,6 +117,28 @@ def _write_error(final: Path, exc: OSError) -> WriteError | None:
     return error
 
 
+def _create_partial(final: Path, folder: Path, ext: str) -> Path:
+    """Create a new private temporary file beside `final`, registered in _PARTIAL *before* it exists,
+    so a signal at any point leaves no file that neither the caller nor the signal handler knows of."""
+    for _ in range(100):
+        tmp = folder / f".{final.name}.{secrets.token_hex(4)}.part{ext}"
+        _PARTIAL.add(tmp)
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            return tmp
+        except FileExistsError:
+            _PARTIAL.discard(tmp)
+        except BaseException as exc:
+            _PARTIAL.discard(tmp)
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            if not isinstance(exc, OSError):
+                raise
+            raise _write_error(final, exc) or Wav2LipError(
+                f"{final}: cannot write in output folder {folder} ({exc.strerror})") from None
+    raise Wav2LipError(f"{final}: cannot find a free temporary name in {folder}")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it over `path` only if the block succeeds.
@@ -131,17 +154,10 @@ def atomic_output(path: str | os.PathLike, suffix: str | None = None) -> Iterato
     if not os.access(folder, os.W_OK):
         raise Wav2LipError(f"{final}: output folder {folder} is not writable")
     ext = suffix if suffix is not None else "".join(final.suffixes[-1:])
-    try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".part{ext}", dir=folder)
-    except OSError as exc:
-        raise _write_error(final, exc) or Wav2LipError(
-            f"{final}: cannot write in output folder {folder} ({exc.strerror})") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    _PARTIAL.add(tmp)
+    tmp = _create_partial(final, folder, ext)
     try:
         yield tmp
-        # mkstemp makes the file private (0600); give it the permissions a plain open() would.
+        # The temporary file is private (0600); give it the permissions a plain open() would.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)

@@ -601,9 +601,9 @@ class VideoWriter:
         try:
             tmp = self._stack.enter_context(atomic_output(self.path))
             self._open(tmp)
-        except BaseException:
+        except BaseException as exc:
             self._close_container()
-            self._stack.close()
+            self._stack.__exit__(type(exc), exc, exc.__traceback__)  # close() would rename the partial file in
             raise
         return self
 

@@ -33,7 +33,7 @@ from ..errors import Wav2LipError
 from ..files import check_folder, check_output
 from ..models.generator import Wav2Lip
 from .config import TrainConfig
-from .generator import GeneratorRecipe, _load_into, collage_image
+from .generator import GeneratorRecipe, _load_into, collage_image, frozen_expert
 from .parts import Part, Recipe
 
 
@@ -89,10 +89,7 @@ class DistillRecipe(GeneratorRecipe):
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
         self.expert = None
         if config.expert:
-            self.expert = checkpoints.load_model(config.expert, "syncnet", device)
-            for p in self.expert.parameters():
-                p.requires_grad_(False)
-            self.expert.train(config.expert_mode == "train")
+            self.expert = frozen_expert(config, device)
         self.train_model = self.model
         self.sync_weight = 0.0
         self.disc_weight = 0.0

@@ -37,6 +37,14 @@ def _load_into(model: torch.nn.Module, path: str, kind: str) -> None:
     checkpoints.load_state(model, checkpoints.read_checkpoint(resolved).state_dict, resolved, kind)
 
 
+def frozen_expert(config: TrainConfig, device: torch.device) -> torch.nn.Module:
+    """The lip-sync expert whose verdict is a loss: no gradients of its own, BatchNorm as `expert_mode` says."""
+    expert = checkpoints.load_model(config.expert, "syncnet", device)
+    for p in expert.parameters():
+        p.requires_grad_(False)
+    return expert.train(config.expert_mode == "train")
+
+
 class GeneratorRecipe(Recipe):
     def __init__(self, config: TrainConfig, device: torch.device,
                  autocast: Callable[[], ContextManager], scaler: torch.amp.GradScaler) -> None:
@@ -47,10 +55,7 @@ class GeneratorRecipe(Recipe):
         if config.init:
             _load_into(self.model, config.init, "wav2lip")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
-        self.expert = checkpoints.load_model(config.expert, "syncnet", device)
-        for p in self.expert.parameters():
-            p.requires_grad_(False)
-        self.expert.train(config.expert_mode == "train")
+        self.expert = frozen_expert(config, device)
         self.train_model = self.model
         self.sync_weight = 0.0
         self.disc_weight = config.disc_weight if config.gan else 0.0
