@@ -27,7 +27,6 @@ import sys
 import tempfile
 import threading
 import time
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +42,7 @@ from wav2lip.checkpoints import save_checkpoint
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve import JobQueue, Models, create_app
+from wav2lip.synth import write_wav
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync",
          "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
@@ -63,15 +63,6 @@ def serve(data: Path, checkpoint: Path, precision: str) -> tuple[uvicorn.Server,
     while not server.started:
         time.sleep(0.05)
     return server, thread, port
-
-
-def write_wav(path: Path, wav: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 def row(name: str, values: list[float]) -> str:

@@ -10,7 +10,6 @@ import socket
 import struct
 import threading
 import time
-import wave
 from pathlib import Path
 
 import av
@@ -32,6 +31,7 @@ from wav2lip.checkpoints import save_checkpoint
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve import JobQueue, Models, create_app
+from wav2lip.synth import write_wav
 from wav2lip.serve.live import HARD_WINDOW, WINDOW, live_threads
 from wav2lip.video_io import VideoWriter, open_source
 
@@ -175,15 +175,6 @@ def still(still_path) -> bytes:
 @pytest.fixture(scope="module")
 def speech(media) -> np.ndarray:
     return load_audio(media / "vr_audio1.wav")[:round(1.2 * SAMPLE_RATE)]
-
-
-def write_wav(path: Path, wav: np.ndarray) -> Path:
-    with wave.open(str(path), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(SAMPLE_RATE)
-        w.writeframes((np.clip(wav, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
 
 
 # ---------------------------------------------------------------- the protocol from Python

@@ -391,8 +391,8 @@ def mouth_opening(face_bgr: np.ndarray) -> float:
     return float(np.sort(heights)[-3:].mean()) / h
 
 
-def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
-    """16-bit mono WAV, written atomically."""
+def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
+    """16-bit mono WAV, written atomically; returns its path."""
     pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
     with atomic_output(path) as tmp:
         with wave.open(str(tmp), "wb") as f:
@@ -400,6 +400,7 @@ def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> None:
             f.setsampwidth(2)
             f.setframerate(sr)
             f.writeframes(pcm.tobytes())
+    return Path(path)
 
 
 def _clip_name(k: int, clips_per_speaker: int) -> tuple[str, str]:
