@@ -46,7 +46,7 @@ from wav2lip.device import inference_model, resolve_precision  # noqa: E402
 from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
 from wav2lip.pipeline import MAX_BATCH_BYTES  # noqa: E402
-from wav2lip.train import default_checkpoint_dir, distill, latest_checkpoint, make_config  # noqa: E402
+from wav2lip.train import default_checkpoint_dir, distill, make_config  # noqa: E402
 from wav2lip.train.data import IMG_SIZE  # noqa: E402
 
 FRAME_720P = 1280 * 720 * 3  # bytes of one decoded 720p frame
@@ -157,7 +157,8 @@ def _train_student(args, name: str, width: float, residual: bool) -> Path:
                          teacher=args.teacher, expert=args.expert, width=width, residual=residual,
                          steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_interval=args.eval_interval,
                          checkpoint_interval=args.eval_interval, eval_batches=args.eval_batches, log_interval=50,
-                         workers=args.workers, threads=args.threads, progress=False, resume=True)
+                         workers=args.workers, threads=args.threads, precision=args.precision, progress=False,
+                         resume=True)
     started = time.time()
     distill(config, out)
     print(f"{name}: {args.steps} steps in {(time.time() - started) / 60:.1f} min", flush=True)
@@ -236,6 +237,7 @@ def main() -> None:
     good.add_argument("--eval-batches", type=int, default=4)
     good.add_argument("--workers", type=int, default=1)
     good.add_argument("--threads", type=int, default=0, help="torch threads while distilling (0: torch's default)")
+    good.add_argument("--precision", default="auto", help="as `wav2lip distill --precision` (bf16: CPU autocast)")
     args = parser.parse_args()
     result = {"speed": speed, "e2e": end_to_end, "quality": quality}[args.mode](args)
     if args.json:

@@ -38,6 +38,17 @@ def cut_wav(source: Path, target: Path, seconds: float, scale: float = 1.0) -> P
     return target
 
 
+def deterministic_generator(path: Path, width: float = 1.0) -> Path:
+    """A generator checkpoint with the fixtures' deterministic weights (no pretrained ones exist here):
+    the full layout where frames are compared with the authors' code, narrower where only speed matters."""
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.deterministic import fill_deterministic
+    from wav2lip.models.generator import Wav2Lip
+
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=width)))
+    return path
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     return MEDIA

@@ -15,13 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
 from wav2lip.audio import MelStream, load_audio, melspectrogram
-from wav2lip.checkpoints import save_checkpoint
 from wav2lip.live import file_chunks, pcm_chunks
-from wav2lip.models.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.video_io import VideoWriter, open_source, probe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +74,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    torch.manual_seed(0)
-    path = work / "deterministic.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.25)))
-    return path
+    return deterministic_generator(work / "deterministic.pth", width=0.25)
 
 
 @pytest.fixture(scope="module")

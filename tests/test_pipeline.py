@@ -14,9 +14,8 @@ import torch
 
 from wav2lip import LipSyncer, Wav2LipError, lipsync
 from wav2lip.audio import load_audio, melspectrogram
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 
-from wav2lip.checkpoints import save_checkpoint
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
 from wav2lip.models.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
@@ -46,10 +45,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    torch.manual_seed(0)
-    path = work / "deterministic.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip()))
-    return path
+    return deterministic_generator(work / "deterministic.pth")
 
 
 @pytest.fixture(scope="module")
@@ -264,8 +260,6 @@ def test_batchnorm_folding_in_place_equals_the_copy_and_the_network() -> None:
     """The folded generator computes what the network does; folding a copy leaves the network as it was,
     folding in place (LipSyncer's own network) gives the same weights without the copy."""
     from wav2lip.device import fold_batchnorm
-    from wav2lip.models.deterministic import fill_deterministic
-    from wav2lip.models.generator import Wav2Lip
 
     model = fill_deterministic(Wav2Lip(width=0.125)).eval()
     rng = np.random.default_rng(0)

@@ -18,14 +18,11 @@ import pytest
 pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 
 import wav2lip.serve
 from wav2lip import LipSyncer, Wav2LipError
-from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
-from wav2lip.models.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve.form import parse_options
 from wav2lip.serve.jobs import CRASHED, JOB_FILE, Job, JobQueue, sanitize_name
 from wav2lip.video_io import probe
@@ -100,9 +97,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    path = work / "small.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(work / "small.pth", width=0.125)
 
 
 @pytest.fixture(scope="module")

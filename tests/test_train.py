@@ -135,8 +135,9 @@ def test_full_width_networks_train_through_the_cli(data, tmp_path):
     expert = expert_dir / "checkpoint_step000000001.pth"
     assert checkpoints.inspect_checkpoint(expert).width == 1.0
     assert main(["train", *common, "--checkpoint-dir", str(gen_dir), "--batch-size", "1",
-                 "--expert", str(expert), "--gan"]) == 0
-    assert checkpoints.load_model(gen_dir / "checkpoint_step000000001.pth", "wav2lip").width == 1.0
+                 "--expert", str(expert), "--gan", "--precision", "bf16"]) == 0  # CPU autocast
+    generator = checkpoints.load_model(gen_dir / "checkpoint_step000000001.pth", "wav2lip")
+    assert generator.width == 1.0 and all(p.dtype == torch.float32 for p in generator.parameters())
     assert checkpoints.load_model(gen_dir / "disc_checkpoint_step000000001.pth", "discriminator").width == 1.0
     record = [r for r in _log(gen_dir) if r["split"] == "train"][0]
     assert all(np.isfinite(record[k]) for k in ("l1", "perceptual", "disc_real", "disc_fake"))
@@ -245,6 +246,10 @@ def test_clear_errors(data, tmp_path):
         train(make_config("generator", checkpoint_dir=str(tmp_path / "g"), expert=str(tmp_path / "e" /
               "checkpoint_step000000001.pth"), init=str(tmp_path / "e" / "checkpoint_step000000001.pth"),
               **config))
+    with pytest.raises(Wav2LipError, match="fp16 needs a GPU"):
+        train(make_config("expert", checkpoint_dir=str(tmp_path / "h"), precision="fp16", **config))
+    with pytest.raises(Wav2LipError, match="unknown precision 'fp8'"):
+        make_config("expert", precision="fp8")
     bad = tmp_path / "bad.toml"
     bad.write_text("learning_rate = 1\n")
     with pytest.raises(Wav2LipError, match="unknown settings learning_rate"):

@@ -23,13 +23,11 @@ pytest.importorskip("wsproto", reason="wav2lip[serve] is not installed")
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 httpx = pytest.importorskip("httpx")
 
+from conftest import deterministic_generator
 from test_serve import free_port
 
 from wav2lip import LiveSyncer
 from wav2lip.audio import SAMPLE_RATE, frame_count_for_audio, load_audio
-from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve import JobQueue, Models, create_app
 from wav2lip.synth import write_wav
 from wav2lip.serve.live import HARD_WINDOW, WINDOW, live_threads
@@ -146,9 +144,7 @@ def work(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    path = work / "small.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(work / "small.pth", width=0.125)
 
 
 @pytest.fixture(scope="module")

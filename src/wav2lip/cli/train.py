@@ -9,6 +9,7 @@ import argparse
 import os
 
 from ..files import check_folder
+from ..device import PRECISIONS
 from ..options import EXPERT_MODES
 from ..train import default_checkpoint_dir, distill, make_config, train
 
@@ -34,8 +35,9 @@ def _common(parser: argparse.ArgumentParser, checkpoint_dir_help: str | None = N
     parser.add_argument("--threads", type=int, help="torch CPU threads (0: torch's default)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
     parser.add_argument("--seed", type=int, help="random seed of initialisation and sampling")
-    parser.add_argument("--no-amp", dest="amp", action="store_false", default=None,
-                        help="full precision on CUDA")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="autocast arithmetic: auto (default: bf16 or fp16 on CUDA, fp32 on the CPU), fp32, "
+                             "bf16 (about 2x faster on a CPU with native bf16 from width 0.25 up) or fp16 (CUDA)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None,
                         help="no progress bar")
 
@@ -88,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size", "lr", "width",
           "eval_interval", "eval_batches", "checkpoint_interval", "log_interval", "workers", "threads",
-          "device", "seed", "amp", "progress", "expert", "gan", "init_disc", "expert_mode", "teacher",
+          "device", "seed", "precision", "progress", "expert", "gan", "init_disc", "expert_mode", "teacher",
           "residual", "feature_weight")
 
 

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import checkpoints
+from ..device import DTYPES
 from ..errors import Wav2LipError
 from ..files import atomic_output
 from .config import TrainConfig
@@ -78,13 +79,19 @@ def _setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
 
 
 def _precision(config: TrainConfig, device: torch.device) -> tuple[Callable, torch.amp.GradScaler]:
-    """Autocast context factory and gradient scaler: bfloat16 where supported, float16 + scaling else."""
-    enabled = config.amp and device.type == "cuda"
-    dtype = torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16
-    scaler = torch.amp.GradScaler("cuda", enabled=enabled and dtype == torch.float16)
-    if not enabled:
+    """Autocast context factory and gradient scaler for `config.precision`. "auto" keeps the CPU in
+    fp32: the recipes' targets (benchmarks/bench_train.py) were measured there, and below width 0.25
+    bf16 autocast gains nothing on a CPU; on CUDA it is bf16 where supported, else fp16 with scaling."""
+    precision = config.precision
+    if precision == "auto":
+        precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision == "fp16" and device.type != "cuda":
+        raise Wav2LipError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+    scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+    if precision == "fp32":
         return contextlib.nullcontext, scaler
-    return (lambda: torch.autocast("cuda", dtype=dtype)), scaler
+    dtype = DTYPES[precision]
+    return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
 def checkpoint_path(folder: str | Path, step: int, prefix: str = "") -> Path:
