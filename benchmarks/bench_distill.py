@@ -6,11 +6,13 @@ for the full-size teacher (width 1.0, the authors' layout) and students at width
 and without residual blocks. Weights are the deterministic fill: speed does not depend on their values.
 
 quality: students distilled (`wav2lip.train.distill`, L1 to the teacher + the expert's sync loss) from a
-small generator trained on synthetic data (benchmarks/bench_train.py's GAN row), at fractions of ITS
-width, scored on held-out synthetic clips against the teacher: lower-half PSNR to the teacher's faces,
-mouth-opening correlation with the truth (synth.mouth_opening), and the expert's sync loss. The speed
+generator trained on synthetic data, at fractions of ITS width, scored on held-out synthetic clips against
+the teacher: lower-half PSNR to the teacher's faces, mouth-opening correlation with the truth
+(synth.mouth_opening), and the expert's sync loss. The teacher, expert, data and held-out clips come from
+benchmarks/bench_train.py's run (its generators are width 0.125; a wider teacher is trained on the same
+data with `wav2lip train --width 0.5 --precision bf16`, the README gives the commands). The speed
 acceptance (a 1/4-width student >= 4x the teacher) is about the full-size layouts; the quality gap
-about the small synthetic teacher: two different teachers, stated in the table titles.
+about the synthetic teacher: two different teachers, stated in the table titles.
 
 e2e: the real command, `python -m wav2lip infer --checkpoint X.pth --face 720p.mp4 --audio speech.wav
 --outfile out.mp4 --profile` in a fresh process, for the full-size teacher and a full-size student layout
