@@ -11,7 +11,7 @@ import os
 from ..files import check_folder
 from ..device import PRECISIONS
 from ..options import EXPERT_MODES
-from ..train import default_checkpoint_dir, distill, make_config, train
+from ..train import TrainConfig, default_checkpoint_dir, distill, make_config, train
 
 
 def _common(parser: argparse.ArgumentParser, checkpoint_dir_help: str | None = None) -> None:
@@ -94,24 +94,29 @@ _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size"
           "residual", "feature_weight")
 
 
-def _run(args: argparse.Namespace) -> int:
-    overrides = {name: getattr(args, name, None) for name in _FLAGS}
-    config = make_config(args.recipe, args.config, **overrides)
-    check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
-    metrics = train(config)
+def _config(args: argparse.Namespace) -> TrainConfig:
+    """The effective config: recipe defaults < --config file < the flags that were given."""
+    return make_config(args.recipe, args.config, **{name: getattr(args, name, None) for name in _FLAGS})
+
+
+def _print_last(metrics: dict[str, float]) -> None:
     if metrics and os.environ.get("RANK", "0") == "0":
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = _config(args)
+    check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
+    _print_last(train(config))
     return 0
 
 
 def _run_distill(args: argparse.Namespace) -> int:
-    overrides = {name: getattr(args, name, None) for name in _FLAGS}
-    config = make_config(args.recipe, args.config, **overrides)
+    config = _config(args)
     if not config.checkpoint_dir:
         config.checkpoint_dir = str(default_checkpoint_dir(args.out))
     metrics, written = distill(config, args.out)
-    if metrics and os.environ.get("RANK", "0") == "0":
-        print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+    _print_last(metrics)
     if written is not None:
         print(f"student: {written}")
     return 0

@@ -136,10 +136,7 @@ class DistillRecipe(GeneratorRecipe):
     def eval_step(self, batch) -> dict[str, float]:
         faces, per_frame, mel, truth = self._inputs(batch)
         target, _ = self._teacher(per_frame, faces)
-        self.model.eval()
-        with self.autocast():
-            generated = self.model(per_frame, faces)
-        generated = generated.float()
+        generated = self._generate(per_frame, faces)
         metrics = {"l1_teacher": F.l1_loss(generated, target).item(), "l1": F.l1_loss(generated, truth).item()}
         if self.expert is not None:
             metrics["sync"] = self.expert_sync_loss(mel, generated).item()
@@ -154,10 +151,7 @@ class DistillRecipe(GeneratorRecipe):
         n = self.config.collage_items
         faces, per_frame, _, truth = self._inputs([part[:n] for part in batch])
         target, _ = self._teacher(per_frame, faces)
-        self.model.eval()
-        with self.autocast():
-            generated = self.model(per_frame, faces).float()
-        return collage_image([faces[:, 3:], faces[:, :3], target, generated, truth])
+        return collage_image([faces[:, 3:], faces[:, :3], target, self._generate(per_frame, faces), truth])
 
 
 def teacher_path(config: TrainConfig) -> Path:

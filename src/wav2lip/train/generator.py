@@ -138,12 +138,16 @@ class GeneratorRecipe(Recipe):
         return {"disc_real": real.item(), "disc_fake": fake_loss.item()}
 
     @torch.no_grad()
-    def eval_step(self, batch) -> dict[str, float]:
-        faces, per_frame, mel, truth = self._inputs(batch)
+    def _generate(self, per_frame: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+        """The generator as evaluations and collages see it: eval mode, the run's autocast, fp32 out."""
         self.model.eval()
         with self.autocast():
-            generated = self.model(per_frame, faces)
-        generated = generated.float()
+            return self.model(per_frame, faces).float()
+
+    @torch.no_grad()
+    def eval_step(self, batch) -> dict[str, float]:
+        faces, per_frame, mel, truth = self._inputs(batch)
+        generated = self._generate(per_frame, faces)
         metrics = {"l1": F.l1_loss(generated, truth).item(), "sync": self.expert_sync_loss(mel, generated).item()}
         if self.disc is not None:
             metrics["perceptual"] = self._perceptual(generated).item()
@@ -162,10 +166,7 @@ class GeneratorRecipe(Recipe):
         """Rows of reference | masked | generated | ground truth, one row per frame of the first clips."""
         n = self.config.collage_items
         faces, per_frame, _, truth = self._inputs([part[:n] for part in batch])
-        self.model.eval()
-        with self.autocast():
-            generated = self.model(per_frame, faces).float()
-        return collage_image([faces[:, 3:], faces[:, :3], generated, truth])
+        return collage_image([faces[:, 3:], faces[:, :3], self._generate(per_frame, faces), truth])
 
     def state(self) -> dict:
         return {"sync_weight": float(self.sync_weight)}

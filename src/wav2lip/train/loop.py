@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import checkpoints
-from ..device import DTYPES
+from ..device import DTYPES, resolve_precision
 from ..errors import Wav2LipError
 from ..files import atomic_output
 from .config import TrainConfig
@@ -82,11 +82,10 @@ def _precision(config: TrainConfig, device: torch.device) -> tuple[Callable, tor
     """Autocast context factory and gradient scaler for `config.precision`. "auto" keeps the CPU in
     fp32: the recipes' targets (benchmarks/bench_train.py) were measured there, and below width 0.25
     bf16 autocast gains nothing on a CPU; on CUDA it is bf16 where supported, else fp16 with scaling."""
-    precision = config.precision
-    if precision == "auto":
+    if config.precision == "auto":
         precision = "fp32" if device.type != "cuda" else "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision == "fp16" and device.type != "cuda":
-        raise Wav2LipError("--precision fp16 needs a GPU; on the CPU use bf16 or fp32")
+    else:
+        precision = resolve_precision(config.precision, device)  # an explicit choice, checked as infer checks it
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
     if precision == "fp32":
         return contextlib.nullcontext, scaler
