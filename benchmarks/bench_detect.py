@@ -15,6 +15,7 @@ per-frame RetinaFace detection: frames without a face, mean and min IoU of the t
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from itertools import islice
 from pathlib import Path
@@ -23,12 +24,14 @@ import cv2
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip.faces import FaceTrackOptions, box_iou, create_detector, track
 from wav2lip.faces.smoothing import Centered
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.s3fd import S3FD
-from wav2lip.video_io import open_source
+from wav2lip.io.video import open_source
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MEDIA, WEIGHTS = SHARED / "media", SHARED / "models" / "retinaface_mobilenet0.25.pth"

@@ -42,14 +42,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_train import TestClip, _psnr, sync_losses  # noqa: E402
 
-from wav2lip import synth  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
+from wav2lip.data import synth  # noqa: E402
 from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
 from wav2lip.device import inference_model, resolve_precision  # noqa: E402
-from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
-from wav2lip.pipeline import MAX_BATCH_BYTES  # noqa: E402
+from wav2lip.lipsync.offline import MAX_BATCH_BYTES  # noqa: E402
 from wav2lip.train import default_checkpoint_dir, distill, make_config  # noqa: E402
 from wav2lip.train.data import IMG_SIZE  # noqa: E402
+
 
 FRAME_720P = 1280 * 720 * 3  # bytes of one decoded 720p frame
 FRACTIONS = (1.0, 0.5, 0.25, 0.125)

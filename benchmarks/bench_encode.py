@@ -1,7 +1,7 @@
 """Milliseconds per frame of libx264 presets at the sizes lip-sync outputs come in; picks video_io's default.
 
 Frames are a real talking-head clip (../shared/media/hdtf_kh.mp4) resized to each size, encoded through
-wav2lip.video_io.VideoWriter exactly as inference does (yuv420p, CRF 18, x264 threads on every core).
+wav2lip.io.video.VideoWriter exactly as inference does (yuv420p, CRF 18, x264 threads on every core).
 
     python benchmarks/bench_encode.py [--frames 48] [--presets ultrafast,veryfast,medium]
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import cv2
 
-from wav2lip.video_io import DEFAULT_CRF, VideoWriter, open_source
+from wav2lip.io.video import DEFAULT_CRF, VideoWriter, open_source
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 SIZES = {"512": (512, 512), "720p": (1280, 720), "1080p": (1920, 1080)}

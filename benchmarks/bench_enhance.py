@@ -36,15 +36,17 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import SHARED, make_inputs  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip import LipSyncer  # noqa: E402
 from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.device import cpu_has_native_bf16  # noqa: E402
-from wav2lip.enhance import ENHANCE_BATCH, FaceEnhancer, align, similarity  # noqa: E402
+from wav2lip.lipsync.enhance import ENHANCE_BATCH, FaceEnhancer, align, similarity  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
-from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
 from wav2lip.models.gfpgan import GFPGAN  # noqa: E402
-from wav2lip.video_io import open_source  # noqa: E402
+from wav2lip.io.video import open_source  # noqa: E402
+
 
 RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
 SPEECH = SHARED / "media" / "vr_audio1.wav"

@@ -22,11 +22,13 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import SHARED, make_inputs  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip import LipSyncer  # noqa: E402
 from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.device import inference_model, resolve_device  # noqa: E402
-from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
+
 
 RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
 

@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 
@@ -44,7 +46,7 @@ def fit_frame(image: np.ndarray, lines: int) -> np.ndarray:
 
 
 def make_inputs(folder: Path, seconds: float, clip: Path, speech: Path, lines: int) -> tuple[Path, Path]:
-    from wav2lip.video_io import VideoWriter, open_source
+    from wav2lip.io.video import VideoWriter, open_source
 
     video = folder / f"face_{seconds:g}s_{lines}p.mp4"
     audio = folder / f"speech_{seconds:g}s.wav"
@@ -83,7 +85,7 @@ def run_command(cmd: list[str]) -> dict:
 def fixed_box(face: Path) -> list[str]:
     """--box for the face in the first frame (top bottom left right), found once by RetinaFace."""
     from wav2lip.faces import create_detector
-    from wav2lip.video_io import open_source
+    from wav2lip.io.video import open_source
 
     first = next(iter(open_source(face).frames(1)))
     detector = create_detector("retinaface", weights=SHARED / "models" / "retinaface_mobilenet0.25.pth")
@@ -110,7 +112,7 @@ def main() -> None:
         checkpoint = args.checkpoint
         if checkpoint is None:
             from wav2lip.checkpoints import save_checkpoint
-            from wav2lip.models.deterministic import fill_deterministic
+            from support.deterministic import fill_deterministic
             from wav2lip.models.generator import Wav2Lip
 
             checkpoint = folder / f"generator_w{args.width:g}.pth"

@@ -22,12 +22,14 @@ import cv2
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip import LipSyncer, LiveSyncer
-from wav2lip.audio import SAMPLE_RATE, load_audio
+from wav2lip.io.audio import SAMPLE_RATE, load_audio
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.video_io import VideoWriter, open_source
+from wav2lip.io.video import VideoWriter, open_source
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -37,12 +37,14 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from bench_live import SHARED, make_avatar, speech
-from wav2lip.audio import SAMPLE_RATE
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
+from wav2lip.io.audio import SAMPLE_RATE
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.serve import JobQueue, Models, create_app
-from wav2lip.synth import write_wav
+from wav2lip.io.audio import write_wav
+
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-sync",
          "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",

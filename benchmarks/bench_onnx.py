@@ -7,6 +7,7 @@ Prints frames/s and ms/frame per backend, and the largest output difference from
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -14,9 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip.export import export_onnx
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
+
 
 
 def _best_seconds(backends: dict, repeats: int) -> dict[str, float]:

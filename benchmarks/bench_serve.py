@@ -28,10 +28,12 @@ import cv2
 import httpx
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.video_io import VideoWriter, open_source, probe
+from wav2lip.io.video import VideoWriter, open_source, probe
+
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MEDIA, WEIGHTS = SHARED / "media", SHARED / "models" / "retinaface_mobilenet0.25.pth"

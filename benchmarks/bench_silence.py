@@ -1,6 +1,6 @@
 """Mouth motion in pauses per --silence mode, with a generator trained on synthetic faces.
 
-Each case dubs a synthetic face video (wav2lip.synth, the face talking to other words) with two other
+Each case dubs a synthetic face video (wav2lip.data.synth, the face talking to other words) with two other
 clips' speech around a 1-1.6 s pause, whose true mouth opening is known, mixed with a background (none,
 white noise or synthetic music, at a given SNR under the speech) that also fills the pause. The full
 pipeline runs with a fixed box on 96 x 96 frames (the face crop), once per --silence mode, and the mouth
@@ -23,9 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from wav2lip import LipSyncer, synth
-from wav2lip.pipeline import SILENCE
-from wav2lip.video_io import VideoWriter
+from wav2lip import LipSyncer
+
+from wav2lip.data import synth
+from wav2lip.lipsync.offline import SILENCE
+from wav2lip.io.video import VideoWriter
 
 SIZE = 96
 

@@ -24,16 +24,18 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_infer import SHARED, make_inputs  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip import LipSyncer  # noqa: E402
-from wav2lip.audio import load_audio, melspectrogram  # noqa: E402
-from wav2lip.blend import to_uint8  # noqa: E402
+from wav2lip.io.audio import load_audio, melspectrogram  # noqa: E402
+from wav2lip.lipsync.blend import to_uint8  # noqa: E402
 from wav2lip.checkpoints import build_model, load_model, save_checkpoint  # noqa: E402
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
-from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
-from wav2lip.pipeline import STAGES, crop_face, frame_mel_windows, generator_faces, run_generator  # noqa: E402
-from wav2lip.video_io import open_source  # noqa: E402
+from wav2lip.lipsync.offline import STAGES, crop_face, frame_mel_windows, generator_faces, run_generator  # noqa: E402
+from wav2lip.io.video import open_source  # noqa: E402
+
 
 RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
 CLIPS = ("vr_face2.mp4", "vr_face3.mp4", "vr_face5.mp4", "hdtf_kh.mp4")

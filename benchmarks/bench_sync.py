@@ -13,17 +13,21 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import cv2
 import torch
 
-from wav2lip import evaluate as ev
-from wav2lip import synth, syncfix
-from wav2lip.models.deterministic import fill_deterministic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
+from wav2lip.evaluation import sync as ev
+from wav2lip.data import synth
+from wav2lip.data import syncfix
+from support.deterministic import fill_deterministic
 from wav2lip.models.syncnet_v2 import SyncNetV2
-from wav2lip.video_io import VideoWriter
+from wav2lip.io.video import VideoWriter
+
 
 SHIFTS = (-6, -4, -2, 0, 2, 4, 6)
 

@@ -1,7 +1,7 @@
 """Prove on a CPU that the method works: a lip-sync expert, then generators trained with it.
 
 The paper's ablation in miniature, on synthetic talking faces whose true mouth state is known
-(wav2lip.synth), everything through the public API (make_config / train, run in chunks that resume):
+(wav2lip.data.synth), everything through the public API (make_config / train, run in chunks that resume):
 1. data: a training set (seed 1), a disjoint judge set (seed 2: other faces, other audio) and
    held-out test clips (seed 3, never seen by any network);
 2. the expert (training set) and an independent judge expert (judge set) train side by side, one
@@ -33,9 +33,9 @@ import cv2
 import numpy as np
 import torch
 
-from wav2lip import synth
+from wav2lip.data import synth
 from wav2lip.checkpoints import load_model
-from wav2lip.evaluate import offset_search
+from wav2lip.evaluation.sync import offset_search
 from wav2lip.models.syncnet import sync_probability
 from wav2lip.train import checkpoint_path, latest_checkpoint, make_config, train
 from wav2lip.train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start

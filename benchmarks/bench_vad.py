@@ -3,7 +3,7 @@
 Each shared recording is cut into pieces of 0.8-2.0 s with pauses of 0.3-1.2 s planted between them
 (room noise at -65 dBFS), then mixed with white noise or synthetic music (chords of decaying harmonic
 notes, a bass line, hi-hat bursts) at a given speech-to-background ratio. Every detector's raw 10 ms
-decisions go through the same hold rule (wav2lip.vad.hold) and are scored on two kinds of frame only:
+decisions go through the same hold rule (wav2lip.lipsync.vad.hold) and are scored on two kinds of frame only:
 - planted pause frames more than 0.1 s from speech: a "speech" decision is a false alarm;
 - clearly spoken frames (clean band level within 25 dB of the recording's loudest): "silence" is a miss.
 Frames in between (the speakers' own short pauses, soft consonants) are not scored: no detector-free
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from wav2lip import vad
-from wav2lip.audio import SAMPLE_RATE, load_audio
+from wav2lip.lipsync import vad
+from wav2lip.io.audio import SAMPLE_RATE, load_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 HOP = vad.HOP

@@ -42,7 +42,7 @@ def deterministic_generator(path: Path, width: float = 1.0) -> Path:
     """A generator checkpoint with the fixtures' deterministic weights (no pretrained ones exist here):
     the full layout where frames are compared with the authors' code, narrower where only speed matters."""
     from wav2lip.checkpoints import save_checkpoint
-    from wav2lip.models.deterministic import fill_deterministic
+    from support.deterministic import fill_deterministic
     from wav2lip.models.generator import Wav2Lip
 
     save_checkpoint(path, fill_deterministic(Wav2Lip(width=width)))
@@ -68,7 +68,7 @@ def models_dir() -> Path:
 def tiny_expert(tmp_path_factory) -> Path:
     """A narrow lip-sync expert trained here on synthetic faces (about a minute on 2 cores): enough to see
     sync on unseen synthetic clips. Shared by the sync filtering, sync correction and evaluation tests."""
-    from wav2lip import synth
+    from wav2lip.data import synth
     from wav2lip.train import latest_checkpoint, make_config, train
 
     root = tmp_path_factory.mktemp("tiny_expert")

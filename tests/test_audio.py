@@ -9,7 +9,7 @@ import av
 import numpy as np
 import pytest
 
-from wav2lip import audio
+from wav2lip.io import audio
 from wav2lip.errors import Wav2LipError
 
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from wav2lip.blend import MaskShape, blend_mask, feather, feather_mask, paste, to_uint8
+from wav2lip.lipsync.blend import MaskShape, blend_mask, feather, feather_mask, paste, to_uint8
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def small_generator(tmp_path_factory):
     import torch
 
     from wav2lip.checkpoints import save_checkpoint
-    from wav2lip.models.deterministic import fill_deterministic
+    from support.deterministic import fill_deterministic
     from wav2lip.models.generator import Wav2Lip
 
     torch.manual_seed(0)

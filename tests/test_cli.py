@@ -28,12 +28,12 @@ import pytest  # noqa: E402
 from conftest import cut_wav  # noqa: E402
 
 import wav2lip  # noqa: E402
-from wav2lip import options  # noqa: E402
+from wav2lip.lipsync import options  # noqa: E402
 from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.cli import build_parser  # noqa: E402
-from wav2lip.models.deterministic import fill_deterministic  # noqa: E402
+from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
-from wav2lip.pipeline import SyncOptions  # noqa: E402
+from wav2lip.lipsync.offline import SyncOptions  # noqa: E402
 
 DETECTING = ("infer", "detect", "evaluate", "preprocess")
 
@@ -78,7 +78,7 @@ def test_old_weight_spellings_still_parse(command, old):
 
 
 def test_every_choice_list_comes_from_options():
-    """Each argparse `choices` in every subcommand is one of the tables in wav2lip.options."""
+    """Each argparse `choices` in every subcommand is one of the tables in wav2lip.lipsync.options."""
     tables = {tuple(v) for k, v in vars(options).items() if k.isupper() and isinstance(v, tuple)}
     tables.add(tuple(wav2lip.store.KNOWN))
     seen = 0
@@ -155,7 +155,7 @@ def test_evaluate_track_takes_detector_weights_and_device_auto(media, models_dir
     import torch
 
     from wav2lip.models.syncnet_v2 import SyncNetV2
-    from wav2lip.video_io import VideoWriter, open_source
+    from wav2lip.io.video import VideoWriter, open_source
 
     speech = cut_wav(media / "vr_audio1.wav", tmp_path / "speech.wav", 0.48)
     clip = tmp_path / "clip.mp4"

@@ -12,10 +12,10 @@ import pytest
 from conftest import cut_wav
 
 from wav2lip.faces import cached_track, create_detector, track
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.pipeline import LipSyncer
-from wav2lip.video_io import open_source
+from wav2lip.lipsync.offline import LipSyncer
+from wav2lip.io.video import open_source
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def detector(models_dir):
 def small_clip(media, tmp_path_factory) -> Path:
     """vr_face5.mp4's first 16 frames at 128x128: a plainly visible face, cheap to detect."""
     path = tmp_path_factory.mktemp("cache_clip") / "face.mkv"
-    from wav2lip.video_io import VideoWriter
+    from wav2lip.io.video import VideoWriter
 
     with VideoWriter(path, 25, 128, 128, lossless=True) as writer:
         for image in open_source(media / "vr_face5.mp4").frames(16, loop="none"):

@@ -16,14 +16,16 @@ import torch
 
 from conftest import cut_wav
 
-from wav2lip import checkpoints, synth
+from wav2lip import checkpoints
+
+from wav2lip.data import synth
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.syncnet import SyncNet
 from wav2lip.train import default_checkpoint_dir, distill, make_config
-from wav2lip.video_io import probe
+from wav2lip.io.video import probe
 
 TEACHER_WIDTH = 0.125
 STUDENT_WIDTH = 0.0625

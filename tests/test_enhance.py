@@ -14,16 +14,16 @@ import torch
 
 from conftest import cut_wav
 from wav2lip import LipSyncer, Wav2LipError
-from wav2lip.blend import feather_mask
+from wav2lip.lipsync.blend import feather_mask
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
-from wav2lip.enhance import TEMPLATE, align, box_landmarks, paste_back, similarity, soft_mask
+from wav2lip.lipsync.enhance import TEMPLATE, align, box_landmarks, paste_back, similarity, soft_mask
 from wav2lip.faces import Centered, FaceTrackOptions, cached_track, create_detector, track
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.gfpgan import GFPGAN
 from wav2lip.models.retinaface import RetinaFace
-from wav2lip.video_io import open_source, probe
+from wav2lip.io.video import open_source, probe
 
 
 def read_frames(path: Path, n: int) -> list[np.ndarray]:

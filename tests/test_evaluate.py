@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from wav2lip import evaluate as ev
-from wav2lip.audio import load_audio
+from wav2lip.evaluation import sync as ev
+from wav2lip.io.audio import load_audio
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
 from wav2lip.faces import Detection, create_detector
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.syncnet_v2 import SyncNetV2
-from wav2lip.video_io import VideoWriter, open_source
+from wav2lip.io.video import VideoWriter, open_source
 
 
 def write_wav(path: Path, samples: np.ndarray) -> Path:
@@ -282,7 +282,7 @@ def test_too_short_and_wrong_inputs(tmp_path, planted_clip, media, checkpoint, m
 
 def _synthetic_video(path: Path, seed: int, shift: int, seconds: float = 2.4) -> Path:
     """A 96 x 96 face-crop video (H.264 + AAC) of a synthetic talker whose lips lag the audio by `shift`."""
-    from wav2lip import synth
+    from wav2lip.data import synth
 
     clip = synth.make_clip(seed, seconds, shift=shift)
     wav = path.with_suffix(".wav")

@@ -10,7 +10,7 @@ from wav2lip.checkpoints import load_model, save_checkpoint
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
 from wav2lip.export import OnnxGenerator, export_onnx, onnx_generator
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 
 _EXTRA = "pip install 'wav2lip[onnx]'"

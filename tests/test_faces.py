@@ -26,7 +26,7 @@ from wav2lip.faces import (
 from wav2lip.faces.detectors import RetinaFaceDetector
 from wav2lip.faces.report import compare_detectors
 from wav2lip.faces.smoothing import Centered
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.retinaface import RetinaFace
 from wav2lip.models.s3fd import S3FD
 

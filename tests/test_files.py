@@ -5,7 +5,7 @@ import stat
 import pytest
 
 from wav2lip.errors import Wav2LipError
-from wav2lip.files import atomic_output
+from wav2lip.io.files import atomic_output
 
 
 def test_success_renames_with_umask_permissions(tmp_path):
@@ -38,7 +38,7 @@ def test_missing_folder_is_a_clear_error(tmp_path):
 
 
 def test_same_file_sees_every_name_of_a_file(tmp_path):
-    from wav2lip.files import same_file
+    from wav2lip.io.files import same_file
 
     source = tmp_path / "talk.mp4"
     source.write_bytes(b"video")
@@ -52,7 +52,7 @@ def test_same_file_sees_every_name_of_a_file(tmp_path):
 
 
 def test_check_output_refuses_inputs_folders_and_unwritable_places(tmp_path):
-    from wav2lip.files import check_output
+    from wav2lip.io.files import check_output
 
     source = tmp_path / "talk.mp4"
     source.write_bytes(b"video")
@@ -68,7 +68,7 @@ def test_check_output_refuses_inputs_folders_and_unwritable_places(tmp_path):
 
 
 def test_check_distinct_and_check_folder(tmp_path):
-    from wav2lip.files import check_distinct, check_folder
+    from wav2lip.io.files import check_distinct, check_folder
 
     check_distinct(tmp_path / "a.json", None, tmp_path / "b.mp4")
     with pytest.raises(Wav2LipError, match="two different outputs"):
@@ -83,7 +83,7 @@ def test_check_distinct_and_check_folder(tmp_path):
 
 def test_partial_outputs_are_known_until_the_block_ends(tmp_path):
     """What a signal handler removes: the temporary file of a block still running, nothing else."""
-    from wav2lip.files import remove_partial_outputs
+    from wav2lip.io.files import remove_partial_outputs
 
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(FileNotFoundError):
@@ -98,7 +98,7 @@ def test_partial_outputs_are_known_until_the_block_ends(tmp_path):
 def test_write_errors_of_the_disk_are_one_error_and_still_os_errors(tmp_path):
     import errno
 
-    from wav2lip.files import WriteError
+    from wav2lip.io.files import WriteError
 
     target = tmp_path / "out.bin"
     target.write_bytes(b"old")

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from conftest import assert_close_to_fixture
 from wav2lip import store
 from wav2lip.checkpoints import identify, inspect_checkpoint, load_model, load_state, read_checkpoint
-from wav2lip.enhance import from_network, to_network
+from wav2lip.lipsync.enhance import from_network, to_network
 from wav2lip.errors import Wav2LipError
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.gfpgan import GFPGAN, ModulatedConv2d
 

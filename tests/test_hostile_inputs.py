@@ -15,9 +15,9 @@ import pytest
 from conftest import cut_wav
 
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.video_io import VideoWriter, open_source
+from wav2lip.io.video import VideoWriter, open_source
 
 
 @pytest.fixture(scope="module")
@@ -225,7 +225,7 @@ def test_training_inputs_name_the_file(tmp_path):
 def test_corrupt_face_images_in_training_data_are_one_line_naming_a_file(tmp_path):
     """Every face JPEG of a prepared set damaged: train-expert (a DataLoader worker process draws the
     samples) fails in one line naming an unreadable image, not a worker traceback or a wrong hint."""
-    from wav2lip import synth
+    from wav2lip.data import synth
 
     root = tmp_path / "prep"
     synth.write_dataset(root, 4, seed=2, seconds=1.2, clips_per_speaker=2, val_fraction=0.25, test_fraction=0.0)

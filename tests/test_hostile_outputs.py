@@ -26,9 +26,9 @@ import wav2lip
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.video_io import probe
+from wav2lip.io.video import probe
 
 BOX_ARGS = ["150", "470", "140", "380"]  # vr_face5.mp4's face: top bottom left right
 OLD = b"an earlier result the user keeps"

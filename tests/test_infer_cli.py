@@ -11,9 +11,9 @@ from conftest import cut_wav
 
 from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.video_io import probe
+from wav2lip.io.video import probe
 
 # vr_face5.mp4's face in the reference's --box order: top, bottom, left, right.
 BOX_ARGS = ["150", "470", "140", "380"]

@@ -17,9 +17,9 @@ import torch
 
 from conftest import cut_wav, deterministic_generator
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
-from wav2lip.audio import MelStream, load_audio, melspectrogram
-from wav2lip.live import file_chunks, pcm_chunks
-from wav2lip.video_io import VideoWriter, open_source, probe
+from wav2lip.io.audio import MelStream, load_audio, melspectrogram
+from wav2lip.lipsync.live import file_chunks, pcm_chunks
+from wav2lip.io.video import VideoWriter, open_source, probe
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAME = 640  # samples per frame at 25 fps

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import assert_close_to_fixture
-from wav2lip.models.deterministic import deterministic_state_dict, fill_deterministic
+from support.deterministic import deterministic_state_dict, fill_deterministic
 from wav2lip.models.discriminator import QualityDiscriminator
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.models.syncnet import SyncNet, sync_probability

@@ -8,7 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
-from wav2lip import audio, preprocess, synth
+from wav2lip.io import audio
+
+from wav2lip.data import preprocess
+
+from wav2lip.data import synth
 from wav2lip.checkpoints import load_model
 from wav2lip.errors import Wav2LipError
 
@@ -67,7 +71,7 @@ def test_errors(tmp_path, weights):
         preprocess.preprocess(tmp_path / "raw", tmp_path / "out")
     silent = tmp_path / "raw" / "spk" / "mute.mp4"
     silent.parent.mkdir()
-    from wav2lip.video_io import VideoWriter
+    from wav2lip.io.video import VideoWriter
     with VideoWriter(silent, 25, 64, 64) as writer:
         writer.write_many(np.zeros((64, 64, 3), np.uint8) for _ in range(5))
     [result] = preprocess.preprocess(tmp_path / "raw", tmp_path / "out", weights=weights, progress=False)
@@ -103,7 +107,7 @@ def _write_prepared_clip(folder: Path, seed: int, shift: int, seconds: float = 2
 
 
 def test_sync_fix_recovers_planted_offsets_and_corrects_them(tmp_path, tiny_expert):
-    from wav2lip import syncfix
+    from wav2lip.data import syncfix
 
     root = tmp_path / "prep"
     # One unseen talker (the tiny expert is exact on it, see test_evaluate) with the lips shifted.
@@ -139,7 +143,7 @@ def test_sync_fix_recovers_planted_offsets_and_corrects_them(tmp_path, tiny_expe
 
 def test_scene_cuts_and_face_losses_split_a_clip(tmp_path, weights):
     """40 frames of one face, 30 without any face, 40 more of it, then a cut to another face (40)."""
-    from wav2lip.video_io import VideoWriter
+    from wav2lip.io.video import VideoWriter
 
     a, b = synth.make_clip(1, 3.2), synth.make_clip(2, 1.6)
     frames_a = [cv2.copyMakeBorder(f, 0, 0, 32, 32, cv2.BORDER_REPLICATE) for f in a.frames(160, zoom=0.8)]

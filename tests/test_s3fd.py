@@ -9,7 +9,7 @@ import torch
 
 from conftest import assert_close_to_fixture
 from wav2lip.faces.boxes import nms, s3fd_candidates, s3fd_postprocess
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.s3fd import S3FD, S3FD_MEAN_RGB
 
 

@@ -25,7 +25,7 @@ from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.cli import main
 from wav2lip.serve.form import parse_options
 from wav2lip.serve.jobs import CRASHED, JOB_FILE, Job, JobQueue, sanitize_name
-from wav2lip.video_io import probe
+from wav2lip.io.video import probe
 
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -390,7 +390,7 @@ def test_page_form_offers_the_options_choices_and_defaults() -> None:
     starting value is SyncOptions' default, as on the command line."""
     from dataclasses import fields as dataclass_fields
 
-    from wav2lip.pipeline import SyncOptions
+    from wav2lip.lipsync.offline import SyncOptions
     from wav2lip.serve.form import OPTIONS
 
     page = _FormFields()

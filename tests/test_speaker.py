@@ -11,15 +11,17 @@ import numpy as np
 import pytest
 import torch
 
-from wav2lip import LipSyncer, synth
-from wav2lip.audio import melspectrogram
+from wav2lip import LipSyncer
+
+from wav2lip.data import synth
+from wav2lip.io.audio import melspectrogram
 from wav2lip.checkpoints import load_model, save_checkpoint
 from wav2lip.faces import create_detector
 from wav2lip.faces.speaker import choose_speakers
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.train import latest_checkpoint, make_config, train
-from wav2lip.video_io import VideoWriter, open_source
+from wav2lip.io.video import VideoWriter, open_source
 
 SIDE = 160  # each face's square
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import assert_close_to_fixture
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.syncnet_v2 import SyncNetV2
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wav2lip import audio, synth
+from wav2lip.io import audio
+
+from wav2lip.data import synth
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
-from wav2lip.video_io import open_source, probe
+from wav2lip.io.video import open_source, probe
 
 
 def test_same_seed_same_clip_and_different_seeds_differ():

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 import torch
 
-from wav2lip import checkpoints, synth
+from wav2lip import checkpoints
+
+from wav2lip.data import synth
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
 from wav2lip.train import latest_checkpoint, make_config, train

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from wav2lip import vad
-from wav2lip.audio import SAMPLE_RATE, load_audio
-from wav2lip.pipeline import MIN_SILENCE, speech_weights
+from wav2lip.lipsync import vad
+from wav2lip.io.audio import SAMPLE_RATE, load_audio
+from wav2lip.lipsync.offline import MIN_SILENCE, speech_weights
 
 FS = vad.FRAME_RATE  # decisions per second
 
@@ -108,11 +108,13 @@ def test_silence_modes_in_the_pipeline(media, models_dir, tmp_path) -> None:
     crossfade), "original" shows the source there, "off" lip-syncs the noise."""
     import torch
 
-    from wav2lip import LipSyncer, synth
+    from wav2lip import LipSyncer
+
+    from wav2lip.data import synth
     from wav2lip.checkpoints import save_checkpoint
-    from wav2lip.models.deterministic import fill_deterministic
+    from support.deterministic import fill_deterministic
     from wav2lip.models.generator import Wav2Lip
-    from wav2lip.video_io import open_source
+    from wav2lip.io.video import open_source
 
     torch.manual_seed(0)
     checkpoint = tmp_path / "g.pth"

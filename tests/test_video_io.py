@@ -15,10 +15,10 @@ import pytest
 
 from conftest import cut_wav
 
-from wav2lip import video_io
-from wav2lip.audio import load_audio
+from wav2lip.io import video as video_io
+from wav2lip.io.audio import load_audio
 from wav2lip.errors import Wav2LipError
-from wav2lip.video_io import VideoWriter, encoded_size, open_source, probe
+from wav2lip.io.video import VideoWriter, encoded_size, open_source, probe
 
 STEP = 12  # grey-level step per frame index: survives the YUV round trip (a few levels)
 

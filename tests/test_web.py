@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from test_serve import Server
 
 from wav2lip.checkpoints import save_checkpoint
-from wav2lip.models.deterministic import fill_deterministic
+from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 
 # The network is closed and no state may leak between runs: no background traffic, a fresh profile.
@@ -131,7 +131,7 @@ def test_page_sends_the_mask_silence_and_face_options(browser, server, media, wo
     arrive as the CLI's defaults."""
     from selenium.webdriver.support.ui import Select
 
-    from wav2lip.pipeline import SyncOptions
+    from wav2lip.lipsync.offline import SyncOptions
 
     speech = cut_wav(media / "vr_audio1.wav", work / "short.wav", 0.6)
     browser.get(server.url)

@@ -27,11 +27,11 @@ from conftest import deterministic_generator
 from test_serve import free_port
 
 from wav2lip import LiveSyncer
-from wav2lip.audio import SAMPLE_RATE, frame_count_for_audio, load_audio
+from wav2lip.io.audio import SAMPLE_RATE, frame_count_for_audio, load_audio
 from wav2lip.serve import JobQueue, Models, create_app
-from wav2lip.synth import write_wav
+from wav2lip.io.audio import write_wav
 from wav2lip.serve.live import HARD_WINDOW, WINDOW, live_threads
-from wav2lip.video_io import VideoWriter, open_source
+from wav2lip.io.video import VideoWriter, open_source
 
 CHUNK = 320  # 20 ms at 16 kHz
 

@@ -9,9 +9,9 @@
     score = wav2lip.evaluate_sync("out.mp4")                 # offset, LSE-D, LSE-C (SyncNet v2)
 """
 from .errors import Wav2LipError
-from .evaluate import SyncScore, evaluate_sync
-from .live import LiveFrame, LiveSyncer
-from .pipeline import LipSyncer, Result, SyncOptions, lipsync
+from .evaluation.sync import SyncScore, evaluate_sync
+from .lipsync.live import LiveFrame, LiveSyncer
+from .lipsync.offline import LipSyncer, Result, SyncOptions, lipsync
 
 __all__ = ["LipSyncer", "LiveFrame", "LiveSyncer", "Result", "SyncOptions", "SyncScore", "Wav2LipError", "evaluate_sync", "lipsync"]
 __version__ = "0.1.0"

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .errors import Wav2LipError
-from .files import atomic_output
+from .io.files import atomic_output
 
 # What each `kind` is called in messages.
 MODEL_NAMES = {

@@ -19,7 +19,7 @@ from torch import nn
 
 from .checkpoints import load_model
 from .errors import Wav2LipError
-from .files import atomic_output
+from .io.files import atomic_output
 from .models.generator import FACE_SIZE, MEL_SHAPE
 
 INPUT_NAMES = ("mel", "face")

@@ -102,7 +102,7 @@ def _stop_threads() -> bool:
 
 
 def _interrupted(signum: int) -> int:
-    from ..files import remove_partial_outputs
+    from ..io.files import remove_partial_outputs
 
     remove_partial_outputs()
     name = "interrupted" if signum == signal.SIGINT else "terminated"

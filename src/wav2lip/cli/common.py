@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..options import BOX_ORDER, DETECTORS, DEVICES
+from ..lipsync.options import BOX_ORDER, DETECTORS, DEVICES
 
 BOX_METAVAR = tuple(word.upper() for word in BOX_ORDER)
 

@@ -10,12 +10,12 @@ from ..device import resolve_device
 from ..errors import Wav2LipError
 from ..faces import BoxCalibration, FaceTrackOptions, create_detector
 from ..faces.speaker import choose_speakers, soundtrack_mel
-from ..files import atomic_output
+from ..io.files import atomic_output
 from ..faces.report import compare_detectors, detect_video
-from ..files import check_distinct, check_output
-from ..options import DETECTORS, SMOOTH_MODES
-from ..pipeline import check_output_path
-from ..video_io import open_source
+from ..io.files import check_distinct, check_output
+from ..lipsync.options import DETECTORS, SMOOTH_MODES
+from ..lipsync.offline import check_output_path
+from ..io.video import open_source
 from .common import add_box, add_detector, add_device, add_quiet, box_to_xyxy, show_progress, xyxy_to_box
 
 def register(subparsers: argparse._SubParsersAction) -> None:

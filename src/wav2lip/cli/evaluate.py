@@ -8,10 +8,10 @@ import time
 from pathlib import Path
 
 from ..errors import Wav2LipError
-from ..evaluate import (MIN_FACE_SIZE, MIN_TRACK, VideoResult, evaluate_folder, evaluate_sync, means,
+from ..evaluation.sync import (MIN_FACE_SIZE, MIN_TRACK, VideoResult, evaluate_folder, evaluate_sync, means,
                         plot_confidence)
-from ..files import atomic_output, check_distinct, check_output
-from ..options import EVALUATE_MODES
+from ..io.files import atomic_output, check_distinct, check_output
+from ..lipsync.options import EVALUATE_MODES
 from .common import add_detector, add_device, add_quiet, show_progress
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..files import check_output
+from ..io.files import check_output
 from .common import add_quiet, progress_bar, show_progress
 
 

@@ -11,13 +11,13 @@ from pathlib import Path
 
 from .. import store
 from ..errors import Wav2LipError
-from ..blend import MASKS
+from ..lipsync.blend import MASKS
 from ..faces.detectors import WEIGHT_NAMES
-from ..files import check_not_input
-from ..options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
-from ..pipeline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
+from ..io.files import check_not_input
+from ..lipsync.options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
+from ..lipsync.offline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
 from ..shards import rank_and_world, shard
-from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
+from ..io.video import DEFAULT_CRF, DEFAULT_PRESET
 from .common import add_box, add_detector, add_device, add_quiet, show_progress
 
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
-from ..live import (CROSSFADE, PCM_FORMATS, SILENCE_DB, STALL, LiveOutput, LiveSyncer, file_chunks, is_network_target,
+from ..lipsync.live import (CROSSFADE, PCM_FORMATS, SILENCE_DB, STALL, LiveOutput, LiveSyncer, file_chunks, is_network_target,
                     pcm_chunks)
-from ..pipeline import BACKENDS, SyncOptions, check_output_path
-from ..video_io import DEFAULT_CRF, DEFAULT_PRESET
+from ..lipsync.offline import BACKENDS, SyncOptions, check_output_path
+from ..io.video import DEFAULT_CRF, DEFAULT_PRESET
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import preprocess
+from ..data import preprocess
 from ..device import resolve_device
 from ..errors import Wav2LipError
-from ..files import check_folder
+from ..io.files import check_folder
 from .common import add_detector, add_device, add_quiet
 
 
@@ -56,7 +56,7 @@ def _run(args: argparse.Namespace) -> int:
               f"{t['dropped']} without a usable stretch; {t['clips']} clips, {t['frames']} frames, "
               f"{t['hours']:.3f} hours (details in {args.output_dir}/report.json)")
     if args.sync_fix:
-        from ..syncfix import sync_fix
+        from ..data.syncfix import sync_fix
 
         def report(r) -> None:
             state = r.error or (f"shifted {r.offset:+d}, now {r.offset_after:+d}" if r.shifted else

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import store
 from ..errors import Wav2LipError
-from ..options import BACKENDS, DETECTORS, DEVICES, PRECISIONS
+from ..lipsync.options import BACKENDS, DETECTORS, DEVICES, PRECISIONS
 
 DEFAULT_PORT = 7860  # the port Gradio apps use, where users of lip-sync pages look first
 

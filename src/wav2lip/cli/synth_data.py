@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import synth
-from ..options import SYNTH_LAYOUTS
+from ..data import synth
+from ..lipsync.options import SYNTH_LAYOUTS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

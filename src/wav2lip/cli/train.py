@@ -8,9 +8,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from ..files import check_folder
+from ..io.files import check_folder
 from ..device import PRECISIONS
-from ..options import EXPERT_MODES
+from ..lipsync.options import EXPERT_MODES
 from ..train import TrainConfig, default_checkpoint_dir, distill, make_config, train
 
 

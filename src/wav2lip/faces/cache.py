@@ -21,7 +21,7 @@ import numpy as np
 
 from .. import store
 from ..errors import Wav2LipError
-from ..files import atomic_output
+from ..io.files import atomic_output
 from .detectors import Detection, FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
 

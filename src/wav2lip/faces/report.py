@@ -11,8 +11,8 @@ import cv2
 import numpy as np
 
 from ..errors import Wav2LipError
-from ..files import atomic_output
-from ..video_io import VideoWriter, open_source
+from ..io.files import atomic_output
+from ..io.video import VideoWriter, open_source
 from .boxes import box_iou
 from .calibration import BoxCalibration, fit_calibration
 from .detectors import FaceDetector

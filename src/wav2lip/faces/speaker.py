@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from .. import audio as audio_io
+from ..io import audio as audio_io
 from ..errors import Wav2LipError
 from .boxes import box_iou
 from .detectors import FaceDetector

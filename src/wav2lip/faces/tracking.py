@@ -10,7 +10,7 @@ Stages, each holding only a few frames (bounded look-ahead):
    by linear interpolation; longer runs stay None;
 3. smooth + pad: per shot, then the reference's pads and clipping (spec section 5);
 4. landmarks: the detector's five points (RetinaFace), bridged and smoothed like the boxes, for the
-   face restorer's alignment (`wav2lip.enhance`).
+   face restorer's alignment (`wav2lip.lipsync.enhance`).
 """
 from __future__ import annotations
 

@@ -10,9 +10,9 @@ from typing import AsyncIterator, Callable
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import Wav2LipError
-from ..options import (BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, MASK_KINDS, PRECISIONS, SILENCE_MODES,
+from ..lipsync.options import (BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, MASK_KINDS, PRECISIONS, SILENCE_MODES,
                        SMOOTH_MODES, SPEAKER_MODES, X264_PRESETS)
-from ..pipeline import SyncOptions
+from ..lipsync.offline import SyncOptions
 from .jobs import AUDIO, FACE, sanitize_name
 
 FILES = (FACE, AUDIO)

@@ -23,7 +23,7 @@ from pathlib import Path
 from ..device import PRECISIONS
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
-from ..pipeline import LipSyncer, SyncOptions
+from ..lipsync.offline import LipSyncer, SyncOptions
 
 log = logging.getLogger(__name__)
 

@@ -55,10 +55,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from ..audio import SAMPLE_RATE
+from ..io.audio import SAMPLE_RATE
 from ..errors import Wav2LipError
-from ..live import PCM_FORMATS, LiveFrame, LiveSyncer
-from ..video_io import probe
+from ..lipsync.live import PCM_FORMATS, LiveFrame, LiveSyncer
+from ..io.video import probe
 from .form import parse_options
 from .jobs import JobQueue, sanitize_name
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .. import audio
+from ..io import audio
 from ..errors import Wav2LipError
 
 IMG_SIZE = 96  # face crops are resized to this (spec section 8)

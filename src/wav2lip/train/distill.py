@@ -30,7 +30,7 @@ from torch import nn
 
 from .. import checkpoints, store
 from ..errors import Wav2LipError
-from ..files import check_folder, check_output
+from ..io.files import check_folder, check_output
 from ..models.generator import Wav2Lip
 from .config import TrainConfig
 from .generator import GeneratorRecipe, _load_into, collage_image, frozen_expert

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .. import checkpoints
 from ..device import DTYPES, resolve_precision
 from ..errors import Wav2LipError
-from ..files import atomic_output
+from ..io.files import atomic_output
 from .config import TrainConfig
 from .data import StepSampler, read_file_list
 from .distill import DistillRecipe

@@ -23,7 +23,7 @@ import numpy as np
 from av.stream import Disposition
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
-from .errors import Wav2LipError
+from ..errors import Wav2LipError
 from .files import atomic_output
 
 log = logging.getLogger(__name__)
@@ -568,7 +568,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, width: int, height: int,
                  audio: str | os.PathLike | None = None, lossless: bool = False, crf: int = DEFAULT_CRF,
                  preset: str = DEFAULT_PRESET, audio_start: float = 0.0) -> None:
-        from .options import video_container  # the option tables import torch; video_io does not
+        from ..lipsync.options import video_container  # the option tables import torch; video_io does not
 
         self.path = Path(path)
         _check_output_folder(self.path)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .errors import Wav2LipError
+from ..errors import Wav2LipError
 
 # Write errors a user fixes by freeing space or choosing another disk; reported as one line.
 _FULL = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",

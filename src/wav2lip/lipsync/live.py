@@ -36,13 +36,14 @@ import av
 import cv2
 import numpy as np
 
-from . import options, video_io
-from .audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, _mono, frame_count_for_audio
+from . import options
+from ..io import video as video_io
+from ..io.audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, _mono, frame_count_for_audio
 from .blend import BLENDS, to_uint8
-from .errors import Wav2LipError
-from .files import atomic_output
-from .faces import FaceTrackOptions, track
-from .pipeline import (FRAME_QUEUE, LipSyncer, SyncOptions, _loop_index, crop_face, generator_faces, prepare_frame,
+from ..errors import Wav2LipError
+from ..io.files import atomic_output
+from ..faces import FaceTrackOptions, track
+from .offline import (FRAME_QUEUE, LipSyncer, SyncOptions, _loop_index, crop_face, generator_faces, prepare_frame,
                        run_generator)
 from .stages import Profile, Stage
 

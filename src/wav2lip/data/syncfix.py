@@ -22,12 +22,12 @@ from typing import Callable, Iterator
 import cv2
 import numpy as np
 
-from . import audio
-from .errors import Wav2LipError
-from .evaluate import SAMPLES_PER_FRAME, SyncModel, SyncScore, evaluator_audio, load_sync_model, score_crops
-from .files import atomic_output
+from ..io import audio
+from ..errors import Wav2LipError
+from ..evaluation.sync import SAMPLES_PER_FRAME, SyncModel, SyncScore, evaluator_audio, load_sync_model, score_crops
+from ..io.files import atomic_output
 from .preprocess import SPLITS
-from .synth import write_wav
+from ..io.audio import write_wav
 
 ORIGINAL_AUDIO = "audio.orig.wav"  # the clip's audio before any correction
 SCORES = "sync_fix.json"  # per-clip offsets and confidences of the last run

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Iterable
 
 from .blend import BLENDS, MASKS
-from .device import DEVICES, PRECISIONS
+from ..device import DEVICES, PRECISIONS
 from .enhance import ENHANCERS
-from .errors import Wav2LipError
-from .faces.detectors import DETECTORS
-from .faces.smoothing import SMOOTH_MODES
-from .video_io import LOOP_MODES as _SOURCE_LOOPS
+from ..errors import Wav2LipError
+from ..faces.detectors import DETECTORS
+from ..faces.smoothing import SMOOTH_MODES
+from ..io.video import LOOP_MODES as _SOURCE_LOOPS
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 BLEND_MODES = tuple(BLENDS)

@@ -7,13 +7,15 @@ librosa version whose defaults have since changed (centre padding switched from 
 from __future__ import annotations
 
 import os
+import wave
 from pathlib import Path
 
 import av
 import numpy as np
 
-from .errors import Wav2LipError
-from .video_io import decode_stream
+from ..errors import Wav2LipError
+from .files import atomic_output
+from .video import decode_stream
 
 # Audio front end of the published Wav2Lip (spec section 2).
 SAMPLE_RATE = 16000  # Hz: everything is decoded and resampled to this
@@ -271,3 +273,15 @@ class MelStream:
         self._kept = self._kept[keep_from - self._base:]
         self._base = keep_from
         return columns
+
+
+def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
+    """16-bit mono WAV, written atomically; returns its path."""
+    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
+    with atomic_output(path) as tmp:
+        with wave.open(str(tmp), "wb") as f:
+            f.setnchannels(1)
+            f.setsampwidth(2)
+            f.setframerate(sr)
+            f.writeframes(pcm.tobytes())
+    return Path(path)

@@ -25,20 +25,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import audio as audio_io
-from . import checkpoints, store, vad, video_io
+from ..io import audio as audio_io
+from .. import checkpoints
+from .. import store
+from . import vad
+from ..io import video as video_io
 from .blend import BLENDS, MaskShape, blend_mask, feather, to_uint8
-from .device import DTYPES, inference_model, resolve_device, resolve_precision
+from ..device import DTYPES, inference_model, resolve_device, resolve_precision
 from .enhance import ENHANCE_BATCH, ENHANCERS, FaceEnhancer
-from .errors import Wav2LipError
-from .export import onnx_generator
-from .faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
-from .files import check_output
+from ..errors import Wav2LipError
+from ..export import onnx_generator
+from ..faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from ..io.files import check_output
 from .options import (BACKENDS, BLEND_MODES, DETECTORS, LOOP_MODES, SMOOTH_MODES, X264_PRESETS, check_choice,
                       check_finite, video_container)
-from .faces import speaker as speakers
+from ..faces import speaker as speakers
 from .options import MASK_KINDS, SILENCE_MODES, SPEAKER_MODES  # noqa: F401
-from .files import atomic_output
+from ..io.files import atomic_output
 from .stages import Profile, Stage
 
 FACE_SIZE = 96  # generator crop side (spec section 4)
@@ -81,7 +84,7 @@ class SyncOptions:
     preset: str = video_io.DEFAULT_PRESET
     cache: bool = True  # reuse face boxes of a video tracked before with the same settings
     progress: bool = False  # tqdm bar on stderr
-    # Where the audio holds no speech (wav2lip.vad): "still" feeds the generator a silent window (closed,
+    # Where the audio holds no speech (wav2lip.lipsync.vad): "still" feeds the generator a silent window (closed,
     # still mouth), "original" shows the source frames, "off" lip-syncs to whatever sound is there (the
     # reference). `crossfade` frames at each edge of a pause ease from one to the other.
     silence: str = "still"

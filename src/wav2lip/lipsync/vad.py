@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from ..io.audio import SAMPLE_RATE
 
 HOP = 160  # samples per decision (10 ms)
 WIN = 400  # analysis window (25 ms)

@@ -28,13 +28,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import audio, video_io
-from .errors import Wav2LipError
-from .files import atomic_output, check_folder
-from .shards import shard
-from .faces import FaceTrackOptions
-from .synth import write_wav
-from .train.data import FPS, MIN_FRAMES
+from ..io import audio
+from ..io import video as video_io
+from ..errors import Wav2LipError
+from ..io.files import atomic_output, check_folder
+from ..shards import shard
+from ..faces import FaceTrackOptions
+from ..io.audio import write_wav
+from ..train.data import FPS, MIN_FRAMES
 
 SAMPLES_PER_FRAME = audio.SAMPLE_RATE // FPS  # 640 audio samples per video frame
 MAX_FACE_GAP = 25  # frames (1 s) without a face before a clip is split there (the evaluator's track gap)
@@ -168,8 +169,8 @@ def preprocess_video(video: str | Path, folder: str | Path, detector, batch_size
     `<clip>`, several are `<clip>_s00`, `<clip>_s01`, ... (numbered by span), each with its frames
     from 0 and its stretch of the audio. A failure removes everything the video wrote.
     """
-    from .faces.tracking import colour_histogram, histogram_distance
-    from .video_io import open_source
+    from ..faces.tracking import colour_histogram, histogram_distance
+    from ..io.video import open_source
 
     video, folder = Path(video), Path(folder)
     output_dir = folder.parent.parent
@@ -252,7 +253,7 @@ _WORKER: dict = {}
 
 
 def _init_worker(detector_name: str, device: str, weights: str | None, batch_size: int, threads: int) -> None:
-    from .faces import create_detector
+    from ..faces import create_detector
 
     if threads > 0:
         torch.set_num_threads(threads)
@@ -426,8 +427,8 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
               device: str | torch.device = "cpu", batch_size: int = 64) -> SyncScore:
     """Score a prepared clip with an expert: mean sync probability of 5-frame windows against the
     audio shifted by -max_offset..max_offset frames. The best offset tells how far the lips lag."""
-    from .models.syncnet import sync_probability
-    from .train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
+    from ..models.syncnet import sync_probability
+    from ..train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
 
     folder = Path(folder)
     mel = clip_mel(folder)
@@ -479,7 +480,7 @@ def filter_sync(root: str | Path, expert: str | Path, min_sync: float, device: s
     The unfiltered lists are kept once as `<split>.all.txt` (re-filtering starts from them), the
     scores go to `sync_scores.json`; returns the dropped clips per split.
     """
-    from .checkpoints import load_model
+    from ..checkpoints import load_model
 
     root = Path(root)
     model = load_model(expert, "syncnet", device)

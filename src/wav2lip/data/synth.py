@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import json
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,8 +21,9 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from .errors import Wav2LipError
-from .files import atomic_output
+from ..errors import Wav2LipError
+from ..io.audio import write_wav
+from ..io.files import atomic_output
 
 # Training data is 25 fps video with 16 kHz audio (spec section 8).
 FPS = 25
@@ -391,18 +391,6 @@ def mouth_opening(face_bgr: np.ndarray) -> float:
     return float(np.sort(heights)[-3:].mean()) / h
 
 
-def write_wav(path: str | Path, wav: np.ndarray, sr: int = SAMPLE_RATE) -> Path:
-    """16-bit mono WAV, written atomically; returns its path."""
-    pcm = (np.clip(wav, -1, 1) * 32767).astype("<i2")
-    with atomic_output(path) as tmp:
-        with wave.open(str(tmp), "wb") as f:
-            f.setnchannels(1)
-            f.setsampwidth(2)
-            f.setframerate(sr)
-            f.writeframes(pcm.tobytes())
-    return Path(path)
-
-
 def _clip_name(k: int, clips_per_speaker: int) -> tuple[str, str]:
     return f"spk{k // clips_per_speaker:03d}", f"{k % clips_per_speaker:05d}"
 
@@ -420,7 +408,7 @@ def write_dataset(
     layout "videos": `<spk>/<clip>.mp4` (25 fps, the face in a 224 x 160 frame, AAC audio) and
     `<spk>/<clip>.mouth.npy`, input for `wav2lip preprocess`.
     """
-    from .options import SYNTH_LAYOUTS  # the option tables import torch; synth-data alone need not
+    from ..lipsync.options import SYNTH_LAYOUTS  # the option tables import torch; synth-data alone need not
 
     if layout not in SYNTH_LAYOUTS:
         raise Wav2LipError(f"{out}: unknown layout {layout!r} (one of {', '.join(SYNTH_LAYOUTS)})")
@@ -458,7 +446,7 @@ def _write_prepared(folder: Path, clip: Clip, size: int) -> Path:
 
 
 def _write_video(path: Path, clip: Clip) -> Path:
-    from .video_io import VideoWriter
+    from ..io.video import VideoWriter
 
     wav_path = path.with_suffix(".wav")
     write_wav(wav_path, clip.wav)

@@ -22,14 +22,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from . import audio as audio_io
-from . import faces
-from .checkpoints import load_model
-from .device import resolve_device
-from .errors import Wav2LipError
-from .files import atomic_output
-from .options import EVALUATE_MODES, check_choice
-from .video_io import VIDEO_EXTENSIONS, find_videos, open_source
+from ..io import audio as audio_io
+from .. import faces
+from ..checkpoints import load_model
+from ..device import resolve_device
+from ..errors import Wav2LipError
+from ..io.files import atomic_output
+from ..lipsync.options import EVALUATE_MODES, check_choice
+from ..io.video import VIDEO_EXTENSIONS, find_videos, open_source
 
 # The evaluator's features and search (spec section 10).
 EVAL_FPS = 25  # video is scored at 25 fps
@@ -351,7 +351,7 @@ class ExpertModel(SyncModel):
         return self.crop_whole(box)
 
     def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
-        from .train.expert import stack_lower_halves
+        from ..train.expert import stack_lower_halves
 
         def forward(clips: torch.Tensor) -> torch.Tensor:
             return F.normalize(self.net.face_encoder(stack_lower_halves(clips / 255.0)).flatten(1), dim=1)
@@ -359,7 +359,7 @@ class ExpertModel(SyncModel):
         return _embed(forward, _clip_batches(crops, batch_size), self.device)
 
     def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
-        from .train.data import MEL_STEP, mel_start
+        from ..train.data import MEL_STEP, mel_start
 
         mel = audio_io.melspectrogram((samples / 32768.0).astype(np.float32))
         need = mel_start(n_clips - 1) + MEL_STEP
@@ -381,7 +381,7 @@ EXPERT_SIZE = 96  # the expert's face crop side (spec section 7)
 def load_sync_model(model: SyncModel | nn.Module | str | os.PathLike = "syncnet_v2.model",
                     device: str | torch.device = "auto") -> SyncModel:
     """A SyncModel from a module, a SyncNet v2 file or store name, or `expert:PATH` (a trained expert)."""
-    from .models.syncnet import SyncNet
+    from ..models.syncnet import SyncNet
 
     device = resolve_device(device) if isinstance(device, str) else torch.device(device)
     if isinstance(model, SyncModel):
@@ -481,7 +481,7 @@ def find_tracks(video_path: str | os.PathLike, n_frames: int, detector: faces.Fa
     One decoding pass detects faces on every frame (in batches) and marks scene cuts; only boxes and
     one histogram are kept, so memory does not grow with the frame size.
     """
-    from .faces.tracking import colour_histogram, histogram_distance
+    from ..faces.tracking import colour_histogram, histogram_distance
 
     frames = open_source(video_path, fps=EVAL_FPS).frames(n_frames, loop="none")
     detections: list[list[faces.Detection]] = []

@@ -1,0 +1,1 @@
+"""The training-data layout and everything that writes it: synth, preprocess, sync-fix, filtering."""

@@ -1,0 +1,1 @@
+"""Lip-sync scores: SyncNet v2 LSE-D / LSE-C, AV offset, tracks."""

@@ -1,0 +1,1 @@
+"""Media in and out: decoding and encoding with PyAV, audio and its mel, files written atomically."""

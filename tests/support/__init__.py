@@ -1,0 +1,1 @@
+"""Code the tests (and benchmarks) share: deterministic weights, small checkpoints, media helpers."""
