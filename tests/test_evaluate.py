@@ -12,11 +12,13 @@ import torch
 from torch import nn
 
 from wav2lip.evaluation import sync as ev
+from wav2lip.checkpoints import save_checkpoint
 from wav2lip.io.audio import load_audio
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
 from wav2lip.faces import Detection, create_detector
 from support.deterministic import fill_deterministic
+from wav2lip.models.syncnet import SyncNet
 from wav2lip.models.syncnet_v2 import SyncNetV2
 from wav2lip.io.video import VideoWriter, open_source
 
@@ -51,14 +53,17 @@ def checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def real_clip(source: Path, folder: Path, name: str) -> tuple[Path, Path]:
+    """The first 10 frames (0.4 s) of a real talking-head clip at 192 x 192, with its own audio."""
+    frames = [cv2.resize(f, (192, 192), interpolation=cv2.INTER_AREA)
+              for f in open_source(source, fps=25).frames(10, loop="none")]
+    wav = write_wav(folder / f"{name}.wav", load_audio(source)[: 10 * 640])
+    return write_video(folder / f"{name}.mp4", frames, audio=wav), wav
+
+
 @pytest.fixture(scope="module")
 def talking_clip(media, tmp_path_factory) -> tuple[Path, Path]:
-    """The first 10 frames (0.4 s) of a real talking-head clip at 192 x 192, with its own audio."""
-    folder = tmp_path_factory.mktemp("clip")
-    source = open_source(media / "vr_face5.mp4", fps=25)
-    frames = [cv2.resize(f, (192, 192), interpolation=cv2.INTER_AREA) for f in source.frames(10, loop="none")]
-    wav = write_wav(folder / "speech.wav", load_audio(media / "vr_face5.mp4")[: 10 * 640])
-    return write_video(folder / "talking.mp4", frames, audio=wav), wav
+    return real_clip(media / "vr_face5.mp4", tmp_path_factory.mktemp("clip"), "talking")
 
 
 def test_mfcc_matches_evaluator(fixtures_dir, fixture):
@@ -254,6 +259,34 @@ def test_cli_prints_scores_and_writes_json(talking_clip, checkpoint, tmp_path, c
     assert f"LSE-D: {data['lse_d']:.3f}" in printed and f"LSE-C: {data['lse_c']:.3f}" in printed
     assert f"AV offset: {data['offset']:+d} frames" in printed
     assert data["n_frames"] == 5 and len(data["framewise_conf"]) == 5 and len(data["mean_dists"]) == 31
+
+
+def test_cli_folder_track_mode_with_an_expert_on_device_auto(media, models_dir, tmp_path):
+    """`--dir` with `--mode track` builds its face detector on the device `--device auto` resolves to, and
+    scores each video as the one-file path does."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    videos = [real_clip(media / name, folder, name.split(".")[0])[0] for name in ("vr_face2.mp4", "vr_face5.mp4")]
+    for wav in folder.glob("*.wav"):
+        wav.unlink()
+    expert = tmp_path / "expert.pth"
+    save_checkpoint(expert, fill_deterministic(SyncNet(width=0.25)))
+    weights = models_dir / "retinaface_mobilenet0.25.pth"
+    out = tmp_path / "scores.json"
+    code = main(["evaluate", "--dir", str(folder), "--model", f"expert:{expert}", "--mode", "track",
+                 "--device", "auto", "--detector-weights", str(weights), "--min-track", "5",
+                 "--min-face-size", "40", "--json", str(out)])
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert data["mode"] == "track" and data["means"]["generated"]["videos"] == 2
+    rows = {r["video"]: r for r in data["videos"]}
+    detector = create_detector("retinaface", weights=weights)
+    for video in videos:
+        one = ev.evaluate_sync(video, model=f"expert:{expert}", mode="track", detector=detector, min_track=5,
+                               min_face_size=40)
+        score = rows[video.name]["score"]
+        assert len(score["tracks"]) == 1 and score["n_frames"] == one.n_frames == 10 - 5
+        assert score["lse_d"] == pytest.approx(one.lse_d) and score["offset"] == one.offset
 
 
 def test_too_short_and_wrong_inputs(tmp_path, planted_clip, media, checkpoint, models_dir):

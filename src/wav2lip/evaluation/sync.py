@@ -378,12 +378,18 @@ EXPERT_PREFIX = "expert:"  # --model expert:PATH scores with a trained lip-sync 
 EXPERT_SIZE = 96  # the expert's face crop side (spec section 7)
 
 
+def as_device(device: str | torch.device) -> torch.device:
+    """The one place evaluation turns a device name ("auto", "cpu", ...) into a torch.device, so the
+    sync model, the face detector and every video of a folder run on the same one."""
+    return resolve_device(device) if isinstance(device, str) else torch.device(device)
+
+
 def load_sync_model(model: SyncModel | nn.Module | str | os.PathLike = "syncnet_v2.model",
                     device: str | torch.device = "auto") -> SyncModel:
     """A SyncModel from a module, a SyncNet v2 file or store name, or `expert:PATH` (a trained expert)."""
     from ..models.syncnet import SyncNet
 
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     if isinstance(model, SyncModel):
         return model
     if isinstance(model, SyncNet):
@@ -538,7 +544,7 @@ def evaluate_sync(
     """
     check_choice(mode, EVALUATE_MODES, "evaluation mode")
     video_path = Path(video_path)
-    device = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    device = as_device(device)
     source = open_source(video_path, fps=EVAL_FPS)
     if source.is_still:
         raise Wav2LipError(f"{video_path}: is a still image; lip sync is scored on videos")
@@ -692,12 +698,12 @@ def evaluate_folder(
             raise Wav2LipError(f"{plot_dir}: --plot with --dir names a folder (one PNG per video)")
         _require_matplotlib()
         plot_dir.mkdir(parents=True, exist_ok=True)
-    model = load_sync_model(options.pop("model", "syncnet_v2.model"), options.get("device", "auto"))
+    options["device"] = as_device(options.get("device", "auto"))
+    model = load_sync_model(options.pop("model", "syncnet_v2.model"), options["device"])
     settings = {"model": model.description, "mode": options.get("mode", "whole")}
     done = _previous(json_path, settings)
     if options.get("mode") == "track" and isinstance(options.get("detector", "retinaface"), str):
-        options["detector"] = faces.create_detector(options.get("detector", "retinaface"),
-                                                    device=options.get("device", "cpu"),
+        options["detector"] = faces.create_detector(options.get("detector", "retinaface"), device=options["device"],
                                                     weights=options.pop("detector_weights", None))
     results: list[VideoResult] = []
     for video in videos:
