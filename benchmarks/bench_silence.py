@@ -26,7 +26,7 @@ import numpy as np
 from wav2lip import LipSyncer
 
 from wav2lip.data import synth
-from wav2lip.lipsync.offline import SILENCE
+from wav2lip.lipsync.options import SILENCE_MODES as SILENCE
 from wav2lip.io.video import VideoWriter
 
 SIZE = 96

@@ -33,7 +33,8 @@ from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device 
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
-from wav2lip.lipsync.offline import STAGES, crop_face, frame_mel_windows, generator_faces, run_generator  # noqa: E402
+from wav2lip.lipsync.offline import STAGES  # noqa: E402
+from wav2lip.lipsync.kernel import crop_face, frame_mel_windows, generator_faces, run_generator  # noqa: E402
 from wav2lip.io.video import open_source  # noqa: E402
 
 

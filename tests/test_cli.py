@@ -33,7 +33,7 @@ from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.cli import build_parser  # noqa: E402
 from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
-from wav2lip.lipsync.offline import SyncOptions  # noqa: E402
+from wav2lip.lipsync.options import SyncOptions  # noqa: E402
 
 DETECTING = ("infer", "detect", "evaluate", "preprocess")
 

@@ -19,7 +19,7 @@ from conftest import cut_wav, deterministic_generator
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
 from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
-from wav2lip.lipsync.offline import crop_face, generator_faces, run_generator
+from wav2lip.lipsync.kernel import crop_face, generator_faces, run_generator
 from wav2lip.io.video import VideoWriter, open_source, probe
 
 # vr_face5.mp4's face (RetinaFace fixture box x 135-378, y 143-468) in the reference's --box order:

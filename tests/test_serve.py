@@ -390,7 +390,7 @@ def test_page_form_offers_the_options_choices_and_defaults() -> None:
     starting value is SyncOptions' default, as on the command line."""
     from dataclasses import fields as dataclass_fields
 
-    from wav2lip.lipsync.offline import SyncOptions
+    from wav2lip.lipsync.options import SyncOptions
     from wav2lip.serve.form import OPTIONS
 
     page = _FormFields()

@@ -7,7 +7,7 @@ import pytest
 
 from wav2lip.lipsync import vad
 from wav2lip.io.audio import SAMPLE_RATE, load_audio
-from wav2lip.lipsync.offline import MIN_SILENCE, speech_weights
+from wav2lip.lipsync.kernel import MIN_SILENCE, speech_weights
 
 FS = vad.FRAME_RATE  # decisions per second
 

@@ -131,7 +131,7 @@ def test_page_sends_the_mask_silence_and_face_options(browser, server, media, wo
     arrive as the CLI's defaults."""
     from selenium.webdriver.support.ui import Select
 
-    from wav2lip.lipsync.offline import SyncOptions
+    from wav2lip.lipsync.options import SyncOptions
 
     speech = cut_wav(media / "vr_audio1.wav", work / "short.wav", 0.6)
     browser.get(server.url)

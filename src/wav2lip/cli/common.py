@@ -1,35 +1,28 @@
-"""Arguments every subcommand spells the same way: detector, its weights, device, face box, progress."""
+"""Arguments every subcommand spells the same way (detector, its weights, device, face box: from the option
+table), progress."""
 from __future__ import annotations
 
 import argparse
 import sys
 
-from ..lipsync.options import BOX_ORDER, DETECTORS, DEVICES
-
-BOX_METAVAR = tuple(word.upper() for word in BOX_ORDER)
+from ..lipsync.options import TABLE, add_option
 
 
 def add_detector(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *old_weights: str,
                  help_extra: str = "") -> None:
     """--detector and --detector-weights; `old_weights` are earlier spellings, accepted but not shown."""
-    parser.add_argument("--detector", choices=DETECTORS, default="retinaface",
-                        help="retinaface: fast (default); s3fd: the reference's detector, slow on a CPU")
-    parser.add_argument("--detector-weights", dest="detector_weights", metavar="PATH",
-                        help="face detector weights: a file or a model-store name (default: the store's file "
-                        f"for --detector){help_extra}")
+    add_option(parser, "detector")
+    add_option(parser, "detector_weights", help=TABLE["detector_weights"].help + help_extra)
     for spelling in old_weights:
         parser.add_argument(spelling, dest="detector_weights", help=argparse.SUPPRESS)
 
 
 def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, what: str = "") -> None:
-    parser.add_argument("--device", choices=DEVICES, default="auto",
-                        help=f"torch device{what}: auto (CUDA, then Apple MPS, then the CPU; default), cpu, cuda, mps")
+    add_option(parser, "device", help=TABLE["device"].help.replace("torch device", f"torch device{what}"))
 
 
 def add_box(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    parser.add_argument("--box", type=int, nargs=4, metavar=BOX_METAVAR,
-                        help="fixed face box for every frame, in pixels, in the authors' order "
-                        f"{' '.join(BOX_METAVAR)}: no detection, pads or smoothing")
+    add_option(parser, "box")
 
 
 def box_to_xyxy(box: list[int] | tuple[int, ...]) -> tuple[int, int, int, int]:

@@ -11,14 +11,12 @@ from pathlib import Path
 
 from .. import store
 from ..errors import Wav2LipError
-from ..lipsync.blend import MASKS
 from ..faces.detectors import WEIGHT_NAMES
 from ..io.files import check_not_input
-from ..lipsync.options import BACKENDS, BLEND_MODES, ENHANCERS, LOOP_MODES, PRECISIONS, SMOOTH_MODES, X264_PRESETS
-from ..lipsync.offline import SILENCE, SPEAKERS, LipSyncer, SyncOptions, check_output_path
+from ..lipsync.offline import LipSyncer, check_output_path
+from ..lipsync.options import ModelOptions, SyncOptions, add_arguments, from_namespace
 from ..shards import rank_and_world, shard
-from ..io.video import DEFAULT_CRF, DEFAULT_PRESET
-from .common import add_box, add_detector, add_device, add_quiet, show_progress
+from .common import add_quiet, show_progress
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,107 +30,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", "--outfile", dest="output", metavar="OUT",
                    help="output video, .mp4, .mov or .mkv (default: results/result_voice.mp4; .mkv with "
                    "--lossless, which needs .mkv)")
-    p.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint", default="wav2lip_gan.pth",
-                   metavar="CKPT", help="generator weights: a file or a model-store name (default: wav2lip_gan.pth)")
     p.add_argument("--manifest", metavar="CSV",
                    help="batch mode: UTF-8 lines of face,audio,output (paths relative to the CSV's folder); "
                    "finished outputs are skipped, failures reported without stopping the rest; with RANK / "
                    "WORLD_SIZE set (torchrun, SLURM arrays) each machine takes every WORLD_SIZE-th line")
-
-    g = p.add_argument_group("face")
-    add_detector(g)
-    g.add_argument("--face-det-batch-size", "--face_det_batch_size", dest="face_det_batch_size", type=int,
-                   default=16, metavar="N", help="face detection batch size (default: 16)")
-    g.add_argument("--detect-every", type=int, default=SyncOptions.detect_every, metavar="N",
-                   help=f"full-frame detection every N frames, tracking in between; 1 = every frame "
-                   f"(default: {SyncOptions.detect_every})")
-    g.add_argument("--pads", type=int, nargs=4, default=list(SyncOptions.pads),
-                   metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the detected box (default: 0 10 0 0)")
-    add_box(g)
-    g.add_argument("--calibration", type=float, nargs=4, metavar=("DX", "DY", "SX", "SY"),
-                   help="map detector boxes: centre shift and size scale in box units (what `wav2lip detect "
-                   "--compare` prints)")
-    g.add_argument("--smooth", choices=SMOOTH_MODES, default=None,
-                   help="box smoothing: centered (lag-free, default), mean5 (the reference's), none")
-    g.add_argument("--nosmooth", action="store_true", help="no box smoothing (same as --smooth none)")
-    g.add_argument("--no-cache", action="store_true", help="do not reuse or store face boxes of this video")
-    g.add_argument("--speaker", choices=SPEAKERS, default=SyncOptions.speaker,
-                   help="several faces: auto follows, shot by shot, the one whose lips agree with the video's own "
-                   "soundtrack (needs --speaker-model), else the largest (default: auto)")
-    g.add_argument("--speaker-model", metavar="PTH",
-                   help="lip-sync expert that judges which face speaks (a file or lipsync_expert.pth)")
-    g.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left (0: leftmost)")
-    g.add_argument("--face-at", type=float, nargs=2, metavar=("X", "Y"), help="follow the face nearest X Y (pixels)")
-
-    g = p.add_argument_group("frames")
-    g.add_argument("--static", action="store_true", help="use only the first frame of the video")
-    g.add_argument("--fps", type=float, metavar="FPS",
-                   help="frame rate for a still image (default: 25); for a video, resample to this rate")
-    g.add_argument("--resize-factor", "--resize_factor", dest="resize_factor", type=int, default=1, metavar="N",
-                   help="divide the video's width and height by N first (default: 1)")
-    g.add_argument("--crop", type=int, nargs=4, default=[0, -1, 0, -1], metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"),
-                   help="crop the video after resizing; -1 = to the edge (default: 0 -1 0 -1)")
-    g.add_argument("--rotate", action="store_true", help="turn video frames 90 degrees clockwise "
-                   "(rotation metadata of phone videos is honoured anyway)")
-    g.add_argument("--loop", choices=LOOP_MODES, default="repeat",
-                   help="a video shorter than the audio: repeat it, or play it back and forth (no jump)")
-
-    g = p.add_argument_group("generation and output")
-    g.add_argument("--blend", choices=BLEND_MODES, default="paste",
-                   help="paste: the reference's hard rectangle (default); feather: soft, colour-matched mouth")
-    g.add_argument("--mask", choices=MASKS, default=SyncOptions.mask,
-                   help="feather mask: ellipse (fixed in the box, default) or landmarks (mouth and jaw from "
-                   "RetinaFace's five points; follows a tilted head)")
-    g.add_argument("--mask-top", type=float, default=SyncOptions.mask_top, metavar="F",
-                   help=f"feather mask: where it starts, as a fraction of the box height from its top; smaller "
-                   f"reaches higher (default: {SyncOptions.mask_top:.2f})")
-    g.add_argument("--mask-softness", type=float, default=SyncOptions.mask_softness, metavar="F",
-                   help=f"feather mask: fraction of its radius over which it fades (default: {SyncOptions.mask_softness})")
-    g.add_argument("--no-colour-match", "--no-color-match", dest="colour_match", action="store_false",
-                   help="feather: keep the generated colours (default: matched to the surrounding skin)")
-    g.add_argument("--silence", choices=SILENCE, default=SyncOptions.silence,
-                   help="where nobody speaks: still (closed, still mouth; default), original (the source "
-                   "frames), off (lip-sync to whatever sound is there, as the reference)")
-    g.add_argument("--crossfade", type=int, default=SyncOptions.crossfade, metavar="N",
-                   help=f"frames of crossfade at each edge of a pause (default: {SyncOptions.crossfade})")
-    g.add_argument("--preview-frame", type=int, metavar="N",
+    p.add_argument("--preview-frame", type=int, metavar="N",
                    help="write only a PNG of output frame N (source | generated | blended | mask) to OUT "
                    "(default: results/preview.png), to tune the blend in a second")
-    g.add_argument("--batch-size", "--wav2lip_batch_size", dest="batch_size", type=int, default=SyncOptions.batch_size,
-                   metavar="N", help=f"generator batch size (default: {SyncOptions.batch_size}; lowered for big frames)")
-    add_device(g)
-    g.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="generator arithmetic; auto: bf16 on CPUs with native bf16, fp16 on CUDA, else fp32")
-    g.add_argument("--backend", choices=BACKENDS, default="torch",
-                   help="generator runtime: torch (default), or onnxruntime (CPU, fp32; needs wav2lip[onnx])")
-    g.add_argument("--enhance", choices=ENHANCERS, default="none",
-                   help="gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU); default: none")
-    g.add_argument("--enhancer-weights", metavar="PATH",
-                   help="GFPGAN v1.4 weights (default: the model store's GFPGANv1.4.pth)")
-    g.add_argument("--enhance-strength", type=float, default=SyncOptions.enhance_strength, metavar="S",
-                   help="0..1: mix of restored and plain mouth (default: 1)")
-    g.add_argument("--lossless", action="store_true", help="FFV1 RGB in Matroska: bit-exact frames")
-    g.add_argument("--crf", type=int, default=DEFAULT_CRF, help=f"x264 quality (default: {DEFAULT_CRF})")
-    g.add_argument("--preset", choices=X264_PRESETS, default=DEFAULT_PRESET, metavar="PRESET",
-                   help=f"x264 preset, {X264_PRESETS[0]} .. {X264_PRESETS[-1]} (default: {DEFAULT_PRESET})")
-    g.add_argument("--profile", action="store_true", help="print time per stage and end-to-end frames/s")
-    add_quiet(g)
+    p.add_argument("--profile", action="store_true", help="print time per stage and end-to-end frames/s")
+    add_quiet(p)
+    add_arguments(p, "infer")
+    p.add_argument("--nosmooth", dest="smooth", action="store_const", const="none", help=argparse.SUPPRESS)  # the authors' spelling
     p.set_defaults(func=run)
 
 
 def _options(args: argparse.Namespace) -> dict:
-    smooth = "none" if args.nosmooth else (args.smooth or "centered")
-    return dict(
-        box=tuple(args.box) if args.box else None, pads=tuple(args.pads), smooth=smooth,
-        detect_every=args.detect_every, static=args.static, fps=args.fps, resize_factor=args.resize_factor,
-        crop=tuple(args.crop), rotate=args.rotate, loop=args.loop, blend=args.blend, batch_size=args.batch_size,
-        lossless=args.lossless, crf=args.crf, preset=args.preset, cache=not args.no_cache,
-        progress=show_progress(args), calibration=tuple(args.calibration) if args.calibration else None,
-        silence=args.silence, crossfade=args.crossfade,
-        speaker=args.speaker, face_index=args.face_index, face_at=tuple(args.face_at) if args.face_at else None,
-        mask=args.mask, mask_top=args.mask_top, mask_softness=args.mask_softness, colour_match=args.colour_match,
-        enhance=args.enhance, enhance_strength=args.enhance_strength,
-    )
+    return {**from_namespace(args, SyncOptions), "progress": show_progress(args)}
+
+
+def _models(args: argparse.Namespace) -> dict:
+    return from_namespace(args, ModelOptions)
 
 
 def _output_path(args: argparse.Namespace) -> Path:
@@ -185,16 +102,14 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
     SyncOptions.from_kwargs(options)  # bad options fail before the models load
-    weights = [args.checkpoint, args.detector_weights, args.enhancer_weights]
+    weights = [args.checkpoint, args.detector_weights, args.enhancer_weights, args.speaker_model]
     if args.preview_frame is not None:
         if args.manifest is not None:
             raise Wav2LipError("--preview-frame previews one face and audio: give --face and --audio, not --manifest")
         options.pop("progress")
         output = Path(args.output) if args.output else _output_path(args).with_name("preview.png")
         check_not_input(output, [args.face, args.audio, *weights])
-        syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
-                           backend=args.backend, detector_weights=args.detector_weights,
-                           face_det_batch_size=args.face_det_batch_size, enhancer_weights=args.enhancer_weights)
+        syncer = LipSyncer(**_models(args))
         print(syncer.preview(args.face, args.audio, output, args.preview_frame, **options).summary(), file=sys.stderr)
         return 0
     if args.manifest is None:
@@ -206,10 +121,7 @@ def run(args: argparse.Namespace) -> int:
     except Wav2LipError:  # name every weight file this run lacks, not one per run (the detector's too)
         store.resolve_all([args.checkpoint] + ([] if args.box else [args.detector_weights or WEIGHT_NAMES[args.detector]]))
         raise
-    syncer = LipSyncer(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
-                       backend=args.backend, detector_weights=args.detector_weights,
-                       face_det_batch_size=args.face_det_batch_size, speaker_model=args.speaker_model,
-                       enhancer_weights=args.enhancer_weights)
+    syncer = LipSyncer(**_models(args))
     if args.manifest is None:
         _report(syncer.run(args.face, args.audio, output, **options), args.profile)
         return 0

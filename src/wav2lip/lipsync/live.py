@@ -21,10 +21,8 @@ Speech starting and stopping, and stretches of silence in it, fade the generated
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -33,27 +31,22 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import av
-import cv2
 import numpy as np
 
-from . import options
-from ..io import video as video_io
-from ..io.audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, _mono, frame_count_for_audio
-from .blend import BLENDS, to_uint8
 from ..errors import Wav2LipError
-from ..io.files import atomic_output
-from ..faces import FaceTrackOptions, track
-from .offline import (FRAME_QUEUE, LipSyncer, SyncOptions, _loop_index, crop_face, generator_faces, prepare_frame,
-                       run_generator)
+from ..io import video as video_io
+from ..io.audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, frame_count_for_audio
+from .kernel import SILENT_MEL, Frame, FrameKernel, fixed_box, loop_index, prepare_frame
+from .offline import FRAME_QUEUE, LipSyncer, _Run
+from .options import MODEL_TABLE, StreamOptions, SyncOptions
 from .stages import Profile, Stage
 
 LEAD = (MEL_STEP - 1) * HOP + N_FFT // 2  # samples after a frame's start that its mel window needs (212.5 ms)
-CROSSFADE = 4  # frames over which the generated mouth fades in or out
-SILENCE_DB = -60.0  # dBFS: a frame whose whole window of audio peaks below this keeps the avatar's mouth
-STALL = 0.1  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
-LIVE_BATCH = 8  # default most frames per generator call when the audio is ahead of the generator
+PAUSE_LEVEL = 10 ** (-60.0 / 20)  # a speech frame whose whole window of audio peaks below -60 dBFS is a pause
+STALL = StreamOptions.stall  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
+ONE_PASS = 2**62  # frames asked of the avatar for "one pass, however long"
 INBOX_SECONDS = 30.0  # audio buffered ahead of the generator before the source's thread waits
-_SILENT_WINDOW = np.full((N_MELS, MEL_STEP), -4.0, np.float32)  # the mel of digital silence (the dB floor)
+_SILENT_WINDOW = np.full((N_MELS, MEL_STEP), SILENT_MEL, np.float32)  # the mel of digital silence (the dB floor)
 
 
 @dataclass
@@ -71,37 +64,32 @@ class LiveFrame:
 
 
 class LiveSyncer:
-    """An avatar prepared once (boxes and crops of one pass), lip-synced live to any number of streams.
+    """An avatar prepared once (the face boxes and landmarks of one pass), lip-synced live to any number of
+    streams.
 
-    face: a still image or a video (looped as `loop` says); checkpoint, detector, device, precision,
-    detector_weights, backend: as `LipSyncer`; crossfade: frames of the mouth fading in and out;
-    silence_db: dBFS below which a stretch of audio counts as silence (None: lip-sync every frame);
-    stall: see the module's docstring; batch_size: most frames per generator call when the audio is ahead
-    (catching up; live, frames come one at a time); syncer: a `LipSyncer` whose models to share; other
-    options: the fields of `SyncOptions` (box, pads, smooth, detect_every, static, fps, resize_factor,
-    crop, rotate, loop, blend).
+    face: a still image or a video (looped as `loop` says); stall: see the module's docstring; syncer: a
+    `LipSyncer` whose models to share, else one is loaded from the model options (checkpoint, detector,
+    device, precision, ...: the fields of `ModelOptions`); other options: the fields of `SyncOptions`,
+    which mean here what they mean offline (the frame kernel is the same).
     """
 
-    def __init__(self, face: str | Path, checkpoint: str | Path = "wav2lip_gan.pth", detector: str = "retinaface",
-                 device: str = "auto", precision: str = "auto", detector_weights: str | Path | None = None,
-                 backend: str = "torch", crossfade: int = CROSSFADE, silence_db: float | None = SILENCE_DB,
-                 stall: float = STALL, batch_size: int = LIVE_BATCH, syncer: LipSyncer | None = None,
+    def __init__(self, face: str | Path, stall: float = STALL, syncer: LipSyncer | None = None,
                  **options) -> None:
-        self.options = SyncOptions(batch_size=batch_size, **options)
-        self.options.check()
-        if crossfade < 0:
-            raise Wav2LipError(f"crossfade must be 0 or more frames, got {crossfade}")
+        models = {k: options.pop(k) for k in list(options) if k in MODEL_TABLE}
+        self.options = SyncOptions.from_kwargs(options)
         if stall <= 0:
             raise Wav2LipError(f"stall must be a positive number of seconds, got {stall}")
-        self.crossfade, self.silence_db, self.stall = crossfade, silence_db, stall
+        self.stall = stall
         self.face = Path(face)
-        self.syncer = syncer or LipSyncer(checkpoint, detector, device, precision, detector_weights=detector_weights,
-                                          backend=backend)
+        self.syncer = syncer or LipSyncer(**models)
         self.source = video_io.open_source(self.face, fps=self.options.fps, loop=self.options.loop)
         self.fps = self.source.fps
         self.still = self.source.is_still or self.options.static
+        # The enhancer is loaded (or its file refused) before the avatar is prepared.
+        self.enhancer = self.syncer.enhancer if self.options.enhance != "none" else None
         self.boxes: list[np.ndarray | None] = []
-        self.crops: list[np.ndarray | None] = []
+        self.landmarks: list[np.ndarray | None] = []
+        self.speakers: list = []
         self._prepare()
         self.height, self.width = self._first.shape[:2]
 
@@ -116,31 +104,24 @@ class LiveSyncer:
             yield prepare_frame(image, self.options, self.face)
 
     def _prepare(self) -> None:
-        """One pass of the avatar: each source frame's box (tracked as the offline pipeline tracks a video
-        shorter than its audio) and generator crop. Only the crops (96x96) are kept, not the frames."""
-        opts = self.options
-        frames = self._frames()
-        first = next(frames, None)
-        if first is None:
+        """One pass of the avatar through the offline chain's face stage (fixed box, speaker choice, tracking,
+        calibration, the detection cache), tracked as a video shorter than its audio is tracked offline.
+        Only the boxes and landmarks are kept, not the frames."""
+        job = _AvatarJob(self.face, self.options, self.source)
+        run = _Run(job, self.syncer.generator, lambda: self.syncer.detector, self.syncer.device, self.syncer.cache_dir,
+                   expert=lambda: self.syncer.speaker_model)
+        for frame in run.detect(job.first_pass()):
+            if not self.boxes:
+                self._first = frame.image
+            self.boxes.append(frame.box)
+            self.landmarks.append(frame.landmarks)
+        if not self.boxes:
             raise Wav2LipError(f"{self.face}: no video frame could be decoded")
-        self._first = first
-        frames = itertools.chain([first], frames)
-        if opts.box is not None:
-            y1, y2, x1, x2 = opts.box
-            height, width = first.shape[:2]
-            if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-                raise Wav2LipError(f"--box {' '.join(map(str, opts.box))} (top bottom left right) is not inside "
-                                   f"the {width}x{height} frame of {self.face}")
-            box = np.array([x1, y1, x2, y2], dtype=np.int64)
-            tracked = ((image, box) for image in frames)
-        else:
-            options = FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every)
-            tracked = ((item.frame, item.box) for item in track(frames, self.syncer.detector, options))
-        for image, box in tracked:
-            self.boxes.append(box)
-            self.crops.append(None if box is None else crop_face(image, box))
-        if not any(box is not None for box in self.boxes):
-            raise Wav2LipError(f"{self.face}: no face found in any frame (give the face box with --box)")
+        self.speakers = run.speakers
+
+    def kernel(self) -> FrameKernel:
+        """A fresh frame kernel for one stream (its state runs across that stream's frames)."""
+        return FrameKernel(self.options, self.syncer.generator, self.syncer.device, self.enhancer, self.still)
 
     def _avatar(self, _: object = None) -> Iterator[tuple[int, np.ndarray]]:
         """(source index, fresh frame) for output frames 0, 1, 2, ... forever."""
@@ -149,7 +130,7 @@ class LiveSyncer:
             while True:
                 yield 0, self._first.copy()
         for k, image in enumerate(self._frames(2**62)):
-            yield _loop_index(k, count, self.options.loop), image
+            yield loop_index(k, count, self.options.loop), image
 
     def samples_of(self, k: int) -> int:
         """First 16 kHz sample of frame k's audio."""
@@ -166,6 +147,26 @@ class LiveSyncer:
             yield from session.frames()
         finally:
             session.close()
+
+
+class _AvatarJob:
+    """The avatar as the offline chain's face stage sees a job: one pass of its frames, one shot."""
+
+    def __init__(self, face: Path, options: SyncOptions, source: video_io.FrameSource) -> None:
+        self.face, self.options, self.source = face, options, source
+        self.fps, self.still = source.fps, source.is_still
+        self.n_frames = self.n_reference = 1 if self.still or options.static else ONE_PASS
+
+    def prepare(self, image: np.ndarray) -> np.ndarray:
+        return image if self.still else prepare_frame(image, self.options, self.face)
+
+    def fixed_box(self, width: int, height: int) -> np.ndarray | None:
+        return fixed_box(self.options, width, height, self.face)
+
+    def first_pass(self) -> Iterator[Frame]:
+        images = self.source.frames(1 if self.still or self.options.static else None)
+        for k, image in enumerate(images):
+            yield Frame(k, k, True, self.prepare(image))
 
 
 class _Inbox:
@@ -256,9 +257,9 @@ class _Session:
     def __init__(self, live: LiveSyncer, chunks: Iterable[np.ndarray], sample_rate: int) -> None:
         self.live = live
         self.period = 1.0 / live.fps
-        self.step = 1.0 / (live.crossfade + 1)
-        self.threshold = None if live.silence_db is None else 10 ** (live.silence_db / 20)
-        self.blend = BLENDS[live.options.blend]
+        self.step = 1.0 / (live.options.crossfade + 1)
+        self.gate = live.options.silence != "off"
+        self.kernel = live.kernel()
         self.batch = live.options.batch_size
         self.stop = threading.Event()
         self.inbox = _Inbox(int(INBOX_SECONDS * SAMPLE_RATE), self.stop)
@@ -351,16 +352,19 @@ class _Session:
 
     def _silent(self, j: int) -> bool:
         """Every sample frame j's mel window is made of (as far as T has them) peaks below the threshold."""
-        if self.threshold is None:
+        if not self.gate:
             return False
         start = int(j * (MEL_FPS / self.live.fps))
         lo = max(0, start * HOP - N_FFT // 2) - self.signal0
         hi = (start + MEL_STEP - 1) * HOP + N_FFT // 2 - self.signal0
         part = self.signal[max(0, lo):max(0, hi)]
-        return not part.size or float(np.abs(part).max()) < self.threshold
+        return not part.size or float(np.abs(part).max()) < PAUSE_LEVEL
 
     def _next_weight(self, target: float) -> float:
-        """One crossfade step towards `target`, rounded so that the ends are exactly 0 and 1."""
+        """One crossfade step towards `target`, rounded so that the ends are exactly 0 and 1 (no steps with
+        silence="off": there are no pauses to fade into)."""
+        if not self.gate:
+            return target
         if target > self.weight:
             return min(target, round(self.weight + self.step, 9))
         return max(target, round(self.weight - self.step, 9))
@@ -369,45 +373,36 @@ class _Session:
         return position - sum(size for at, size in self.pads if at + size <= position)
 
     def _make(self, windows: list[np.ndarray | None]) -> list[LiveFrame]:
-        """Output frames k, k+1, ...: speech frames j, j+1, ... where a window is given, idle frames for None."""
+        """Output frames k, k+1, ...: speech frames j, j+1, ... where a window is given, idle frames for None
+        (the avatar's own frames: no audio has come for them)."""
         live = self.live
-        made = []
-        todo = []  # (index in made, source index, window, weight) for frames showing a generated mouth
+        made, frames, mel = [], [], {}
         for window in windows:
             source, image = next(self.avatar)
-            if window is None:
+            box, landmarks = live.boxes[source], live.landmarks[source]
+            if window is None:  # painted only while the mouth fades out, with the mel of silence
                 target, audio, sample = 0.0, np.zeros(live.samples_of(self.k + 1) - live.samples_of(self.k),
                                                        np.float32), None
-                window = _SILENT_WINDOW
+                mel[self.k] = _SILENT_WINDOW
             else:
                 target = 0.0 if self._silent(self.j) else 1.0
                 lo, hi = live.samples_of(self.j) - self.signal0, live.samples_of(self.j + 1) - self.signal0
                 audio, sample = self.signal[lo:hi].copy(), self._source_sample(live.samples_of(self.j))
+                mel[self.k] = window
                 self.tail.pop(self.j, None)
                 self.j += 1
             self.weight = self._next_weight(target)
-            if self.weight > 0 and live.boxes[source] is not None:
-                todo.append((len(made), source, window, self.weight))
+            if window is None and self.weight == 0:
+                box = None
+            frames.append(Frame(self.k, source, False, image, box, speech=self.weight, landmarks=landmarks))
             made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, self.weight))
             self.k += 1
-        if todo:
-            mel = np.stack([w for _, _, w, _ in todo])[:, None].astype(np.float32)
-            faces = generator_faces(np.stack([live.crops[s] for _, s, _, _ in todo]))
-            generated = to_uint8(run_generator(live.syncer.generator, mel, faces, live.syncer.device))
-            for (i, source, _, weight), face in zip(todo, generated):
-                self._paste(made[i].image, live.boxes[source], face, weight)
+        batch = self.kernel.inputs(frames, lambda indices: np.stack([mel[i] for i in indices])[:, None])
+        for frame in self.kernel.generate(batch):
+            self.kernel.blend(frame)
+        self.kernel.enhance(frames)
         self._trim()
         return made
-
-    def _paste(self, image: np.ndarray, box: np.ndarray, face: np.ndarray, weight: float) -> None:
-        if weight >= 1.0:
-            self.blend(image, box, face)
-            return
-        x1, y1, x2, y2 = (int(v) for v in box)
-        before = image[y1:y2, x1:x2].astype(np.float32)
-        self.blend(image, box, face)
-        region = image[y1:y2, x1:x2]
-        region[:] = np.clip(before + (region - before) * weight + 0.5, 0, 255).astype(np.uint8)
 
     def _trim(self) -> None:
         """Forget mel columns and samples no later frame needs."""
@@ -465,159 +460,3 @@ class _Session:
             self.inbox.cond.notify_all()
         self.avatar_stage.thread.join(timeout=2)
         self.reader.join(timeout=2)
-
-
-# ---------------------------------------------------------------- audio sources and the output stream
-
-
-def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = True) -> Iterator[np.ndarray]:
-    """The audio of a media file as 16 kHz mono chunks of `chunk` seconds (decoded as `load_audio`
-    decodes), each handed over when its last sample would have been heard if `realtime`. The file is
-    checked and opened now, so a bad one fails here rather than on the stream's thread."""
-    path = Path(path)
-    if not path.is_file():
-        raise Wav2LipError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    if path.stat().st_size == 0:
-        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as exc:
-        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
-    if not container.streams.audio:
-        container.close()
-        raise Wav2LipError(f"{path}: has no audio stream")
-    return _play(path, container, max(1, round(chunk * SAMPLE_RATE)), realtime)
-
-
-def _play(path: Path, container: av.container.InputContainer, size: int, realtime: bool) -> Iterator[np.ndarray]:
-    with container:
-        resampler = av.AudioResampler(format="fltp", layout=None, rate=SAMPLE_RATE)
-        frames = itertools.chain(video_io.decode_stream(container, container.streams.audio[0]), [None])
-        pending = np.zeros(0, np.float32)
-        sent = 0
-        start = time.perf_counter()
-        for frame in frames:
-            parts = [_mono(f) for f in resampler.resample(frame)]
-            pending = np.concatenate([pending, *parts]) if parts else pending
-            while pending.size >= size or (frame is None and pending.size):
-                piece, pending = pending[:size], pending[size:]
-                sent += piece.size
-                if realtime:
-                    time.sleep(max(0.0, start + sent / SAMPLE_RATE - time.perf_counter()))
-                yield np.clip(piece, -1.0, 1.0)
-        if sent == 0:
-            raise Wav2LipError(f"{path}: audio stream is empty (no samples decoded)")
-
-
-PCM_FORMATS = dict(zip(options.PCM_FORMATS, (np.dtype("<i2"), np.dtype("<f4"))))  # name -> sample type
-
-
-def pcm_chunks(fd: int, fmt: str = "s16le", block: int = 4096) -> Iterator[np.ndarray]:
-    """Raw mono PCM from a file descriptor (a pipe: whatever has arrived, up to `block` bytes at a time)
-    as float32 chunks; s16le is scaled to [-1, 1)."""
-    if fmt not in PCM_FORMATS:
-        raise Wav2LipError(f"unknown PCM format {fmt!r} (one of {', '.join(PCM_FORMATS)})")
-    dtype = PCM_FORMATS[fmt]
-    rest = b""
-    while True:
-        data = os.read(fd, block)
-        if not data:
-            return
-        data = rest + data
-        usable = len(data) - len(data) % dtype.itemsize
-        rest = data[usable:]
-        if usable:
-            x = np.frombuffer(data[:usable], dtype=dtype).astype(np.float32)
-            yield x / 32768.0 if dtype.kind == "i" else np.nan_to_num(x)
-
-
-# PyAV container formats for network targets, by URL scheme.
-NETWORK_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rtp_mpegts", "rtmp": "flv",
-                   "rtmps": "flv", "rtsp": "rtsp"}
-
-
-def is_network_target(target: str | os.PathLike) -> bool:
-    return str(target).split("://", 1)[0] in NETWORK_FORMATS and "://" in str(target)
-
-
-class LiveOutput:
-    """`LiveFrame`s into a video file (H.264 + AAC, written atomically) or a network stream PyAV can
-    write (MPEG-TS over udp/srt/tcp, FLV over rtmp, rtsp). A network stream is paced: frame k is not sent
-    before k / fps after the first, so a source faster than real time does not flood the receiver."""
-
-    def __init__(self, target: str | os.PathLike, fps: float, width: int, height: int,
-                 crf: int = video_io.DEFAULT_CRF, preset: str = video_io.DEFAULT_PRESET) -> None:
-        self.target, self.fps = str(target), fps
-        self.network = is_network_target(target)
-        self.width, self.height = video_io.encoded_size(width, height)
-        self.crf, self.preset = crf, preset
-        self.frames = 0
-        self._atomic = None
-        self._container = None
-        self._start = 0.0
-        self._samples = 0
-
-    def __enter__(self) -> LiveOutput:
-        if self.network:
-            fmt = NETWORK_FORMATS[self.target.split("://", 1)[0]]
-            try:
-                self._container = av.open(self.target, "w", format=fmt)
-            except av.FFmpegError as exc:
-                raise Wav2LipError(f"{self.target}: cannot open the stream ({exc.strerror or exc})") from None
-        else:
-            self._atomic = atomic_output(self.target)
-            tmp = self._atomic.__enter__()
-            suffix = Path(self.target).suffix.lower()
-            fmt = {".mkv": "matroska", ".ts": "mpegts", ".flv": "flv", ".mov": "mov"}.get(suffix, "mp4")
-            self._container = av.open(str(tmp), "w", format=fmt)
-        options = {"crf": str(self.crf), "preset": self.preset}
-        if self.network:
-            options["tune"] = "zerolatency"
-        self._video = self._container.add_stream("libx264", rate=video_io._exact_rate(self.fps), options=options)
-        self._video.pix_fmt = "yuv420p"
-        self._video.width, self._video.height = self.width, self.height
-        self._audio = self._container.add_stream("aac", rate=SAMPLE_RATE, layout="mono")
-        self._audio.format = "fltp"
-        return self
-
-    def write(self, frame: LiveFrame) -> None:
-        image = frame.image
-        pad_h, pad_w = self.height - image.shape[0], self.width - image.shape[1]
-        if pad_h or pad_w:
-            image = np.pad(image, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        if self.network:
-            if self.frames == 0:
-                self._start = time.perf_counter()
-            time.sleep(max(0.0, self._start + self.frames / self.fps - time.perf_counter()))
-        video = av.VideoFrame.from_ndarray(cv2.cvtColor(image, cv2.COLOR_BGR2YUV_I420), format="yuv420p")
-        video.pts, video.time_base = self.frames, 1 / video_io._exact_rate(self.fps)
-        self._container.mux(self._video.encode(video))
-        self.frames += 1
-        if frame.audio.size:
-            audio = av.AudioFrame.from_ndarray(np.ascontiguousarray(frame.audio, np.float32)[None], format="fltp",
-                                               layout="mono")
-            audio.sample_rate, audio.pts = SAMPLE_RATE, self._samples
-            self._samples += frame.audio.size
-            self._container.mux(self._audio.encode(audio))
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        error = exc
-        if error is None and self.frames == 0:
-            error = Wav2LipError(f"{self.target}: no frames were made")
-        try:
-            if error is None:
-                self._container.mux(self._video.encode(None))
-                self._container.mux(self._audio.encode(None))
-        except BaseException as e:  # noqa: BLE001 - re-raised below, after the temporary file is gone
-            error = e
-        finally:
-            if self._container is not None:
-                with contextlib.suppress(av.FFmpegError):
-                    self._container.close()
-        if self._atomic is not None:
-            if error is None:
-                self._atomic.__exit__(None, None, None)
-            else:
-                self._atomic.__exit__(type(error), error, error.__traceback__)
-        if error is not None and error is not exc:
-            raise error

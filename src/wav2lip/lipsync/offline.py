@@ -16,7 +16,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -28,140 +28,27 @@ from torch import nn
 from ..io import audio as audio_io
 from .. import checkpoints
 from .. import store
-from . import vad
 from ..io import video as video_io
-from .blend import BLENDS, MaskShape, blend_mask, feather, to_uint8
+from .blend import blend_mask
 from ..device import DTYPES, inference_model, resolve_device, resolve_precision
-from .enhance import ENHANCE_BATCH, ENHANCERS, FaceEnhancer
+from .enhance import ENHANCE_BATCH, FaceEnhancer
 from ..errors import Wav2LipError
 from ..export import onnx_generator
-from ..faces import BoxCalibration, FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from ..faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
 from ..io.files import check_output
-from .options import (BACKENDS, BLEND_MODES, DETECTORS, LOOP_MODES, SMOOTH_MODES, X264_PRESETS, check_choice,
-                      check_finite, video_container)
+from .options import BACKENDS, DETECTORS, SyncOptions, video_container
 from ..faces import speaker as speakers
-from .options import MASK_KINDS, SILENCE_MODES, SPEAKER_MODES  # noqa: F401
 from ..io.files import atomic_output
+from .kernel import (Batch, Frame, FrameKernel, fixed_box, frame_mel_windows, loop_index,
+                     prepare_frame, speech_weights, track_options)
 from .stages import Profile, Stage
 
-FACE_SIZE = 96  # generator crop side (spec section 4)
-MEL_STEP = 16  # mel frames per window (spec section 3)
-REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
 # Frames held per generator batch are capped at this many bytes: at most three batches are in flight,
 # so 720p runs in batches of 46 and 1080p of 20, and peak memory stays far below 2 GB.
 MAX_BATCH_BYTES = 128 * 2**20
 FRAME_QUEUE = 8  # frames between per-frame stages: enough to smooth out jitter, little memory
 STAGES = ("decode", "detect", "crop", "generate", "blend", "enhance", "encode")
 STOP_WAIT_S = 5.0  # a stopped run waits this long for its stage threads to leave torch/PyAV
-SILENCE = SILENCE_MODES  # what the mouth does where nobody speaks
-MIN_SILENCE = 0.3  # s: shorter pauses keep the generator's own mouth (it closes them itself)
-SPEAKERS = SPEAKER_MODES  # which of several faces is lip-synced (faces.speaker)
-
-# uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
-_UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
-# The mel window of digital silence: every band at the floor (spec section 2's normalisation of -100 dB).
-SILENT_MEL = np.float32(-audio_io.MAX_ABS_VALUE)
-
-
-@dataclass
-class SyncOptions:
-    """Per-run settings; defaults are the reference's where it has one (spec section 5)."""
-
-    box: tuple[int, int, int, int] | None = None  # fixed face box, reference order: top, bottom, left, right
-    pads: tuple[int, int, int, int] = (0, 10, 0, 0)  # top, bottom, left, right
-    smooth: str = "centered"  # "centered" (lag-free), "mean5" (the reference's), "none"
-    detect_every: int = FaceTrackOptions.detect_every  # full-frame detection period, tracking in between
-    static: bool = False  # use only the first frame of the video
-    fps: float | None = None  # output rate (a still: default 25; a video: resample to this rate)
-    resize_factor: int = 1  # integer downscale of video frames
-    crop: tuple[int, int, int, int] = (0, -1, 0, -1)  # top, bottom, left, right; -1 = to the edge
-    rotate: bool = False  # turn video frames 90 degrees clockwise
-    loop: str = "repeat"  # video shorter than the audio: "repeat" or "pingpong"
-    blend: str = "paste"  # "paste" (the reference's) or "feather"
-    batch_size: int = REFERENCE_BATCH  # generator batch (lowered for big frames, see MAX_BATCH_BYTES)
-    lossless: bool = False  # FFV1 RGB in Matroska: bit-exact frames
-    crf: int = video_io.DEFAULT_CRF
-    preset: str = video_io.DEFAULT_PRESET
-    cache: bool = True  # reuse face boxes of a video tracked before with the same settings
-    progress: bool = False  # tqdm bar on stderr
-    # Where the audio holds no speech (wav2lip.lipsync.vad): "still" feeds the generator a silent window (closed,
-    # still mouth), "original" shows the source frames, "off" lip-syncs to whatever sound is there (the
-    # reference). `crossfade` frames at each edge of a pause ease from one to the other.
-    silence: str = "still"
-    crossfade: int = 3
-    # The feather blend's mask (blend.MaskShape): where it starts (fraction of the box height), how
-    # soft its edge is, colour matching, and "ellipse" or "landmarks" (mouth and jaw from RetinaFace).
-    # With several faces: "auto" follows, per shot, the face whose lips agree with the video's own
-    # soundtrack (LipSyncer's speaker_model), else the largest; face_index / face_at override it.
-    speaker: str = "auto"
-    face_index: int | None = None  # the i-th face from the left at each shot's start
-    face_at: tuple[float, float] | None = None  # the face nearest this point (x, y in frame pixels)
-    mask: str = "ellipse"
-    mask_top: float = MaskShape.top
-    mask_softness: float = MaskShape.softness
-    colour_match: bool = True
-    enhance: str = "none"  # "gfpgan": restore the painted mouth with GFPGAN v1.4 (see enhance.py)
-    enhance_strength: float = 1.0  # 0 = plain, 1 = restored, where the generator painted
-    calibration: tuple[float, float, float, float] | None = None  # detector box map dx dy sx sy (`detect --compare`)
-
-    @classmethod
-    def from_kwargs(cls, options: dict) -> SyncOptions:
-        """Checked options from keyword arguments; an unknown name is one line listing the valid ones."""
-        names = [f.name for f in fields(cls)]
-        unknown = sorted(set(options) - set(names))
-        if unknown:
-            raise Wav2LipError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} "
-                               f"(valid: {', '.join(names)})")
-        result = cls(**options)
-        result.check()
-        return result
-
-    def check(self) -> None:
-        check_choice(self.smooth, SMOOTH_MODES, "smoothing")
-        check_choice(self.loop, LOOP_MODES, "loop mode")
-        check_choice(self.blend, BLEND_MODES, "blend")
-        check_choice(self.preset, X264_PRESETS, "x264 preset")
-        if self.resize_factor < 1:
-            raise Wav2LipError(f"resize factor must be a positive integer, got {self.resize_factor}")
-        if self.batch_size < 1:
-            raise Wav2LipError(f"generator batch size must be positive, got {self.batch_size}")
-        if self.detect_every < 0:
-            raise Wav2LipError(f"detect every must be 0 (only when the track is lost) or more, got {self.detect_every}")
-        check_finite(self.fps, "fps")
-        if self.fps is not None and self.fps <= 0:
-            raise Wav2LipError(f"fps must be positive, got {self.fps}")
-        if not 0 <= self.crf <= 51:
-            raise Wav2LipError(f"crf must be 0 (lossless) to 51 (worst), got {self.crf}")
-        if self.box is not None and len(self.box) != 4:
-            raise Wav2LipError(f"box needs 4 numbers (top, bottom, left, right), got {self.box}")
-        if self.calibration is not None:
-            if len(self.calibration) != 4:
-                raise Wav2LipError(f"calibration needs 4 numbers (dx, dy, sx, sy), got {self.calibration}")
-            for value in self.calibration:
-                check_finite(value, "calibration")
-            if min(self.calibration[2:]) <= 0:
-                raise Wav2LipError(f"calibration scales sx, sy must be positive, got {self.calibration}")
-        if self.silence not in SILENCE:
-            raise Wav2LipError(f"unknown silence mode {self.silence!r} ({', '.join(SILENCE)})")
-        if self.crossfade < 0:
-            raise Wav2LipError(f"crossfade must be 0 or more frames, got {self.crossfade}")
-        if self.speaker not in SPEAKERS:
-            raise Wav2LipError(f"unknown speaker choice {self.speaker!r} ({' or '.join(SPEAKERS)})")
-        if self.face_index is not None and self.face_index < 0:
-            raise Wav2LipError(f"face index counts from 0 (leftmost face), got {self.face_index}")
-        if self.enhance not in ENHANCERS:
-            raise Wav2LipError(f"unknown enhancer {self.enhance!r} (one of {', '.join(ENHANCERS)})")
-        if not 0.0 <= self.enhance_strength <= 1.0:
-            raise Wav2LipError(f"enhance strength must be between 0 and 1, got {self.enhance_strength}")
-        try:
-            self.mask_shape.check()
-        except ValueError as exc:
-            raise Wav2LipError(str(exc)) from None
-
-    @property
-    def mask_shape(self) -> MaskShape:
-        return MaskShape(self.mask_top, self.mask_softness, self.colour_match, self.mask)
-
 
 @dataclass
 class Result:
@@ -200,96 +87,7 @@ class Result:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- reference crop and generator input
-
-
-def crop_face(frame: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The box (x1, y1, x2, y2) resized to 96x96 with INTER_LINEAR, aspect ignored (spec section 5)."""
-    x1, y1, x2, y2 = (int(v) for v in box)
-    return cv2.resize(frame[y1:y2, x1:x2], (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_LINEAR)
-
-
-def generator_faces(crops: np.ndarray) -> np.ndarray:
-    """(B, 96, 96, 3) uint8 BGR crops -> (B, 6, 96, 96) float32: the crop with rows 48.. zeroed, then
-    the crop itself, in [0, 1] (spec section 4; at inference the reference face is the same frame)."""
-    unit = _UNIT[crops]
-    masked = unit.copy()
-    masked[:, FACE_SIZE // 2:] = 0
-    return np.ascontiguousarray(np.concatenate((masked, unit), axis=3).transpose(0, 3, 1, 2))
-
-
-def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float) -> np.ndarray:
-    """(N, 1, 80, 16) windows for output frames: the reference's start for each frame it makes,
-    the final window for the frames beyond it (spec section 3)."""
-    starts = [audio_io.mel_window_start(i, fps, mel.shape[1]) for i in frames]
-    return audio_io.mel_windows(mel, starts)
-
-
-def speech_weights(wav: np.ndarray, n_frames: int, fps: float, crossfade: int) -> np.ndarray:
-    """(n_frames,) float32 per output frame: 1 where its mel window (0.2 s from the frame's start) holds
-    speech, 0 in pauses of at least MIN_SILENCE, stepping over `crossfade` frames inside each pause's
-    edges, so no speech frame is ever changed."""
-    activity = vad.speech_activity(wav)
-    starts = np.arange(n_frames) / fps
-    speech = vad.activity_per_window(activity, starts, MEL_STEP / audio_io.MEL_FPS)
-    weights = np.ones(n_frames, np.float32)
-    shortest = max(1, int(np.ceil(MIN_SILENCE * fps)))
-    for start, stop, spoken in vad.run_lengths(speech):
-        if spoken or stop - start < shortest:
-            continue
-        k = np.arange(start, stop)
-        ramp_in = (k - start + 1) / (crossfade + 1) if start > 0 else np.ones(k.size)
-        ramp_out = (stop - k) / (crossfade + 1) if stop < n_frames else np.ones(k.size)
-        weights[start:stop] = 1 - np.clip(np.minimum(ramp_in, ramp_out), 0, 1)
-    return weights
-
-
 # ---------------------------------------------------------------- the stages
-
-
-@dataclass
-class _Frame:
-    index: int  # output frame number
-    source: int  # source frame number (the same frame again when the video loops)
-    first: bool  # first time this source frame is seen (it goes through detection)
-    image: np.ndarray
-    box: np.ndarray | None = None
-    face: np.ndarray | None = None  # generated 96x96x3 uint8 BGR
-    speech: float = 1.0  # 1: lip-synced; 0: a pause (SyncOptions.silence); between: a crossfade
-    landmarks: np.ndarray | None = None  # (5, 2) smoothed detector landmarks (landmark mask, enhancer)
-
-
-@dataclass
-class _Batch:
-    frames: list[_Frame]
-    mel: np.ndarray  # (F, 1, 80, 16) for the frames with a face, in order
-    faces: np.ndarray  # (F, 6, 96, 96)
-
-
-def _loop_index(k: int, count: int, loop: str) -> int:
-    """Source frame of output frame k when `count` source frames loop (video_io's order)."""
-    if loop == "pingpong" and count > 2:
-        period = 2 * count - 2
-        r = k % period
-        return r if r < count else period - r
-    return k % count
-
-
-def prepare_frame(image: np.ndarray, opts: SyncOptions, face: Path) -> np.ndarray:
-    """A video frame as the reference prepares it: resize_factor, rotate, crop, in that order."""
-    if opts.resize_factor > 1:
-        h, w = image.shape[:2]
-        image = cv2.resize(image, (w // opts.resize_factor, h // opts.resize_factor))
-    if opts.rotate:
-        image = cv2.rotate(image, cv2.ROTATE_90_CLOCKWISE)
-    y1, y2, x1, x2 = opts.crop
-    if (y1, y2, x1, x2) != (0, -1, 0, -1):
-        x2 = image.shape[1] if x2 == -1 else x2
-        y2 = image.shape[0] if y2 == -1 else y2
-        image = np.ascontiguousarray(image[y1:y2, x1:x2])
-        if image.size == 0:
-            raise Wav2LipError(f"{face}: --crop {' '.join(map(str, opts.crop))} leaves an empty frame")
-    return image
 
 
 class _Job:
@@ -302,10 +100,10 @@ class _Job:
         if not np.any(wav):
             raise Wav2LipError(f"{self.audio}: the audio is completely silent: nothing to lip-sync")
         self.mel = audio_io.melspectrogram(wav)
-        if self.mel.shape[1] < MEL_STEP:
+        if self.mel.shape[1] < audio_io.MEL_STEP:
             raise Wav2LipError(
                 f"{self.audio}: audio of {wav.size / audio_io.SAMPLE_RATE:.3f} s is shorter than one "
-                f"mel window ({MEL_STEP / audio_io.MEL_FPS:.1f} s)"
+                f"mel window ({audio_io.MEL_STEP / audio_io.MEL_FPS:.1f} s)"
             )
         self.source = video_io.open_source(self.face, fps=options.fps, rotate=False, loop=options.loop)
         self.fps = self.source.fps
@@ -322,19 +120,19 @@ class _Job:
         """The reference's order: resize_factor, rotate, crop; a still image skips all three."""
         return image if self.still else prepare_frame(image, self.options, self.face)
 
-    def decode(self, _: object = None) -> Iterator[_Frame]:
+    def decode(self, _: object = None) -> Iterator[Frame]:
         """Output frames 0..n-1: the first pass of the video, then loops of it (or the still)."""
         n = self.n_frames
         if self.still or self.options.static:
             first = self.prepare(next(iter(self.source.frames(1))))
             for k in range(n):  # a fresh copy each time: frames are blended in place downstream
-                yield _Frame(k, 0, k == 0, first.copy(), speech=float(self.speech[k]))
+                yield Frame(k, 0, k == 0, first.copy(), speech=float(self.speech[k]))
             return
         count = 0
         for image in self.source.frames():
             if count == n:
                 break
-            yield _Frame(count, count, True, self.prepare(image), speech=float(self.speech[count]))
+            yield Frame(count, count, True, self.prepare(image), speech=float(self.speech[count]))
             count += 1
         if count == 0:
             raise Wav2LipError(f"{self.face}: no video frame could be decoded")
@@ -349,7 +147,7 @@ class _Job:
             start = count
         for k, image in enumerate(rest, start):
             index = count + k - start
-            yield _Frame(index, _loop_index(k, count, loop), False, self.prepare(image),
+            yield Frame(index, loop_index(k, count, loop), False, self.prepare(image),
                          speech=float(self.speech[index]))
 
     @property
@@ -358,16 +156,7 @@ class _Job:
         return int(np.sum(self.speech < 1))
 
     def fixed_box(self, width: int, height: int) -> np.ndarray | None:
-        """`--box` (top, bottom, left, right) as (x1, y1, x2, y2), checked against the frame."""
-        if self.options.box is None:
-            return None
-        y1, y2, x1, x2 = self.options.box
-        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
-            raise Wav2LipError(
-                f"--box {' '.join(map(str, self.options.box))} (top bottom left right) is not inside the "
-                f"{width}x{height} frame of {self.face}"
-            )
-        return np.array([x1, y1, x2, y2], dtype=np.int64)
+        return fixed_box(self.options, width, height, self.face)
 
 
 class _StopFlag(threading.Event):
@@ -395,7 +184,7 @@ class _Run:
         self.speakers: list[speakers.ShotChoice] = []
         self.profile = Profile()
         self.stop = _StopFlag(cancel)
-        self._still_face: tuple[np.ndarray, list[torch.Tensor]] | None = None  # a still's input, its features
+        self.kernel = FrameKernel(job.options, generator, device, enhancer, still=job.still or job.options.static)
 
     @property
     def cancelled(self) -> bool:
@@ -403,13 +192,7 @@ class _Run:
 
     def track_options(self, offset: int = 0) -> FaceTrackOptions:
         """Tracking settings; `offset`: the first frame of the segment being tracked (speaker points)."""
-        opts = self.job.options
-        points = None
-        if any(choice.reason == "sync" for choice in self.speakers):
-            points = tuple((max(0, c.start - offset), *c.point) for c in self.speakers)
-        return FaceTrackOptions(pads=tuple(opts.pads), smooth=opts.smooth, detect_every=opts.detect_every,
-                                face_index=opts.face_index, face_at=opts.face_at, speaker_points=points,
-                                calibration=BoxCalibration(*opts.calibration) if opts.calibration else None)
+        return track_options(self.job.options, self.speakers, offset)
 
     def choose_speakers(self, detector: FaceDetector) -> None:
         """`speaker="auto"` on a video that shows several faces: score them against its own soundtrack.
@@ -428,7 +211,7 @@ class _Run:
         mel = speakers.soundtrack_mel(job.face)
         self.speakers = speakers.choose_speakers(first_pass(), detector, job.fps, mel, expert)
 
-    def detect(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+    def detect(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Boxes for the first pass of the video, tracked as the reference does on its kept frames
         (0 .. reference count) and the extra frames after them as a second shot, so the extras never
         change a reference frame's smoothing; looped frames reuse their source frame's box."""
@@ -436,12 +219,12 @@ class _Run:
         frames = iter(frames)
         boxes: list[np.ndarray | None] = []
         points: list[np.ndarray | None] = []
-        pending: deque[_Frame] = deque()
+        pending: deque[Frame] = deque()
         first = next(frames, None)
         if first is None:
             return
         fixed = job.fixed_box(first.image.shape[1], first.image.shape[0])
-        ahead: list[_Frame] = [first]
+        ahead: list[Frame] = [first]
 
         def take(limit: int) -> Iterator[np.ndarray]:
             """First-pass frames up to output frame `limit`, remembered for pairing with boxes."""
@@ -489,9 +272,9 @@ class _Run:
     def batch_size(self, frame: np.ndarray) -> int:
         return max(1, min(self.job.options.batch_size, MAX_BATCH_BYTES // frame.nbytes))
 
-    def crop(self, frames: Iterable[_Frame]) -> Iterator[_Batch]:
+    def crop(self, frames: Iterable[Frame]) -> Iterator[Batch]:
         """Consecutive frames in batches with the generator's inputs for those that have a face."""
-        batch: list[_Frame] = []
+        batch: list[Frame] = []
         size = None
         for frame in frames:
             size = size or self.batch_size(frame.image)
@@ -502,80 +285,28 @@ class _Run:
         if batch:
             yield self._inputs(batch)
 
-    def _inputs(self, batch: list[_Frame]) -> _Batch:
-        with_face = [f for f in batch if self._generates(f)]
-        if not with_face:
-            return _Batch(batch, np.zeros((0, 1, 80, MEL_STEP), np.float32), np.zeros((0, 6, 96, 96), np.float32))
-        crops = np.stack([crop_face(f.image, f.box) for f in with_face])
-        mel = frame_mel_windows(self.job.mel, [f.index for f in with_face], self.job.fps)
-        if self.job.options.silence == "still":
-            weight = np.array([f.speech for f in with_face], np.float32)[:, None, None, None]
-            mel = weight * mel + (1 - weight) * SILENT_MEL  # the generator's closed mouth in pauses
-        return _Batch(batch, mel, generator_faces(crops))
+    def _inputs(self, batch: list[Frame]) -> Batch:
+        return self.kernel.inputs(batch, lambda indices: frame_mel_windows(self.job.mel, indices, self.job.fps))
 
-    def _generates(self, frame: _Frame) -> bool:
-        """Frames the generator paints: those with a face, except pauses shown as the source."""
-        return frame.box is not None and (frame.speech > 0 or self.job.options.silence != "original")
-
-    def generate(self, batches: Iterable[_Batch]) -> Iterator[_Frame]:
+    def generate(self, batches: Iterable[Batch]) -> Iterator[Frame]:
         for batch in batches:
-            if len(batch.mel):
-                faces = to_uint8(self._run_generator(batch))
-                for frame, face in zip((f for f in batch.frames if self._generates(f)), faces):
-                    frame.face = face
-            yield from batch.frames
+            yield from self.kernel.generate(batch)
 
-    def _run_generator(self, batch: _Batch) -> np.ndarray:
-        """The generator on a batch. A still face (a photo, or --static) goes through its face encoder once
-        per run, not once per frame: only the mel changes from frame to frame."""
-        faces = batch.faces
-        if not ((self.job.still or self.job.options.static) and hasattr(self.generator, "encode_face")
-                and (faces == faces[:1]).all()):
-            return run_generator(self.generator, batch.mel, faces, self.device)
-        if self._still_face is None or not np.array_equal(self._still_face[0], faces[0]):
-            with torch.inference_mode():
-                skips = self.generator.encode_face(torch.from_numpy(faces[:1]).to(self.device))
-            self._still_face = (faces[0].copy(), skips)
-        skips = [s.expand(len(batch.mel), *s.shape[1:]) for s in self._still_face[1]]
-        with torch.inference_mode():
-            out = self.generator.decode(torch.from_numpy(batch.mel).to(self.device), skips)
-        return out.float().cpu().numpy()
-
-    def blend(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
-        fn = blend_function(self.job.options)
-        original = self.job.options.silence == "original"
-        held = _HeldLandmarks()
+    def blend(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         for frame in frames:
-            frame.landmarks = held(frame.box, frame.landmarks)
-            if frame.face is not None:
-                if original and frame.speech < 1:
-                    _blend_faded(fn, frame)
-                else:
-                    fn(frame)
-                frame.face = None
-            yield frame
+            yield self.kernel.blend(frame)
 
-    def enhance(self, frames: Iterable[_Frame]) -> Iterator[_Frame]:
+    def enhance(self, frames: Iterable[Frame]) -> Iterator[Frame]:
         """Restore the painted mouth of frames with a face, a few at a time (one network call)."""
-        opts = self.job.options
-        enhancer = self.enhancer
-        batch: list[_Frame] = []
-
-        def flush() -> Iterator[_Frame]:
-            faces = [f for f in batch if f.box is not None]
-            if faces and opts.enhance_strength > 0:
-                enhancer.enhance([f.image for f in faces], [f.box for f in faces], [f.landmarks for f in faces],
-                                 opts.blend, opts.enhance_strength)
-            yield from batch
-            batch.clear()
-
+        batch: list[Frame] = []
         for frame in frames:
             batch.append(frame)
             if sum(f.box is not None for f in batch) == ENHANCE_BATCH:
-                yield from flush()
-        yield from flush()
+                yield from self.kernel.enhance(batch)
+                batch = []
+        yield from self.kernel.enhance(batch)
 
-    def frames(self) -> Iterator[_Frame]:
+    def frames(self) -> Iterator[Frame]:
         """The chain's output, in order; stopping early (or an error) stops every stage."""
         stages: Iterable = None
         started: list[Stage] = []
@@ -596,43 +327,6 @@ class _Run:
             deadline = time.monotonic() + STOP_WAIT_S
             for stage in started:
                 stage.thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def blend_function(options: SyncOptions) -> Callable[[_Frame], None]:
-    """frame -> None: the chosen blend of `frame.face` into `frame.image` with the options' mask."""
-    if options.blend != "feather":
-        paste_fn = BLENDS[options.blend]
-        return lambda frame: paste_fn(frame.image, frame.box, frame.face)
-    shape = options.mask_shape
-    return lambda frame: feather(frame.image, frame.box, frame.face, shape, frame.landmarks)
-
-
-class _HeldLandmarks:
-    """Frames between detections (tracking skips every other one, the cache keeps only detections)
-    get the last detected landmarks, carried along with the box."""
-
-    def __init__(self) -> None:
-        self.relative: np.ndarray | None = None
-
-    def __call__(self, box: np.ndarray | None, landmarks: np.ndarray | None) -> np.ndarray | None:
-        if box is None:
-            return None
-        origin, size = box[:2].astype(np.float64), np.maximum(box[2:] - box[:2], 1).astype(np.float64)
-        if landmarks is not None:
-            self.relative = (np.asarray(landmarks, np.float64) - origin) / size
-            return landmarks
-        return None if self.relative is None else origin + self.relative * size
-
-
-def _blend_faded(fn: Callable, frame: _Frame) -> None:
-    """Blend, then mix the box back toward the source frame by the frame's speech weight (a crossfade
-    into a pause shown as the source)."""
-    x1, y1, x2, y2 = (int(v) for v in frame.box)
-    source = frame.image[y1:y2, x1:x2].astype(np.float32)
-    fn(frame)
-    region = frame.image[y1:y2, x1:x2]
-    mixed = source + frame.speech * (region.astype(np.float32) - source)
-    region[:] = np.clip(mixed + 0.5, 0, 255).astype(np.uint8)
 
 
 @dataclass
@@ -681,13 +375,6 @@ def _panels(image: np.ndarray, blended: np.ndarray, generated: np.ndarray, mask:
     return np.hstack(panels[:-1])
 
 
-def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device) -> np.ndarray:
-    """(B, 1, 80, 16) mel + (B, 6, 96, 96) faces -> (B, 3, 96, 96) float32 in [0, 1]."""
-    with torch.inference_mode():
-        out = model(torch.from_numpy(mel).to(device), torch.from_numpy(faces).to(device))
-    return out.float().cpu().numpy()
-
-
 def _progress(total: int, enabled: bool, label: str | None = None):
     if not enabled:
         return None
@@ -696,7 +383,7 @@ def _progress(total: int, enabled: bool, label: str | None = None):
     return tqdm(total=total, unit="frame", dynamic_ncols=True, smoothing=0.1, desc=label)
 
 
-def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[_Frame]:
+def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[Frame]:
     """Output frames in order, with the progress bar."""
     enhance = job.options.enhance
     bar = _progress(job.n_frames, progress, f"lip-sync + {enhance}" if enhance != "none" else None)
@@ -885,7 +572,7 @@ class LipSyncer:
         if not 0 <= frame < job.n_frames:
             raise Wav2LipError(f"{job.face}: frame {frame} is outside the output's {job.n_frames} frames")
         image = _source_frame(job, frame)
-        item = _Frame(frame, frame, True, image, speech=float(job.speech[frame]))
+        item = Frame(frame, frame, True, image, speech=float(job.speech[frame]))
         item.box = job.fixed_box(image.shape[1], image.shape[0])
         if item.box is None:
             tracked = next(track([image], self.detector, run.track_options()))
@@ -893,15 +580,13 @@ class LipSyncer:
             item.landmarks = tracked.detection.landmarks if tracked.detection is not None else None
         if item.box is None:
             raise Wav2LipError(f"{job.face}: no face found in frame {frame} (give the face box with --box)")
-        batch = run._inputs([_Frame(frame, frame, True, image, item.box, speech=1.0 if job.options.silence
-                                    == "original" else item.speech)])
-        generated = to_uint8(run_generator(self.generator, batch.mel, batch.faces, self.device))[0]
-        blended = image.copy()
-        shown = _Frame(frame, frame, True, blended, item.box, generated.copy(), item.speech, item.landmarks)
-        if job.options.silence == "original" and item.speech < 1:
-            _blend_faded(blend_function(job.options), shown)
-        else:
-            blend_function(job.options)(shown)
+        # The kernel paints and blends it as a run would; a pause shown as the source is painted anyway,
+        # to show what fades in at its edges.
+        shown = Frame(frame, frame, True, image.copy(), item.box, speech=item.speech, landmarks=item.landmarks)
+        shown.speech = 1.0 if job.options.silence == "original" else item.speech
+        run.kernel.generate(run._inputs([shown]))
+        generated, shown.speech = shown.face.copy(), item.speech
+        blended = run.kernel.blend(shown).image
         x1, y1, x2, y2 = (int(v) for v in item.box)
         mask = (blend_mask(item.box, job.options.mask_shape, item.landmarks) if job.options.blend == "feather"
                 else np.ones((y2 - y1, x2 - x1, 1), np.float32))

@@ -57,7 +57,8 @@ from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from ..io.audio import SAMPLE_RATE
 from ..errors import Wav2LipError
-from ..lipsync.live import PCM_FORMATS, LiveFrame, LiveSyncer
+from ..io.streams import PCM_TYPES
+from ..lipsync.live import LiveFrame, LiveSyncer
 from ..io.video import probe
 from .form import parse_options
 from .jobs import JobQueue, sanitize_name
@@ -195,8 +196,8 @@ class Session:
             raise ClientError(f"the avatar is larger than the server's limit of {self.max_upload / 2**20:g} MiB")
         self.avatar_name = sanitize_name(str(avatar.get("name") or ""), "avatar")
         fmt = start.get("format", "f32le")
-        if not isinstance(fmt, str) or fmt not in PCM_FORMATS:
-            raise ClientError(f"unknown audio format {str(fmt)[:40]!r} (one of {', '.join(PCM_FORMATS)}: "
+        if not isinstance(fmt, str) or fmt not in PCM_TYPES:
+            raise ClientError(f"unknown audio format {str(fmt)[:40]!r} (one of {', '.join(PCM_TYPES)}: "
                               "raw mono PCM, little-endian)")
         rate = start.get("sample_rate", SAMPLE_RATE)
         if isinstance(rate, bool) or not isinstance(rate, int) or not 0 < rate <= MAX_SAMPLE_RATE:
@@ -257,7 +258,7 @@ class Session:
 
         self.thread = threading.Thread(target=self._work, args=(live, rate, post), name=THREADS[0], daemon=True)
         self.thread.start()
-        receiver = asyncio.ensure_future(self._receive_audio(np.dtype(PCM_FORMATS[fmt]), rate))
+        receiver = asyncio.ensure_future(self._receive_audio(np.dtype(PCM_TYPES[fmt]), rate))
         sender = asyncio.ensure_future(self._send(out))
         try:
             done, _ = await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
