@@ -97,12 +97,14 @@ def test_sync_filter_drops_shifted_clips_and_finds_their_offset(tmp_path, tiny_e
     assert all(s["offset"] == 6 for s in scores.values())
 
 
-def _write_prepared_clip(folder: Path, seed: int, shift: int, seconds: float = 2.0) -> None:
-    """One prepared clip (96 px face crops, audio.wav) whose lips lag the audio by `shift` frames."""
+def _write_prepared_clip(folder: Path, seed: int, shift: int, seconds: float = 2.0, still: bool = False) -> None:
+    """One prepared clip (96 px face crops, audio.wav) whose lips lag the audio by `shift` frames
+    (`still`: every crop is the first, so no lip moves to the speech)."""
     clip = synth.make_clip(seed, seconds, shift=shift)
     folder.mkdir(parents=True)
-    for i, frame in enumerate(clip.frames()):
-        cv2.imwrite(str(folder / f"{i}.jpg"), frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    frames = list(clip.frames())
+    for i, frame in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i}.jpg"), frames[0] if still else frame, [cv2.IMWRITE_JPEG_QUALITY, 95])
     synth.write_wav(folder / "audio.wav", clip.wav)
 
 
@@ -139,6 +141,35 @@ def test_sync_fix_recovers_planted_offsets_and_corrects_them(tmp_path, tiny_expe
     assert (root / "train.txt").read_text() == "" and (root / "train.all.txt").read_text().split() == list(shifts)
     assert all((root / n / "audio.wav").read_bytes() == before[n] for n in shifts)
     assert not any((root / n / "audio.orig.wav").exists() for n in shifts)
+
+
+def test_sync_fix_and_filter_in_one_run_both_shape_the_lists(tmp_path, tiny_expert):
+    """`--sync-fix` with `--filter-sync`: a clip either step drops leaves the lists, and a later run of
+    one step replaces only that step's decisions."""
+    from wav2lip.cli import main
+
+    root = tmp_path / "prep"
+    _write_prepared_clip(root / "spk000/00000", 4242, 0, seconds=2.4)  # in sync: both keep it
+    _write_prepared_clip(root / "spk001/00000", 4242, 3, seconds=2.4)  # lips 3 frames late: corrected, kept
+    _write_prepared_clip(root / "spk002/00000", 4242, 0, seconds=2.4, still=True)  # sync-fix sees no sync
+    _write_prepared_clip(root / "spk003/00000", 123, 0, seconds=0.48)  # 12 frames: no window the filter can score
+    names = ["spk000/00000", "spk001/00000", "spk002/00000", "spk003/00000"]
+    (root / "train.txt").write_text("".join(f"{n}\n" for n in names))
+    args = ["preprocess", "--output-dir", str(root), "--quiet"]
+    assert main([*args, "--sync-fix", f"expert:{tiny_expert}", "--min-confidence", "0.15",
+                 "--filter-sync", str(tiny_expert), "--min-sync", "0.3"]) == 0
+    fixed = {c["name"]: c for c in json.loads((root / "sync_fix.json").read_text())["clips"]}
+    filtered = json.loads((root / "sync_scores.json").read_text())["clips"]
+    assert [n for n in names if not fixed[n]["kept"]] == ["spk002/00000"] and fixed["spk001/00000"]["shifted"]
+    assert [n for n in names if "error" in filtered[n] or filtered[n]["score"] < 0.3] == ["spk003/00000"]
+    assert (root / "train.txt").read_text().split() == ["spk000/00000", "spk001/00000"]
+    assert (root / "train.all.txt").read_text().split() == names
+    # The filter alone again: sync-fix's drop stands.
+    assert main([*args, "--filter-sync", str(tiny_expert), "--min-sync", "0"]) == 0
+    assert (root / "train.txt").read_text().split() == ["spk000/00000", "spk001/00000"]
+    # Sync-fix alone, keeping every clip it can score: only the filter's drop is left.
+    assert main([*args, "--sync-fix", f"expert:{tiny_expert}", "--min-confidence", "0"]) == 0
+    assert (root / "train.txt").read_text().split() == ["spk000/00000", "spk001/00000", "spk002/00000"]
 
 
 def test_scene_cuts_and_face_losses_split_a_clip(tmp_path, weights):
@@ -195,6 +226,24 @@ def test_lists_fall_back_to_clips_when_speakers_are_too_few(tmp_path):
     assert (tmp_path / "val.txt").read_text() == "a/1\n"
     splits, note = preprocess.write_lists(tmp_path, 0.0, 0.0)  # no held-out data asked for: none made
     assert splits == {"train": ["a/1"], "val": [], "test": []} and note is None
+
+
+def test_clips_preprocessed_after_a_sync_step_join_the_lists_and_its_drops_stand(tmp_path):
+    from wav2lip.data import layout
+
+    for name in ("a/1", "a/2"):
+        (tmp_path / name).mkdir(parents=True)
+        (tmp_path / name / ".done").write_text("{}")
+    preprocess.write_lists(tmp_path, 0.0, 0.0)
+    assert layout.drop(tmp_path, "filter_sync", ["a/1"]) == {"train": ["a/2"], "val": [], "test": []}
+    (tmp_path / "a/3").mkdir()
+    (tmp_path / "a/3" / ".done").write_text("{}")
+    preprocess.write_lists(tmp_path, 0.0, 0.0)
+    assert (tmp_path / "train.all.txt").read_text().split() == ["a/1", "a/2", "a/3"]
+    assert (tmp_path / "train.txt").read_text().split() == ["a/2", "a/3"]
+    (tmp_path / layout.DROPPED).write_text("[1, 2]")
+    with pytest.raises(Wav2LipError, match="dropped.json: not a record of dropped clips"):
+        preprocess.write_lists(tmp_path, 0.0, 0.0)
 
 
 def test_failed_videos_leave_nothing_and_the_cli_says_so(tmp_path, videos, weights, capsys):

@@ -18,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and long face losses, write 16 kHz audio and train/val/test lists. Resumable; shards by RANK/WORLD_SIZE "
         "for several machines. With --sync-fix, measure each clip's audio-video offset, shift the audio of clips "
         "confidently out of sync and drop clips whose sync cannot be seen; with --filter-sync, drop clips a "
-        "trained expert scores as out of sync.",
+        "trained expert scores as out of sync. A clip either step drops leaves the lists; running a step again "
+        "replaces only that step's decisions.",
     )
     parser.add_argument("--input-dir", metavar="RAW", help="folder of videos (searched recursively)")
     parser.add_argument("--output-dir", required=True, metavar="PREP", help="prepared data folder")

@@ -8,7 +8,7 @@ the next run, one with it is skipped. Videos are shared among worker processes, 
 by the RANK / WORLD_SIZE environment variables (machine r takes every WORLD_SIZE-th video).
 
 Sync filtering (spec section 7): a trained expert scores every clip; clips whose in-sync score is
-below a threshold leave the file lists.
+below a threshold leave the file lists (beside any that sync correction dropped: see `layout`).
 """
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ from ..shards import shard
 from ..faces import FaceTrackOptions
 from ..io.audio import write_wav
 from ..train.data import FPS, MIN_FRAMES
+from . import layout
+from .layout import SPLITS
 
 SAMPLES_PER_FRAME = audio.SAMPLE_RATE // FPS  # 640 audio samples per video frame
 MAX_FACE_GAP = 25  # frames (1 s) without a face before a clip is split there (the evaluator's track gap)
 SCENE_CUT = FaceTrackOptions().scene_cut  # colour-histogram distance of a cut, as face tracking uses
 DONE = ".done"  # marker of a complete clip folder
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -406,9 +407,7 @@ def write_lists(root: str | Path, val_fraction: float = 0.05,
                 splits = {s: list(names) if s == "train" or s in held else [] for s in SPLITS}
                 note = (f"only {len(names)} clip(s) from {speakers} speaker(s): every split lists the same clips, "
                         "so validation measures nothing held out")
-    for split, items in splits.items():
-        with atomic_output(Path(root) / f"{split}.txt") as tmp:
-            tmp.write_text("".join(f"{n}\n" for n in items))
+    layout.write_splits(root, splits)
     return splits, note
 
 # ---- sync filtering (spec section 7) ----
@@ -475,37 +474,27 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
 
 def filter_sync(root: str | Path, expert: str | Path, min_sync: float, device: str = "cpu",
                 max_offset: int = 5) -> dict[str, list[str]]:
-    """Score every listed clip with the expert and drop those below `min_sync` from the file lists.
+    """Score every clip of the original lists with the expert and drop those below `min_sync` (or
+    unscorable) from the file lists, beside the clips sync correction dropped (`layout.drop`).
 
-    The unfiltered lists are kept once as `<split>.all.txt` (re-filtering starts from them), the
-    scores go to `sync_scores.json`; returns the dropped clips per split.
+    Re-filtering starts from the original `<split>.all.txt` and replaces the filter's earlier drops;
+    the scores go to `sync_scores.json`; returns the clips the filter dropped per split.
     """
     from ..checkpoints import load_model
 
     root = Path(root)
     model = load_model(expert, "syncnet", device)
+    lists = layout.original_lists(root)
     scores: dict[str, dict] = {}
-    dropped: dict[str, list[str]] = {}
-    for split in SPLITS:
-        listing, original = root / f"{split}.txt", root / f"{split}.all.txt"
-        if not listing.is_file():
+    for name in dict.fromkeys(n for names in lists.values() for n in names):
+        try:
+            result = clip_sync(model, root / name, max_offset, device)
+        except Wav2LipError as exc:
+            scores[name] = {"error": str(exc)}
             continue
-        if not original.is_file():
-            shutil.copyfile(listing, original)
-        names = [n.strip() for n in original.read_text().splitlines() if n.strip()]
-        kept = []
-        for name in names:
-            try:
-                result = clip_sync(model, root / name, max_offset, device)
-            except Wav2LipError as exc:
-                scores[name] = {"error": str(exc)}
-                continue
-            scores[name] = {"score": result.score, "offset": result.offset}
-            if result.score >= min_sync:
-                kept.append(name)
-        dropped[split] = [n for n in names if n not in kept]
-        with atomic_output(listing) as tmp:
-            tmp.write_text("".join(f"{n}\n" for n in kept))
+        scores[name] = {"score": result.score, "offset": result.offset}
+    failed = {n for n, s in scores.items() if "error" in s or s["score"] < min_sync}
+    layout.drop(root, "filter_sync", failed)
     with atomic_output(root / "sync_scores.json") as tmp:
         tmp.write_text(json.dumps({"min_sync": min_sync, "clips": scores}, indent=1))
-    return dropped
+    return {split: [n for n in names if n in failed] for split, names in lists.items()}

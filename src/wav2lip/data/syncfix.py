@@ -9,7 +9,8 @@ distance minus that minimum (LSE-C, on the model's own scale).
 
 Nothing original is lost: the first correction keeps the clip's `audio.wav` as `audio.orig.wav` and
 each list as `<split>.all.txt`; every run starts from those, so a run with a better model replaces
-the corrections of a worse one.
+the corrections of a worse one. The clips dropped here leave the lists beside those sync filtering
+dropped (`layout.drop`).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from ..io import audio
 from ..errors import Wav2LipError
 from ..evaluation.sync import SAMPLES_PER_FRAME, SyncModel, SyncScore, evaluator_audio, load_sync_model, score_crops
 from ..io.files import atomic_output
-from .preprocess import SPLITS
+from . import layout
 from ..io.audio import write_wav
 
 ORIGINAL_AUDIO = "audio.orig.wav"  # the clip's audio before any correction
@@ -113,27 +114,16 @@ def sync_fix(root: str | Path, model: SyncModel | str = "syncnet_v2.model", min_
     root = Path(root)
     net = load_sync_model(model, device)
     threshold = DEFAULT_MIN_CONFIDENCE[net.kind] if min_confidence is None else min_confidence
-    lists = {}
-    for split in SPLITS:
-        listing, original = root / f"{split}.txt", root / f"{split}.all.txt"
-        if not original.is_file() and listing.is_file():
-            shutil.copyfile(listing, original)
-        if original.is_file():
-            lists[split] = [n.strip() for n in original.read_text().splitlines() if n.strip()]
+    lists = layout.original_lists(root)
     if not lists:
         raise Wav2LipError(f"{root}: no train/val/test.txt; run `wav2lip preprocess --input-dir` first")
     records: list[ClipSync] = []
-    for split, names in lists.items():
-        kept = []
-        for name in names:
-            record = _fix_clip(root / name, name, net, threshold, batch_size)
-            records.append(record)
-            if report is not None:
-                report(record)
-            if record.kept:
-                kept.append(name)
-        with atomic_output(root / f"{split}.txt") as tmp:
-            tmp.write_text("".join(f"{n}\n" for n in kept))
+    for name in dict.fromkeys(n for names in lists.values() for n in names):  # a clip in two lists: once
+        record = _fix_clip(root / name, name, net, threshold, batch_size)
+        records.append(record)
+        if report is not None:
+            report(record)
+    layout.drop(root, "sync_fix", [r.name for r in records if not r.kept])
     with atomic_output(root / SCORES) as tmp:
         tmp.write_text(json.dumps({"model": net.description, "min_confidence": threshold,
                                    "clips": [asdict(r) for r in records]}, indent=1))

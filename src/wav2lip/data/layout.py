@@ -1,0 +1,100 @@
+"""The prepared training-data layout (spec section 9): its file lists, in one place.
+
+    <root>/<speaker>/<clip>/<i>.jpg     face crop of video frame i (gaps: frames without a face)
+    <root>/<speaker>/<clip>/audio.wav   16 kHz mono; `mel.npy` beside it is its mel, when written
+    <root>/<split>.txt                  the clips training reads, one `<speaker>/<clip>` a line
+    <root>/<split>.all.txt              every clip of the split: the lists before any sync step dropped one
+    <root>/dropped.json                 the clips each sync step (sync-fix, filter) dropped in its latest run
+
+Sync steps never edit `<split>.txt` directly: each records its drops, and the lists are rebuilt as the
+originals minus every step's drops, so steps run together or one after the other all count, and a
+step run again replaces only its own earlier decisions.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import Wav2LipError
+from ..io.files import atomic_output
+
+SPLITS = ("train", "val", "test")
+ORIGINAL_SUFFIX = ".all.txt"  # <split>.all.txt: the split before sync steps dropped clips
+DROPPED = "dropped.json"  # {step: [clip, ...]} of the sync steps' latest runs
+
+
+def read_names(path: Path) -> list[str]:
+    """The `<speaker>/<clip>` names of a file list, blank lines skipped."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_names(path: Path, names: Iterable[str]) -> None:
+    """A file list, one name a line, written atomically (training may be reading the old one)."""
+    with atomic_output(path) as tmp:
+        tmp.write_text("".join(f"{name}\n" for name in names))
+
+
+def original_path(root: Path, split: str) -> Path:
+    return Path(root) / f"{split}{ORIGINAL_SUFFIX}"
+
+
+def write_splits(root: str | Path, splits: dict[str, list[str]]) -> None:
+    """The lists of every clip there is (as preprocessing finds them). Once sync steps have run, these
+    become the originals and `<split>.txt` still leaves out the clips the steps dropped."""
+    root = Path(root)
+    if any(original_path(root, split).is_file() for split in SPLITS):
+        for split, names in splits.items():
+            write_names(original_path(root, split), names)
+        _write_kept(root, splits, _read_dropped(root))
+    else:
+        for split, names in splits.items():
+            write_names(root / f"{split}.txt", names)
+
+
+def original_lists(root: str | Path) -> dict[str, list[str]]:
+    """Each existing split's clips before any sync step: `<split>.all.txt`, saved from `<split>.txt`
+    the first time a step asks."""
+    root = Path(root)
+    lists = {}
+    for split in SPLITS:
+        listing, original = root / f"{split}.txt", original_path(root, split)
+        if not original.is_file() and listing.is_file():
+            write_names(original, read_names(listing))
+        if original.is_file():
+            lists[split] = read_names(original)
+    return lists
+
+
+def drop(root: str | Path, step: str, dropped: Iterable[str]) -> dict[str, list[str]]:
+    """Record the clips sync step `step` drops (replacing its earlier run's record) and rewrite every
+    `<split>.txt` as its original minus the clips any step dropped; returns the lists written."""
+    root = Path(root)
+    originals = original_lists(root)
+    record = _read_dropped(root)
+    record[step] = sorted(set(dropped))
+    with atomic_output(root / DROPPED) as tmp:
+        tmp.write_text(json.dumps(record, indent=1))
+    return _write_kept(root, originals, record)
+
+
+def _read_dropped(root: Path) -> dict[str, list[str]]:
+    path = root / DROPPED
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text())
+        if not isinstance(record, dict) or not all(isinstance(v, list) for v in record.values()):
+            raise ValueError("not a {step: [clips]} object")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Wav2LipError(f"{path}: not a record of dropped clips ({exc}); delete it and run the sync "
+                           "steps again") from None
+    return record
+
+
+def _write_kept(root: Path, originals: dict[str, list[str]], record: dict[str, list[str]]) -> dict[str, list[str]]:
+    gone = {name for names in record.values() for name in names}
+    kept = {split: [n for n in names if n not in gone] for split, names in originals.items()}
+    for split, names in kept.items():
+        write_names(root / f"{split}.txt", names)
+    return kept
