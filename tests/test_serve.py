@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ httpx = pytest.importorskip("httpx")
 
 from conftest import cut_wav, deterministic_generator
 
-import wav2lip.serve
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.cli import main
 from wav2lip.serve.form import parse_options
@@ -335,7 +333,7 @@ def test_other_hosts_need_a_token(capsys, monkeypatch) -> None:
 
 def test_options_use_the_clis_names_and_syncoptions_checks() -> None:
     options, detector, precision = parse_options({"blend": "feather", "pads": "0,12,0,0", "static": "true",
-                                                  "resize-factor": "2", "no_cache": "1", "precision": "fp32"})
+                                                  "resize-factor": "2", "cache": "false", "precision": "fp32"})
     assert options == {"blend": "feather", "pads": (0, 12, 0, 0), "static": True, "resize_factor": 2,
                        "cache": False}
     assert (detector, precision) == (None, "fp32")
@@ -349,70 +347,16 @@ def test_newer_options_take_the_clis_names_and_defaults() -> None:
     SyncOptions under the CLI's names; bad values are refused by SyncOptions.check."""
     options, _, _ = parse_options({"silence": "original", "crossfade": "5", "speaker": "largest", "face_index": "1",
                                    "face-at": "320, 180", "mask": "landmarks", "mask_top": "0.5",
-                                   "mask_softness": "0.2", "no_colour_match": "true", "enhance": "none"})
+                                   "mask_softness": "0.2", "colour_match": "false", "enhance": "none"})
     assert options == {"silence": "original", "crossfade": 5, "speaker": "largest", "face_index": 1,
                        "face_at": (320.0, 180.0), "mask": "landmarks", "mask_top": 0.5, "mask_softness": 0.2,
                        "colour_match": False, "enhance": "none"}
-    assert parse_options({"no_colour_match": "false"})[0] == {"colour_match": True}
+    assert parse_options({"colour_match": "true"})[0] == {"colour_match": True}
     for fields in ({"silence": "quiet"}, {"crossfade": "-1"}, {"speaker": "loudest"}, {"face_index": "-1"},
                    {"face_at": "1 2 3"}, {"mask": "square"}, {"mask_top": "0.98"}, {"mask_softness": "0"},
                    {"enhance": "sharpen"}, {"crossfade": "two"}):
         with pytest.raises(Wav2LipError):
             parse_options(fields)
-
-
-class _FormFields(HTMLParser):
-    """The page's option fields: name -> (tag, type, value, [option values], selected option)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.fields: dict[str, dict] = {}
-        self.select: dict | None = None
-
-    def handle_starttag(self, tag: str, attrs: list) -> None:
-        a = dict(attrs)
-        if tag in ("select", "input") and "name" in a:
-            field = {"tag": tag, "type": a.get("type"), "value": a.get("value"), "options": [], "selected": None}
-            self.fields[a["name"]] = field
-            self.select = field if tag == "select" else None
-        elif tag == "option" and self.select is not None:
-            self.select["options"].append(a["value"])
-            if "selected" in a:
-                self.select["selected"] = a["value"]
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "select":
-            self.select = None
-
-
-def test_page_form_offers_the_options_choices_and_defaults() -> None:
-    """Every field of the page's form is a server option; its choices are options.py's and its
-    starting value is SyncOptions' default, as on the command line."""
-    from dataclasses import fields as dataclass_fields
-
-    from wav2lip.lipsync.options import SyncOptions
-    from wav2lip.serve.form import OPTIONS
-
-    page = _FormFields()
-    page.feed((Path(wav2lip.serve.__file__).parent / "static" / "index.html").read_text())
-    names = set(page.fields) - {"face", "audio"}
-    assert names <= set(OPTIONS)
-    assert {"silence", "crossfade", "speaker", "face_index", "mask", "mask_top", "mask_softness", "no_colour_match",
-            "enhance", "enhance_strength"} <= names
-    defaults = {f.name: f.default for f in dataclass_fields(SyncOptions)}
-    for name in names:
-        field = page.fields[name]
-        enum = OPTIONS[name][1].get("enum")
-        if field["tag"] == "select" and name != "detector":  # the detectors come from /api/health
-            assert field["options"] == enum or name == "crf", name
-            if name in defaults:
-                assert (field["selected"] or field["options"][0]) == str(defaults[name]), name
-        elif field["type"] == "checkbox":
-            assert name == "no_colour_match" and defaults["colour_match"] is True
-        elif name in defaults and field["value"] is not None:
-            assert float(field["value"]) == pytest.approx(defaults[name], abs=0.005), name
-        else:
-            assert defaults.get(name) is None, name  # empty: the default (no face index)
 
 
 def test_client_names_are_sanitized() -> None:

@@ -14,7 +14,7 @@ import torch
 from wav2lip import LipSyncer
 
 from wav2lip.data import synth
-from wav2lip.io.audio import melspectrogram
+from wav2lip.io.audio import load_audio, melspectrogram
 from wav2lip.checkpoints import load_model, save_checkpoint
 from wav2lip.faces import create_detector
 from wav2lip.faces.speaker import choose_speakers
@@ -147,3 +147,27 @@ def test_single_face_clip_is_unchanged(generator, models_dir, media, tmp_path, e
     assert auto.speakers == []
     for a, b in zip(open_source(tmp_path / "auto.mkv").frames(), open_source(tmp_path / "plain.mkv").frames()):
         np.testing.assert_array_equal(a, b)
+
+
+def test_server_jobs_and_live_sessions_follow_the_speaker(expert_path, generator, models_dir, two_face_video,
+                                                           tmp_path) -> None:
+    """The server's models take --speaker-model, so its default speaker="auto" follows the face that
+    talks (it used to load no expert and so always took the largest), and a live avatar with several
+    faces is lip-synced on the face offline chooses."""
+    from wav2lip.lipsync.live import LiveSyncer
+    from wav2lip.serve import Models
+
+    video, wav = two_face_video
+    models = Models(generator, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
+                    precision="fp32", speaker_model=expert_path)
+    syncer = models.get(None, None)
+    assert syncer.speaker_model is not None
+    result = syncer.run(video, wav, tmp_path / "job.mkv", lossless=True, silence="off")
+    [shot] = result.speakers
+    assert shot.reason == "sync" and shot.point[0] > SIDE
+    live = LiveSyncer(video, syncer=syncer, silence="off")
+    assert [s.point for s in live.speakers] == [shot.point]
+    source = open_source(video)
+    for k, frame in enumerate(live.stream([load_audio(wav)[:8000]])):
+        diff = np.abs(frame.image.astype(int) - source.frame_at(k).astype(int)).sum(axis=(0, 2))
+        assert diff[:SIDE].sum() == 0  # never the silent face

@@ -144,7 +144,7 @@ def test_page_sends_the_mask_silence_and_face_options(browser, server, media, wo
         field = browser.find_element(By.NAME, name)
         field.clear()
         field.send_keys(text)
-    browser.find_element(By.NAME, "no_colour_match").click()
+    browser.find_element(By.NAME, "colour_match").click()
     before = {job["id"] for job in server.client.get("/api/jobs").json()}
     pick(browser, media / "st_art0.png", speech)
     browser.find_element(By.ID, "start").click()

@@ -250,7 +250,7 @@ def garbage(n: int, seed: int = 0) -> bytes:
     ({"avatar": "face.png"}, 'the start message needs "avatar": {"name": ..., "size": bytes}'),
     ({"sample_rate": 0}, "sample_rate must be a whole number of Hz"),
     ({"sample_rate": "16k"}, "sample_rate must be a whole number of Hz"),
-    ({"options": {"crf": 18}}, "option 'crf' does not apply to a live stream"),
+    ({"options": {"crf": 18}}, "unknown option 'crf'"),
     ({"options": {"blend": "smudge"}}, "blend"),
     ({"options": {"pads": "1 2"}}, "pads='1 2': expected 4 integers"),
     ({"avatar": {"name": "x.png", "size": 0}}, "x.png: file is empty (0 bytes)"),

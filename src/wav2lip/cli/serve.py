@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import store
 from ..errors import Wav2LipError
-from ..lipsync.options import BACKENDS, DETECTORS, DEVICES, PRECISIONS
+from ..lipsync.options import ModelOptions, add_arguments, from_namespace
 
 DEFAULT_PORT = 7860  # the port Gradio apps use, where users of lip-sync pages look first
 
@@ -25,17 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"default: {DEFAULT_PORT}")
     p.add_argument("--token", default=None, help="require 'Authorization: Bearer TOKEN' on the API "
                    "(default: $WAV2LIP_TOKEN; needed when --host is not a loopback address)")
-    p.add_argument("--checkpoint", "--checkpoint_path", dest="checkpoint", default="wav2lip_gan.pth",
-                   metavar="CKPT", help="generator weights: a file or a model-store name (default: wav2lip_gan.pth)")
-    p.add_argument("--detector", choices=DETECTORS, default="retinaface",
-                   help="the default face detector (a job may ask for another)")
-    p.add_argument("--detector-weights", metavar="PATH", help="weights of --detector (default: the model store's)")
-    p.add_argument("--face-det-batch-size", "--face_det_batch_size", dest="face_det_batch_size", type=int,
-                   default=16, metavar="N", help="face detection batch size (default: 16)")
-    p.add_argument("--device", choices=DEVICES, default="auto", help="default: auto")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="the default generator arithmetic (a job may ask for another)")
-    p.add_argument("--backend", choices=BACKENDS, default="torch", help="generator runtime (default: torch)")
+    add_arguments(p, "serve")  # the models: a job or a live session may pick another detector or precision
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="jobs run at the same time (default: 1, best on a CPU)")
     p.add_argument("--max-queue", type=int, default=16, metavar="N",
@@ -74,9 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0 or args.keep_hours < 0 or args.keep_gb < 0:
         raise Wav2LipError("--max-upload-mb must be positive, --keep-hours and --keep-gb not negative")
     data_dir = Path(args.data_dir) if args.data_dir else store.cache_dir() / "serve"
-    models = Models(args.checkpoint, detector=args.detector, device=args.device, precision=args.precision,
-                    detector_weights=args.detector_weights, backend=args.backend,
-                    face_det_batch_size=args.face_det_batch_size)
+    models = Models(**from_namespace(args, ModelOptions))
     queue = JobQueue(data_dir, models, workers=args.workers, max_queued=args.max_queue,
                      keep_hours=args.keep_hours, keep_bytes=int(args.keep_gb * 2**30))
     app = create_app(queue, token=token, max_upload=int(args.max_upload_mb * 2**20))

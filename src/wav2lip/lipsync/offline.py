@@ -297,11 +297,13 @@ class _Run:
             yield self.kernel.blend(frame)
 
     def enhance(self, frames: Iterable[Frame]) -> Iterator[Frame]:
-        """Restore the painted mouth of frames with a face, a few at a time (one network call)."""
+        """Restore the painted mouth of frames with a face, a few at a time (one network call, no more faces
+        than a generator call)."""
+        size = min(ENHANCE_BATCH, self.job.options.batch_size)
         batch: list[Frame] = []
         for frame in frames:
             batch.append(frame)
-            if sum(f.box is not None for f in batch) == ENHANCE_BATCH:
+            if sum(f.box is not None for f in batch) == size:
                 yield from self.kernel.enhance(batch)
                 batch = []
         yield from self.kernel.enhance(batch)

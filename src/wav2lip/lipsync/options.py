@@ -486,3 +486,16 @@ def video_container(path: str | os.PathLike, lossless: bool = False) -> str:
         raise Wav2LipError(f"{path}: cannot write {kind} as {ext or 'a file without extension'}; "
                            f"name it {' or '.join(table)}")
     return table[ext]
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m wav2lip.lipsync.options FILE.md ...`: regenerate the option tables in those files."""
+    import sys
+
+    for name in argv if argv is not None else sys.argv[1:]:
+        path = Path(name)
+        path.write_text(fill_markdown(path.read_text(encoding="utf-8")), encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

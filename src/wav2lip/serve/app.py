@@ -22,7 +22,8 @@ from .. import __version__
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..device import PRECISIONS
-from .form import OPTIONS, TooLarge, boundary_of, parse_options, receive, request_schema
+from ..lipsync.options import options_for, public_table
+from .form import JOBS, TooLarge, boundary_of, parse_options, receive, request_schema
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
 from .live import register as register_live
 
@@ -162,10 +163,20 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         return {
             "status": "ok", "version": __version__, "checkpoint": models.checkpoint_name,
             "detector": models.detector, "precision": models.precision, "device": str(models.default.device),
-            "detectors": list(DETECTORS), "precisions": list(PRECISIONS), "options": list(OPTIONS),
+            "detectors": list(DETECTORS), "precisions": list(PRECISIONS), "options": [opt.name for opt in options_for(JOBS)],
             "workers": queue.workers, "max_queued": queue.max_queued, "max_upload": max_upload,
             "token_required": token is not None, "jobs": queue.counts(),
         }
+
+    @app.get("/api/options", tags=["server"], summary="Every option of a job and of a live session")
+    def options() -> dict:
+        """From the option table: name, type, default, choices, unit, range, label, help and group of each
+        option a job (`jobs`) or a live session (`live`) takes; the pages build their controls from it.
+        `server` gives the models this server loaded (a job's default detector and precision)."""
+        models = queue.models
+        return {"jobs": public_table(JOBS), "live": public_table("live_socket"),
+                "server": {"detector": models.detector, "precision": models.precision,
+                           "speaker_model": models.speaker_model_name}}
 
     @app.get("/", include_in_schema=False)
     def page() -> HTMLResponse:

@@ -1,21 +1,20 @@
 """The job request: a multipart body streamed to disk under a size limit, and its option fields parsed
-with the CLI's names into `SyncOptions` arguments (checked by `SyncOptions.check`, as the CLI's are).
+by the option table (the CLI's names, its checks) into `SyncOptions` arguments and the model choice.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from typing import AsyncIterator
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from ..errors import Wav2LipError
-from ..lipsync.options import (BLEND_MODES, DETECTORS, ENHANCERS, LOOP_MODES, MASK_KINDS, PRECISIONS, SILENCE_MODES,
-                       SMOOTH_MODES, SPEAKER_MODES, X264_PRESETS)
-from ..lipsync.offline import SyncOptions
+from ..lipsync.options import json_schema, options_for, parse_fields
 from .jobs import AUDIO, FACE, sanitize_name
 
 FILES = (FACE, AUDIO)
+JOBS = "jobs"  # the option table's surface for the job form
 _MAX_FIELDS = 64
 _MAX_FIELD_BYTES = 1024
 
@@ -24,104 +23,21 @@ class TooLarge(Exception):
     """The body is larger than the server accepts."""
 
 
-def _four(text: str) -> tuple[int, int, int, int]:
-    parts = text.replace(",", " ").split()
-    if len(parts) != 4:
-        raise ValueError("expected 4 integers: top bottom left right")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
-
-
-def _point(text: str) -> tuple[float, float]:
-    parts = text.replace(",", " ").split()
-    if len(parts) != 2:
-        raise ValueError("expected 2 numbers: x y")
-    return float(parts[0]), float(parts[1])
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-# Form field -> (parser, JSON schema, help). Names are the CLI's options (dashes as underscores; a
-# dashed spelling is accepted too). Value checks beyond the type are SyncOptions.check's.
-OPTIONS: dict[str, tuple[Callable[[str], object], dict, str]] = {
-    "blend": (str.strip, {"type": "string", "enum": list(BLEND_MODES)}, "paste (the reference's) or feather"),
-    "loop": (str.strip, {"type": "string", "enum": list(LOOP_MODES)}, "a video shorter than the audio"),
-    "pads": (_four, {"type": "string", "example": "0 10 0 0"}, "widen the detected box: top bottom left right"),
-    "box": (_four, {"type": "string", "example": "150 470 140 380"},
-            "fixed face box for every frame: top bottom left right (no detection)"),
-    "smooth": (str.strip, {"type": "string", "enum": list(SMOOTH_MODES)}, "box smoothing"),
-    "detect_every": (int, {"type": "integer"}, "full-frame detection every N frames, tracking in between"),
-    "static": (_bool, {"type": "boolean"}, "use only the first frame of the video"),
-    "fps": (float, {"type": "number"}, "frame rate for a still image; for a video, resample to this rate"),
-    "resize_factor": (int, {"type": "integer"}, "divide the video's width and height by N first"),
-    "crop": (_four, {"type": "string", "example": "0 -1 0 -1"}, "crop after resizing: top bottom left right"),
-    "rotate": (_bool, {"type": "boolean"}, "turn video frames 90 degrees clockwise"),
-    "batch_size": (int, {"type": "integer"}, "generator batch size"),
-    "lossless": (_bool, {"type": "boolean"}, "FFV1 RGB in Matroska (the result is .mkv)"),
-    "crf": (int, {"type": "integer"}, "x264 quality: lower is better (default 18)"),
-    "preset": (str.strip, {"type": "string", "enum": list(X264_PRESETS)}, "x264 preset"),
-    "no_cache": (_bool, {"type": "boolean"}, "do not reuse or store this video's face boxes"),
-    "detector": (str.strip, {"type": "string", "enum": list(DETECTORS)}, "face detector (default: the server's)"),
-    "precision": (str.strip, {"type": "string", "enum": list(PRECISIONS)}, "generator arithmetic"),
-    "silence": (str.strip, {"type": "string", "enum": list(SILENCE_MODES)},
-                "where nobody speaks: still (closed, still mouth), original (the source frames), off (lip-sync "
-                "whatever sound is there)"),
-    "crossfade": (int, {"type": "integer"}, f"frames of crossfade at each edge of a pause (default {SyncOptions.crossfade})"),
-    "speaker": (str.strip, {"type": "string", "enum": list(SPEAKER_MODES)},
-                "with several faces: auto (the one whose lips match the video's own sound, given a speaker "
-                "model; else the largest) or largest"),
-    "face_index": (int, {"type": "integer"}, "follow the I-th face from the left (0: leftmost)"),
-    "face_at": (_point, {"type": "string", "example": "320 180"}, "follow the face nearest x y (pixels)"),
-    "mask": (str.strip, {"type": "string", "enum": list(MASK_KINDS)},
-             "feather mask: ellipse (fixed in the box) or landmarks (mouth and jaw from RetinaFace)"),
-    "mask_top": (float, {"type": "number"},
-                 f"feather mask: where it starts, fraction of the box height (default {SyncOptions.mask_top:.2f})"),
-    "mask_softness": (float, {"type": "number"},
-                      f"feather mask: fraction of its radius over which it fades (default {SyncOptions.mask_softness:g})"),
-    "no_colour_match": (_bool, {"type": "boolean"}, "feather: keep the generated colours (no colour matching)"),
-    "enhance": (str.strip, {"type": "string", "enum": list(ENHANCERS)},
-                "gfpgan: restore the painted mouth with GFPGAN v1.4 (slow on a CPU)"),
-    "enhance_strength": (float, {"type": "number"}, "0..1: mix of restored and plain mouth (default 1)"),
-}
-
-
 def request_schema() -> dict:
-    """The multipart body as an OpenAPI schema, built from `OPTIONS`."""
+    """The multipart body as an OpenAPI schema, built from the option table's "jobs" surface."""
     properties = {
         FACE: {"type": "string", "format": "binary", "description": "video or image with the face"},
         AUDIO: {"type": "string", "format": "binary", "description": "speech: any audio or video file"},
     }
-    for name, (_, schema, text) in OPTIONS.items():
-        properties[name] = {**schema, "description": text}
+    for opt in options_for(JOBS):
+        properties[opt.name] = json_schema(opt)
     return {"type": "object", "required": list(FILES), "properties": properties}
 
 
-def parse_options(fields: dict[str, str]) -> tuple[dict, str | None, str | None]:
+def parse_options(fields: dict[str, str], surface: str = JOBS) -> tuple[dict, str | None, str | None]:
     """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one."""
-    values: dict[str, object] = {}
-    for raw, text in fields.items():
-        name = raw.replace("-", "_")
-        if name not in OPTIONS:
-            raise Wav2LipError(f"unknown option {raw!r} (known: {', '.join(OPTIONS)})")
-        parser = OPTIONS[name][0]
-        try:
-            values[name] = parser(text)
-        except ValueError as exc:
-            raise Wav2LipError(f"{raw}={text!r}: {exc}") from None
-    detector = values.pop("detector", None) or None
-    precision = values.pop("precision", None) or None
-    if "no_cache" in values:
-        values["cache"] = not values.pop("no_cache")
-    if "no_colour_match" in values:
-        values["colour_match"] = not values.pop("no_colour_match")
-    SyncOptions.from_kwargs(values)
-    return values, detector, precision  # type: ignore[return-value]
+    run, models = parse_fields(fields, surface)
+    return run, models.get("detector"), models.get("precision")
 
 
 @dataclass

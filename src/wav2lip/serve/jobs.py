@@ -140,9 +140,12 @@ class Models:
 
     def __init__(self, checkpoint: str | Path, detector: str = "retinaface", device: str = "auto",
                  precision: str = "auto", detector_weights: str | Path | None = None, backend: str = "torch",
-                 face_det_batch_size: int = 16) -> None:
+                 face_det_batch_size: int = 16, speaker_model: str | Path | None = None,
+                 enhancer_weights: str | Path | None = None) -> None:
         self.args = dict(checkpoint=checkpoint, device=device, backend=backend,
-                         face_det_batch_size=face_det_batch_size)
+                         face_det_batch_size=face_det_batch_size, speaker_model=speaker_model,
+                         enhancer_weights=enhancer_weights)
+        self.speaker_model_name = Path(str(speaker_model)).name if speaker_model else None
         self.detector_weights = detector_weights
         self.default = LipSyncer(detector=detector, precision=precision, detector_weights=detector_weights,
                                  **self.args)

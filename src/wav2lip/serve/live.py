@@ -76,10 +76,17 @@ MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and c
 MAX_SAMPLE_RATE = 192_000
 MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
 THREADS = ("wav2lip-live-session", "wav2lip-live-audio", "wav2lip-avatar")  # the threads a session starts
-# Options that mean something live; the others (crf, lossless, enhance, ...) are the file jobs'.
-LIVE_OPTIONS = ("blend", "loop", "pads", "box", "smooth", "detect_every", "static", "fps", "resize_factor",
-                "crop", "rotate", "detector", "precision")
+LIVE = "live_socket"  # the option table's surface for a live session
 _END = object()
+
+
+def _as_text(value: object) -> str:
+    """A JSON option value as the form's text: lists as numbers apart by spaces, booleans as true/false."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return "" if value is None else str(value)
 
 
 class ClientError(Exception):
@@ -205,12 +212,8 @@ class Session:
         options = start.get("options") or {}
         if not isinstance(options, dict):
             raise ClientError('"options" must be an object of option names and values')
-        for name in options:
-            if str(name).replace("-", "_") not in LIVE_OPTIONS:
-                raise ClientError(f"option {str(name)[:40]!r} does not apply to a live stream "
-                                  f"(these do: {', '.join(LIVE_OPTIONS)})")
         try:
-            values, detector, precision = parse_options({str(k): str(v) for k, v in options.items()})
+            values, detector, precision = parse_options({str(k): _as_text(v) for k, v in options.items()}, LIVE)
             detector, precision = self.jobs.models.key(detector, precision)
         except Wav2LipError as exc:
             raise ClientError(str(exc)) from None

@@ -117,11 +117,8 @@ $("job-form").addEventListener("submit", async (event) => {
   const form = new FormData();
   form.append("face", $("face").files[0]);
   form.append("audio", $("audio").files[0]);
-  // Every named option field, with the CLI's names; empty numbers and unticked boxes leave the default.
-  for (const field of $("options").querySelectorAll("select[name], input[name]")) {
-    if (field.type === "checkbox" ? field.checked : field.value !== "") form.append(field.name, field.value);
-  }
-  form.append("pads", [...document.querySelectorAll("[data-pad]")].map((i) => i.value || "0").join(" "));
+  // The options changed from what the page showed, with the option table's names.
+  for (const [name, value] of Object.entries(OptionControls.changed($("option-controls")))) form.append(name, value);
   $("start").disabled = true;
   $("result-box").hidden = true;
   try {
@@ -280,12 +277,8 @@ async function start() {
   try {
     const health = await api("/api/health");
     $("server").textContent = `${health.checkpoint} · ${health.detector} · ${health.precision} on ${health.device}`;
-    const select = $("detector");
-    select.textContent = "";
-    for (const name of health.detectors) {
-      const option = new Option(name, name, name === health.detector, name === health.detector);
-      select.append(option);
-    }
+    const options = await api("/api/options");
+    OptionControls.build($("option-controls"), options.jobs, options.server);
     if (health.token_required && !token) $("token-box").hidden = false;
   } catch (e) {
     showError(`The server does not answer: ${e.message}`);

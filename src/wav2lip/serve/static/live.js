@@ -170,7 +170,7 @@ function connect(s, avatar) {
   ws.onopen = async () => {
     ws.send(JSON.stringify({
       type: "start", token: token || undefined, avatar: { name: avatar.name, size: avatar.size },
-      format: "f32le", sample_rate: s.rate, options: { blend: $("blend").value },
+      format: "f32le", sample_rate: s.rate, options: OptionControls.changed($("option-controls")),
     }));
     for (let at = 0; at < avatar.size; at += AVATAR_PIECE) {
       ws.send(await avatar.slice(at, at + AVATAR_PIECE).arrayBuffer());
@@ -326,3 +326,9 @@ $("token").addEventListener("change", () => {
   token = $("token").value.trim();
   localStorage.setItem("wav2lip-token", token);
 });
+
+// The option controls come from the server's option table (its live surface).
+fetch("/api/options")
+  .then((r) => (r.ok ? r.json() : Promise.reject(new Error(`HTTP ${r.status}`))))
+  .then((options) => OptionControls.build($("option-controls"), options.live, options.server))
+  .catch((e) => showError(`The server does not answer: ${e.message}`));
