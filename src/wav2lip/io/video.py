@@ -38,6 +38,9 @@ STILL_FPS = 25.0  # the reference's default --fps for a still image (spec sectio
 # ~2x longer (~90-140 ms at 1080p), as long as the whole rest of inference, so it would dominate.
 DEFAULT_PRESET = "superfast"
 DEFAULT_CRF = 18  # visually lossless for x264, so lip detail survives the encode
+# Output video extension -> container. H.264 + AAC go in any of these; FFV1 + FLAC (lossless) only in Matroska.
+VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
+LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 
 # Rates that cameras and editors actually use; an average within 0.05% of one of them is that rate.
 _STANDARD_RATES = tuple(
@@ -568,8 +571,6 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float | Fraction, width: int, height: int,
                  audio: str | os.PathLike | None = None, lossless: bool = False, crf: int = DEFAULT_CRF,
                  preset: str = DEFAULT_PRESET, audio_start: float = 0.0) -> None:
-        from ..lipsync.options import video_container  # the option tables import torch; video_io does not
-
         self.path = Path(path)
         _check_output_folder(self.path)
         self.format = video_container(self.path, lossless)
@@ -710,3 +711,15 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
+
+
+def video_container(path: str | os.PathLike, lossless: bool = False) -> str:
+    """The container format for an output video, chosen by its extension; other extensions are refused
+    (rather than writing MP4 inside a file named .avi)."""
+    table = LOSSLESS_CONTAINERS if lossless else VIDEO_CONTAINERS
+    ext = Path(path).suffix.lower()
+    if ext not in table:
+        kind = "lossless (FFV1) video" if lossless else "video"
+        raise Wav2LipError(f"{path}: cannot write {kind} as {ext or 'a file without extension'}; "
+                           f"name it {' or '.join(table)}")
+    return table[ext]

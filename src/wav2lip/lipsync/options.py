@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,7 +25,7 @@ from ..faces.detectors import DETECTORS
 from ..faces.smoothing import SMOOTH_MODES
 from ..faces.tracking import FaceTrackOptions
 from ..io.audio import SAMPLE_RATE
-from ..io.video import DEFAULT_CRF, DEFAULT_PRESET
+from ..io.video import DEFAULT_CRF, DEFAULT_PRESET, LOSSLESS_CONTAINERS, VIDEO_CONTAINERS, video_container  # noqa: F401
 from ..io.video import LOOP_MODES as _SOURCE_LOOPS
 from .blend import BLENDS, MASKS, MaskShape
 from .enhance import ENHANCERS
@@ -44,9 +43,6 @@ PCM_FORMATS = ("s16le", "f32le")  # live: raw PCM on stdin, 16-bit integers or 3
 # x264's presets, fastest first (x264 --fullhelp).
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
                 "veryslow", "placebo")
-# Output video extension -> container. H.264 + AAC go in any of these; FFV1 + FLAC (lossless) only in Matroska.
-VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 BOX_ORDER = ("top", "bottom", "left", "right")  # --box on every command line: the authors' order
 BOX_METAVAR = tuple(word.upper() for word in BOX_ORDER)
 REFERENCE_BATCH = 128  # the reference's generator batch (spec section 5)
@@ -474,18 +470,6 @@ def check_choice(value: object, choices: Iterable[str], what: str) -> None:
 def check_finite(value: float | None, what: str) -> None:
     if value is not None and not math.isfinite(value):
         raise Wav2LipError(f"{what} must be a finite number, got {value}")
-
-
-def video_container(path: str | os.PathLike, lossless: bool = False) -> str:
-    """The container format for an output video, chosen by its extension; other extensions are refused
-    (rather than writing MP4 inside a file named .avi)."""
-    table = LOSSLESS_CONTAINERS if lossless else VIDEO_CONTAINERS
-    ext = Path(path).suffix.lower()
-    if ext not in table:
-        kind = "lossless (FFV1) video" if lossless else "video"
-        raise Wav2LipError(f"{path}: cannot write {kind} as {ext or 'a file without extension'}; "
-                           f"name it {' or '.join(table)}")
-    return table[ext]
 
 
 def main(argv: list[str] | None = None) -> None:
