@@ -50,7 +50,7 @@ from support.deterministic import fill_deterministic  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
 from wav2lip.lipsync.offline import MAX_BATCH_BYTES  # noqa: E402
 from wav2lip.train import default_checkpoint_dir, distill, make_config  # noqa: E402
-from wav2lip.train.data import IMG_SIZE  # noqa: E402
+from wav2lip.data.layout import IMG_SIZE  # noqa: E402
 
 
 FRAME_720P = 1280 * 720 * 3  # bytes of one decoded 720p frame

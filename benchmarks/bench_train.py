@@ -36,10 +36,10 @@ import torch
 from wav2lip.data import synth
 from wav2lip.checkpoints import load_model
 from wav2lip.evaluation.sync import offset_search
-from wav2lip.models.syncnet import sync_probability
+from wav2lip.data.layout import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel
+from wav2lip.io.audio import mel_start
+from wav2lip.models.syncnet import stack_lower_halves, sync_probability
 from wav2lip.train import checkpoint_path, latest_checkpoint, make_config, train
-from wav2lip.train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
-from wav2lip.train.expert import stack_lower_halves
 
 ROWS = ("l1", "expert", "gan")
 # The most of the budget the training expert may take; the generators start as soon as it is done.

@@ -201,7 +201,7 @@ def test_training_inputs_name_the_file(tmp_path):
 
     from wav2lip.errors import Wav2LipError
     from wav2lip.train.config import make_config
-    from wav2lip.train.data import clip_mel
+    from wav2lip.data.layout import clip_mel
 
     clip = tmp_path / "clip"
     clip.mkdir()

@@ -22,8 +22,9 @@ from wav2lip.data import synth
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
 from wav2lip.train import latest_checkpoint, make_config, train
-from wav2lip.train.data import (ExpertSamples, GeneratorSamples, StepSampler, mel_start,
-                                read_file_list)
+from wav2lip.data.layout import read_file_list
+from wav2lip.io.audio import mel_start
+from wav2lip.train.data import ExpertSamples, GeneratorSamples, StepSampler
 
 FAST = dict(width=0.125, workers=0, threads=1, progress=False, eval_batches=2)
 

@@ -1,4 +1,7 @@
-"""The prepared training-data layout (spec section 9): its file lists, in one place.
+"""The prepared training-data layout (spec section 9): its constants, file lists and readers, in one place.
+
+Everything that writes it (preprocess, synth, sync correction and filtering) and everything that
+reads it (training, sync scoring of prepared clips) takes them from here.
 
     <root>/<speaker>/<clip>/<i>.jpg     face crop of video frame i (gaps: frames without a face)
     <root>/<speaker>/<clip>/audio.wav   16 kHz mono; `mel.npy` beside it is its mel, when written
@@ -13,12 +16,24 @@ step run again replaces only its own earlier decisions.
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from ..errors import Wav2LipError
+from ..io import audio
 from ..io.files import atomic_output
 
+IMG_SIZE = 96  # face crops are resized to this (spec section 8)
+SYNC_T = 5  # frames per window (spec sections 7-8)
+FPS = 25  # training video rate (spec section 8)
+MEL_STEP = audio.MEL_STEP  # mel frames per window (0.2 s)
+SAMPLES_PER_FRAME = audio.SAMPLE_RATE // FPS  # 640 audio samples per video frame
+# Clips of this many frames or fewer are never sampled (spec section 8).
+MIN_FRAMES = 3 * SYNC_T
 SPLITS = ("train", "val", "test")
 ORIGINAL_SUFFIX = ".all.txt"  # <split>.all.txt: the split before sync steps dropped clips
 DROPPED = "dropped.json"  # {step: [clip, ...]} of the sync steps' latest runs
@@ -98,3 +113,59 @@ def _write_kept(root: Path, originals: dict[str, list[str]], record: dict[str, l
     for split, names in kept.items():
         write_names(root / f"{split}.txt", names)
     return kept
+
+
+@dataclass(frozen=True)
+class ClipEntry:
+    name: str  # "<speaker>/<clip>" as in the file list
+    folder: Path
+    frames: np.ndarray  # sorted indices of the frame files present (gaps where no face was found)
+
+
+def read_file_list(root: str | Path, split: str) -> list[ClipEntry]:
+    """The clips named in `<root>/<split>.txt` that have more than MIN_FRAMES frames.
+
+    Errors name the file: a missing root or list, a list naming missing clip folders, no usable clip.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise Wav2LipError(f"{root}: data root does not exist (expected the layout `wav2lip preprocess` writes)")
+    listing = root / f"{split}.txt"
+    if not listing.is_file():
+        raise Wav2LipError(f"{listing}: file list not found (is {root} a prepared data root?)")
+    names = read_names(listing)
+    if not names:
+        raise Wav2LipError(f"{listing}: the file list is empty")
+    missing = [n for n in names if not (root / n).is_dir()]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise Wav2LipError(f"{listing}: {len(missing)} listed clips have no folder under {root}: {shown}")
+    clips = []
+    for name in names:
+        folder = root / name
+        frames = sorted(int(f[:-4]) for f in os.listdir(folder) if f.endswith(".jpg") and f[:-4].isdigit())
+        if len(frames) > MIN_FRAMES:
+            if not (folder / "audio.wav").is_file() and not (folder / "mel.npy").is_file():
+                raise Wav2LipError(f"{folder}: audio.wav is missing")
+            clips.append(ClipEntry(name, folder, np.array(frames, np.int64)))
+    if not clips:
+        raise Wav2LipError(f"{listing}: no listed clip has more than {MIN_FRAMES} face frames")
+    return clips
+
+
+def clip_mel(folder: Path) -> np.ndarray:
+    """(80, T) mel of a clip: `mel.npy` if present and newer than audio.wav, else from audio.wav."""
+    wav_path, mel_path = folder / "audio.wav", folder / "mel.npy"
+    if mel_path.is_file() and (not wav_path.exists() or mel_path.stat().st_mtime >= wav_path.stat().st_mtime):
+        try:
+            mel = np.load(mel_path, allow_pickle=False)  # never unpickle: an object array would run code
+        except (ValueError, OSError, EOFError) as exc:
+            raise Wav2LipError(f"{mel_path}: not a saved mel spectrogram ({exc}); delete it to recompute it "
+                               "from audio.wav") from None
+        if not isinstance(mel, np.ndarray) or mel.ndim != 2 or mel.shape[0] != audio.N_MELS \
+                or mel.dtype.kind != "f" or not np.isfinite(mel).all():
+            raise Wav2LipError(f"{mel_path}: not a finite ({audio.N_MELS}, T) float mel spectrogram "
+                               f"(holds {getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}); "
+                               "delete it to recompute it from audio.wav")
+        return mel
+    return audio.melspectrogram(audio.load_audio(wav_path))

@@ -34,12 +34,10 @@ from ..errors import Wav2LipError
 from ..io.files import atomic_output, check_folder
 from ..shards import shard
 from ..faces import FaceTrackOptions
-from ..io.audio import write_wav
-from ..train.data import FPS, MIN_FRAMES
+from ..io.audio import mel_start, write_wav
 from . import layout
-from .layout import SPLITS
+from .layout import FPS, IMG_SIZE, MEL_STEP, MIN_FRAMES, SAMPLES_PER_FRAME, SPLITS, SYNC_T, clip_mel
 
-SAMPLES_PER_FRAME = audio.SAMPLE_RATE // FPS  # 640 audio samples per video frame
 MAX_FACE_GAP = 25  # frames (1 s) without a face before a clip is split there (the evaluator's track gap)
 SCENE_CUT = FaceTrackOptions().scene_cut  # colour-histogram distance of a cut, as face tracking uses
 DONE = ".done"  # marker of a complete clip folder
@@ -427,7 +425,6 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
     """Score a prepared clip with an expert: mean sync probability of 5-frame windows against the
     audio shifted by -max_offset..max_offset frames. The best offset tells how far the lips lag."""
     from ..models.syncnet import sync_probability
-    from ..train.data import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel, mel_start
 
     folder = Path(folder)
     mel = clip_mel(folder)
@@ -436,7 +433,7 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
     starts = [
         f for f in sorted(frames)
         if all(f + j in frames for j in range(SYNC_T))
-        and mel_start(f - max_offset) >= 0 and mel_start(f + max_offset) + MEL_STEP <= mel.shape[1]
+        and mel_start(f - max_offset, FPS) >= 0 and mel_start(f + max_offset, FPS) + MEL_STEP <= mel.shape[1]
     ]
     if not starts:
         raise Wav2LipError(f"{folder}: no 5-frame window with audio around it to score")
@@ -452,7 +449,7 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
     audio_emb: dict[int, torch.Tensor] = {}
     for i in range(0, len(needed), batch_size):
         chunk = needed[i:i + batch_size]
-        mels = np.stack([mel[None, :, mel_start(g):mel_start(g) + MEL_STEP] for g in chunk])
+        mels = np.stack([mel[None, :, mel_start(g, FPS):mel_start(g, FPS) + MEL_STEP] for g in chunk])
         emb = F.normalize(expert.audio_encoder(torch.from_numpy(mels).float().to(device)).flatten(1), dim=1)
         audio_emb.update(zip(chunk, emb))
     face_emb: dict[int, torch.Tensor] = {}

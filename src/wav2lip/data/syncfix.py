@@ -25,10 +25,11 @@ import numpy as np
 
 from ..io import audio
 from ..errors import Wav2LipError
-from ..evaluation.sync import SAMPLES_PER_FRAME, SyncModel, SyncScore, evaluator_audio, load_sync_model, score_crops
+from ..evaluation.sync import SyncModel, SyncScore, evaluator_audio, load_sync_model, score_crops
+from ..io.audio import write_wav
 from ..io.files import atomic_output
 from . import layout
-from ..io.audio import write_wav
+from .layout import SAMPLES_PER_FRAME
 
 ORIGINAL_AUDIO = "audio.orig.wav"  # the clip's audio before any correction
 SCORES = "sync_fix.json"  # per-clip offsets and confidences of the last run

@@ -22,12 +22,10 @@ import cv2
 import numpy as np
 
 from ..errors import Wav2LipError
-from ..io.audio import write_wav
+from ..io.audio import SAMPLE_RATE, write_wav
 from ..io.files import atomic_output
+from .layout import FPS  # training data is 25 fps video with 16 kHz audio (spec section 8)
 
-# Training data is 25 fps video with 16 kHz audio (spec section 8).
-FPS = 25
-SAMPLE_RATE = 16000
 # Drawing happens at this multiple of the output size, then area-downsampled: sub-pixel mouth motion.
 _SUPERSAMPLE = 3
 # Mouth centre height as a fraction of the crop: inside the lower half the generator repaints.

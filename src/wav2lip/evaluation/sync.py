@@ -27,9 +27,11 @@ from .. import faces
 from ..checkpoints import load_model
 from ..device import resolve_device
 from ..errors import Wav2LipError
+from ..io.audio import MEL_STEP, mel_start
 from ..io.files import atomic_output
-from ..lipsync.options import EVALUATE_MODES, check_choice
 from ..io.video import VIDEO_EXTENSIONS, find_videos, open_source
+from ..lipsync.options import EVALUATE_MODES, check_choice
+from ..models.syncnet import stack_lower_halves
 
 # The evaluator's features and search (spec section 10).
 EVAL_FPS = 25  # video is scored at 25 fps
@@ -351,21 +353,18 @@ class ExpertModel(SyncModel):
         return self.crop_whole(box)
 
     def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
-        from ..train.expert import stack_lower_halves
-
         def forward(clips: torch.Tensor) -> torch.Tensor:
             return F.normalize(self.net.face_encoder(stack_lower_halves(clips / 255.0)).flatten(1), dim=1)
 
         return _embed(forward, _clip_batches(crops, batch_size), self.device)
 
     def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
-        from ..train.data import MEL_STEP, mel_start
-
         mel = audio_io.melspectrogram((samples / 32768.0).astype(np.float32))
-        need = mel_start(n_clips - 1) + MEL_STEP
+        need = mel_start(n_clips - 1, EVAL_FPS) + MEL_STEP
         if mel.shape[1] < need:  # the last windows run past the audio: silence, as the evaluator's zeros
             mel = np.pad(mel, ((0, 0), (0, need - mel.shape[1])), constant_values=mel.min())
-        windows = np.stack([mel[None, :, mel_start(v):mel_start(v) + MEL_STEP] for v in range(n_clips)])
+        windows = np.stack([mel[None, :, mel_start(v, EVAL_FPS):mel_start(v, EVAL_FPS) + MEL_STEP]
+                            for v in range(n_clips)])
         batches = (torch.from_numpy(windows[i:i + batch_size]).float() for i in range(0, n_clips, batch_size))
 
         def forward(mels: torch.Tensor) -> torch.Tensor:

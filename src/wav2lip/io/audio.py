@@ -191,6 +191,13 @@ def frame_count_for_audio(n_samples: int, fps: float, sr: int = SAMPLE_RATE) -> 
     return max(count, len(reference_chunk_starts(n_mel, fps)))
 
 
+def mel_start(frame: int, fps: float = 25) -> int:
+    """First mel frame of the 0.2 s window that goes with video frame `frame` (spec section 3), not
+    clamped to the audio: training and sync scoring skip the windows that run outside it. The default
+    rate is the training and evaluation video's (spec section 8)."""
+    return int(MEL_FPS * frame / fps)
+
+
 def mel_window_start(i: int, fps: float, n_mel: int) -> int:
     """The mel window of video frame `i`: the reference start where the reference makes the frame, the
     final window (as the reference's last frame) for frames beyond it."""

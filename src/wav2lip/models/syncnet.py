@@ -52,6 +52,12 @@ class SyncNet(nn.Module):
         return F.normalize(audio_emb, p=2, dim=1), F.normalize(face_emb, p=2, dim=1)
 
 
+def stack_lower_halves(faces: torch.Tensor) -> torch.Tensor:
+    """(B, 3, T, 48, 96) lower halves -> (B, 3T, 48, 96), frames in order on channels (as the reference)."""
+    batch, channels, frames = faces.shape[:3]
+    return faces.permute(0, 2, 1, 3, 4).reshape(batch, frames * channels, *faces.shape[3:])
+
+
 def sync_probability(audio_emb: torch.Tensor, face_emb: torch.Tensor) -> torch.Tensor:
     """Cosine similarity of the two embeddings: in [0, 1] because both come out of ReLUs (spec section 7)."""
     return F.cosine_similarity(audio_emb, face_emb)

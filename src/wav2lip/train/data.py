@@ -1,4 +1,4 @@
-"""Training samples from the prepared layout (spec section 9), drawn as the reference draws them.
+"""Training samples from the prepared layout (spec section 9, `data.layout`), drawn as the reference draws them.
 
 Every sample is a pure function of (seed, sample index): a resumed or sharded run sees exactly the
 samples an uninterrupted single run would. Images stay uint8 until they reach the device (a quarter of
@@ -7,9 +7,7 @@ preprocessing wrote one, else they are computed once per clip and kept.
 """
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -18,78 +16,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from ..io import audio
+from ..data.layout import FPS, IMG_SIZE, MEL_STEP, SYNC_T, ClipEntry, clip_mel
 from ..errors import Wav2LipError
+from ..io.audio import mel_start
 
-IMG_SIZE = 96  # face crops are resized to this (spec section 8)
-SYNC_T = 5  # frames per window (spec sections 7-8)
-FPS = 25  # training video rate (spec section 8)
-MEL_STEP = audio.MEL_STEP
-# Clips of this many frames or fewer are never sampled (spec section 8).
-MIN_FRAMES = 3 * SYNC_T
 # Draws tried for one sample before deciding the data cannot give any.
 _MAX_DRAWS = 1000
-
-
-def mel_start(frame: int) -> int:
-    """First mel frame of the window that goes with video frame `frame` (spec section 3)."""
-    return int(80.0 * frame / FPS)
-
-
-@dataclass(frozen=True)
-class ClipEntry:
-    name: str  # "<speaker>/<clip>" as in the file list
-    folder: Path
-    frames: np.ndarray  # sorted indices of the frame files present (gaps where no face was found)
-
-
-def read_file_list(root: str | Path, split: str) -> list[ClipEntry]:
-    """The clips named in `<root>/<split>.txt` that have more than MIN_FRAMES frames.
-
-    Errors name the file: a missing root or list, a list naming missing clip folders, no usable clip.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise Wav2LipError(f"{root}: data root does not exist (expected the layout `wav2lip preprocess` writes)")
-    listing = root / f"{split}.txt"
-    if not listing.is_file():
-        raise Wav2LipError(f"{listing}: file list not found (is {root} a prepared data root?)")
-    names = [line.strip() for line in listing.read_text().splitlines() if line.strip()]
-    if not names:
-        raise Wav2LipError(f"{listing}: the file list is empty")
-    missing = [n for n in names if not (root / n).is_dir()]
-    if missing:
-        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise Wav2LipError(f"{listing}: {len(missing)} listed clips have no folder under {root}: {shown}")
-    clips = []
-    for name in names:
-        folder = root / name
-        frames = sorted(int(f[:-4]) for f in os.listdir(folder) if f.endswith(".jpg") and f[:-4].isdigit())
-        if len(frames) > MIN_FRAMES:
-            if not (folder / "audio.wav").is_file() and not (folder / "mel.npy").is_file():
-                raise Wav2LipError(f"{folder}: audio.wav is missing")
-            clips.append(ClipEntry(name, folder, np.array(frames, np.int64)))
-    if not clips:
-        raise Wav2LipError(f"{listing}: no listed clip has more than {MIN_FRAMES} face frames")
-    return clips
-
-
-def clip_mel(folder: Path) -> np.ndarray:
-    """(80, T) mel of a clip: `mel.npy` if present and newer than audio.wav, else from audio.wav."""
-    wav_path, mel_path = folder / "audio.wav", folder / "mel.npy"
-    if mel_path.is_file() and (not wav_path.exists() or mel_path.stat().st_mtime >= wav_path.stat().st_mtime):
-        try:
-            mel = np.load(mel_path, allow_pickle=False)  # never unpickle: an object array would run code
-        except (ValueError, OSError, EOFError) as exc:
-            raise Wav2LipError(f"{mel_path}: not a saved mel spectrogram ({exc}); delete it to recompute it "
-                               "from audio.wav") from None
-        if not isinstance(mel, np.ndarray) or mel.ndim != 2 or mel.shape[0] != audio.N_MELS \
-                or mel.dtype.kind != "f" or not np.isfinite(mel).all():
-            raise Wav2LipError(f"{mel_path}: not a finite ({audio.N_MELS}, T) float mel spectrogram "
-                               f"(holds {getattr(mel, 'dtype', type(mel))} {getattr(mel, 'shape', '')}); "
-                               "delete it to recompute it from audio.wav")
-        return mel
-    return audio.melspectrogram(audio.load_audio(wav_path))
 
 
 class _LRU:
@@ -178,7 +110,7 @@ class ClipSamples(Dataset):
 
     def mel_window(self, k: int, frame: int) -> np.ndarray | None:
         """(1, 80, 16) mel window of video frame `frame`, None where it runs outside the audio."""
-        start = mel_start(frame)
+        start = mel_start(frame, FPS)
         mel = self.mel(k)
         if start < 0 or start + MEL_STEP > mel.shape[1]:
             return None

@@ -7,16 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoints, store
-from ..models.syncnet import SyncNet, sync_probability
+from ..data.layout import ClipEntry
+from ..models.syncnet import SyncNet, stack_lower_halves, sync_probability
 from .config import TrainConfig
-from .data import ClipEntry, ExpertSamples
+from .data import ExpertSamples
 from .parts import Part, Recipe
-
-
-def stack_lower_halves(faces: torch.Tensor) -> torch.Tensor:
-    """(B, 3, T, 48, 96) lower halves -> (B, 3T, 48, 96), frames in order on channels (as the reference)."""
-    batch, channels, frames = faces.shape[:3]
-    return faces.permute(0, 2, 1, 3, 4).reshape(batch, frames * channels, *faces.shape[3:])
 
 
 def sync_loss(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

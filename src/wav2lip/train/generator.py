@@ -22,13 +22,14 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoints, store
+from ..data.layout import IMG_SIZE, ClipEntry
 from ..errors import Wav2LipError
 from ..models.discriminator import QualityDiscriminator
 from ..models.generator import Wav2Lip
-from ..models.syncnet import sync_probability
+from ..models.syncnet import stack_lower_halves, sync_probability
 from .config import TrainConfig
-from .data import IMG_SIZE, ClipEntry, GeneratorSamples, to_device_images
-from .expert import stack_lower_halves, sync_loss
+from .data import GeneratorSamples, to_device_images
+from .expert import sync_loss
 from .parts import Part, Recipe
 
 

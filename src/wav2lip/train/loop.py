@@ -33,8 +33,9 @@ from .. import checkpoints
 from ..device import DTYPES, resolve_precision
 from ..errors import Wav2LipError
 from ..io.files import atomic_output
+from ..data.layout import read_file_list
 from .config import TrainConfig
-from .data import StepSampler, read_file_list
+from .data import StepSampler
 from .distill import DistillRecipe
 from .expert import ExpertRecipe
 from .generator import GeneratorRecipe
