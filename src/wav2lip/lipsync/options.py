@@ -74,6 +74,11 @@ class Option:
     metavar: str | tuple[str, ...] | None = None
     aliases: tuple[str, ...] = ()  # the authors' spellings, accepted by the CLI and not shown
     flag: str | None = None  # the CLI flag, when not --name (a default-True bool's --no-...)
+    noun: str | None = None  # what error messages call it, when not its name ("unknown enhancer ...")
+
+    @property
+    def what(self) -> str:
+        return self.noun or self.name.replace("_", " ")
 
     @property
     def cli_flag(self) -> str:
@@ -119,15 +124,15 @@ class Option:
         if value is None:
             return
         if self.choices is not None and value not in self.choices:
-            raise Wav2LipError(f"unknown {self.name.replace('_', ' ')} {value!r} (one of {', '.join(self.choices)})")
+            raise Wav2LipError(f"unknown {self.what} {value!r} (one of {', '.join(self.choices)})")
         numbers = value if isinstance(value, tuple) else (value,) if self.kind in (int, float) else ()
         if self.kind is tuple and len(value) != self.count:
-            raise Wav2LipError(f"{self.name.replace('_', ' ')} needs {self.count} numbers, got {value}")
+            raise Wav2LipError(f"{self.what} needs {self.count} numbers, got {value}")
         for number in numbers:
             if isinstance(number, float) and not math.isfinite(number):
-                raise Wav2LipError(f"{self.name.replace('_', ' ')} must be a finite number, got {number}")
+                raise Wav2LipError(f"{self.what} must be a finite number, got {number}")
             if self.minimum is not None and number < self.minimum or self.maximum is not None and number > self.maximum:
-                raise Wav2LipError(f"{self.name.replace('_', ' ')} must be {_range(self)}, got {value}")
+                raise Wav2LipError(f"{self.what} must be {_range(self)}, got {value}")
 
     def public(self) -> dict:
         """What a page needs to build a control for it (GET /api/options)."""
@@ -164,7 +169,7 @@ class SyncOptions:
         (0, 10, 0, 0), "widen the detected box", label="Widen the face box", group="face", surfaces=RUN, count=4,
         item=int, metavar=BOX_METAVAR, unit="pixels")
     smooth: str = option("centered", "box smoothing: centered (lag-free), mean5 (the reference's), none",
-                         label="Box smoothing", group="face", surfaces=RUN, choices=SMOOTH_MODES)
+                         label="Box smoothing", group="face", surfaces=RUN, choices=SMOOTH_MODES, noun="smoothing")
     detect_every: int = option(
         FaceTrackOptions.detect_every, "full-frame detection every N frames, tracking in between; 1 = every "
         "frame, 0 = only when the track is lost", label="Full detection every", group="face", surfaces=RUN,
@@ -178,7 +183,7 @@ class SyncOptions:
     speaker: str = option(
         "auto", "several faces: auto follows, shot by shot, the one whose lips agree with the video's own "
         "soundtrack (needs a speaker model), else the largest", label="With several faces, lip-sync",
-        group="face", surfaces=RUN, choices=SPEAKER_MODES)
+        group="face", surfaces=RUN, choices=SPEAKER_MODES, noun="speaker choice")
     face_index: int | None = option(None, "follow the I-th face from the left (0: leftmost)", label="Face number",
                                     group="face", surfaces=RUN, kind=int, minimum=0, metavar="I")
     face_at: tuple[float, float] | None = option(
@@ -197,11 +202,11 @@ class SyncOptions:
     rotate: bool = option(False, "turn video frames 90 degrees clockwise (rotation metadata of phone videos is "
                           "honoured anyway)", label="Rotate 90°", group="frames", surfaces=RUN)
     loop: str = option("repeat", "a video shorter than the audio: repeat it, or play it back and forth (no jump)",
-                       label="Video shorter than the speech", group="frames", surfaces=RUN, choices=LOOP_MODES)
+                       label="Video shorter than the speech", group="frames", surfaces=RUN, choices=LOOP_MODES, noun="loop mode")
     silence: str = option(
         "still", "where nobody speaks: still (closed, still mouth), original (the source frames), off (lip-sync to "
         "whatever sound is there, as the reference)", label="When nobody speaks", group="mouth", surfaces=RUN,
-        choices=SILENCE_MODES)
+        choices=SILENCE_MODES, noun="silence mode")
     crossfade: int = option(3, "frames of crossfade at each edge of a pause", label="Crossfade at pauses",
                             group="mouth", surfaces=RUN, unit="frames", minimum=0, metavar="N")
     blend: str = option("paste", "paste: the reference's hard rectangle; feather: soft, colour-matched mouth",
@@ -219,7 +224,7 @@ class SyncOptions:
                                 label="Colour-match the mouth", group="mouth", surfaces=RUN,
                                 flag="--no-colour-match", aliases=("--no-color-match",))
     enhance: str = option("none", "gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU)",
-                          label="Restore the mouth", group="mouth", surfaces=RUN, choices=ENHANCERS)
+                          label="Restore the mouth", group="mouth", surfaces=RUN, choices=ENHANCERS, noun="enhancer")
     enhance_strength: float = option(1.0, "mix of restored and plain mouth: 0 plain, 1 restored",
                                      label="Restoration strength", group="mouth", surfaces=RUN, minimum=0.0,
                                      maximum=1.0, metavar="S")
@@ -231,7 +236,7 @@ class SyncOptions:
     crf: int = option(DEFAULT_CRF, "x264 quality: lower is better, 0 lossless", label="Quality (x264 CRF)",
                       group="output", surfaces=FILE_RUN, minimum=0, maximum=51, metavar="CRF")
     preset: str = option(DEFAULT_PRESET, "x264 preset: faster encodes, larger files", label="x264 preset",
-                         group="output", surfaces=FILE_RUN, choices=X264_PRESETS, metavar="PRESET")
+                         group="output", surfaces=FILE_RUN, choices=X264_PRESETS, metavar="PRESET", noun="x264 preset")
     progress: bool = field(default=False, metadata={"internal": True})  # a tqdm bar on stderr (the CLI's -q)
 
     @classmethod
@@ -269,7 +274,7 @@ class ModelOptions:
                              label="Generator", group="models", surfaces=MODELS, metavar="CKPT",
                              aliases=("--checkpoint_path",))
     detector: str = option("retinaface", "retinaface: fast; s3fd: the reference's detector, slow on a CPU",
-                           label="Face detector", group="models", surfaces=MODEL_CHOICE, choices=DETECTORS)
+                           label="Face detector", group="models", surfaces=MODEL_CHOICE, choices=DETECTORS, noun="face detector")
     detector_weights: str | None = option(None, "face detector weights: a file or a model-store name (default: the "
                                           "store's file for --detector)", label="Detector weights", group="models",
                                           surfaces=MODELS, kind=str, metavar="PATH")
