@@ -52,6 +52,14 @@ def expert_run(data, tmp_path_factory) -> Path:
     return folder
 
 
+def test_every_recipe_name_is_registered_with_the_loop():
+    """The loop finds recipes by name in the registry that each recipe module fills."""
+    from wav2lip.train.config import RECIPES as NAMES
+    from wav2lip.train.parts import RECIPES
+
+    assert sorted(RECIPES) == sorted(NAMES)
+
+
 def test_expert_loss_falls_and_checkpoints_load(expert_run):
     losses = _train_losses(expert_run, "loss")
     assert losses[-1] < 0.85 * losses[0], losses

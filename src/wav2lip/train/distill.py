@@ -34,7 +34,8 @@ from ..io.files import check_folder, check_output
 from ..models.generator import Wav2Lip
 from .config import TrainConfig
 from .generator import GeneratorRecipe, _load_into, collage_image, frozen_expert
-from .parts import Part, Recipe
+from .loop import latest_checkpoint, train
+from .parts import Part, Recipe, register
 
 
 def teacher_record(path: str | os.PathLike) -> dict[str, str]:
@@ -65,6 +66,7 @@ def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> 
     return torch.stack(distances).mean()
 
 
+@register("distill")
 class DistillRecipe(GeneratorRecipe):
     """The generator recipe's data, sync-loss curriculum and collages, with a teacher as the target."""
 
@@ -175,8 +177,6 @@ def distill(config: TrainConfig, out: str | os.PathLike) -> tuple[dict[str, floa
     The teacher, the output and the checkpoint folder are checked before any work: a file that is not
     a Wav2Lip generator is one line naming it; `out` is never one of the inputs.
     """
-    from .loop import latest_checkpoint, train
-
     if not math.isfinite(config.feature_weight) or config.feature_weight < 0:
         raise Wav2LipError(f"the feature loss weight must be a number >= 0, got {config.feature_weight}")
     path = teacher_path(config)

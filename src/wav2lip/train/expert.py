@@ -11,7 +11,7 @@ from ..data.layout import ClipEntry
 from ..models.syncnet import SyncNet, stack_lower_halves, sync_probability
 from .config import TrainConfig
 from .data import ExpertSamples
-from .parts import Part, Recipe
+from .parts import Part, Recipe, register
 
 
 def sync_loss(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -20,6 +20,7 @@ def sync_loss(probability: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(probability, target.float())
 
 
+@register("expert")
 class ExpertRecipe(Recipe):
     """Trains SyncNet(width) with Adam (lr 1e-4) on half in-sync, half off-sync samples."""
 

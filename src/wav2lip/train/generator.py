@@ -30,7 +30,7 @@ from ..models.syncnet import stack_lower_halves, sync_probability
 from .config import TrainConfig
 from .data import GeneratorSamples, to_device_images
 from .expert import sync_loss
-from .parts import Part, Recipe
+from .parts import Part, Recipe, register
 
 
 def _load_into(model: torch.nn.Module, path: str, kind: str) -> None:
@@ -46,6 +46,7 @@ def frozen_expert(config: TrainConfig, device: torch.device) -> torch.nn.Module:
     return expert.train(config.expert_mode == "train")
 
 
+@register("generator")
 class GeneratorRecipe(Recipe):
     def __init__(self, config: TrainConfig, device: torch.device,
                  autocast: Callable[[], ContextManager], scaler: torch.amp.GradScaler) -> None:

@@ -36,12 +36,8 @@ from ..io.files import atomic_output
 from ..data.layout import read_file_list
 from .config import TrainConfig
 from .data import StepSampler
-from .distill import DistillRecipe
-from .expert import ExpertRecipe
-from .generator import GeneratorRecipe
-from .parts import Recipe
+from .parts import RECIPES, Recipe
 
-RECIPE_CLASSES = {"expert": ExpertRecipe, "generator": GeneratorRecipe, "distill": DistillRecipe}
 _CHECKPOINT = re.compile(r"^checkpoint_step(\d+)\.pth$")
 # Seed offset of the validation samples: evaluation never sees the training draws.
 _EVAL_SEED = 1_000_003
@@ -273,7 +269,7 @@ def _train(config: TrainConfig) -> dict[str, float]:
 
     torch.manual_seed(config.seed)
     autocast, scaler = _precision(config, device)
-    recipe: Recipe = RECIPE_CLASSES[config.recipe](config, device, autocast, scaler)
+    recipe: Recipe = RECIPES[config.recipe](config, device, autocast, scaler)
     start = 0
     latest = latest_checkpoint(folder) if config.resume else None
     if latest is not None:

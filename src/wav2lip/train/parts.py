@@ -1,9 +1,14 @@
 """What a recipe is: the networks it trains (each with its optimizer and checkpoint prefix) and the
-steps the shared loop calls. The defaults here are what a recipe without that concern does."""
+steps the shared loop calls. The defaults here are what a recipe without that concern does.
+
+Recipes register themselves by name (`@register("expert")`) and the loop looks them up in RECIPES, so
+the loop imports no recipe and a recipe's module may drive the loop (distill does) without a circle.
+The package's `__init__` imports every recipe module, so all are registered once `wav2lip.train` is.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, TypeVar
 
 import numpy as np
 import torch
@@ -44,3 +49,15 @@ class Recipe:
 
     def load_state(self, state: dict) -> None:
         """Restore what `state` returned."""
+
+
+RECIPES: dict[str, type[Recipe]] = {}  # config.recipe -> the class the loop builds
+R = TypeVar("R", bound=type[Recipe])
+
+
+def register(name: str) -> Callable[[R], R]:
+    """Class decorator: the shared loop builds this recipe for `config.recipe == name`."""
+    def add(cls: R) -> R:
+        RECIPES[name] = cls
+        return cls
+    return add
