@@ -21,12 +21,11 @@ import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
 
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ..io import audio
 from ..io import video as video_io
@@ -36,11 +35,12 @@ from ..shards import shard
 from ..faces import FaceTrackOptions
 from ..io.audio import mel_start, write_wav
 from . import layout
-from .layout import FPS, IMG_SIZE, MEL_STEP, MIN_FRAMES, SAMPLES_PER_FRAME, SPLITS, SYNC_T, clip_mel
+from .layout import FPS, MEL_STEP, MIN_FRAMES, SAMPLES_PER_FRAME, SPLITS, SYNC_T, clip_mel
 
 MAX_FACE_GAP = 25  # frames (1 s) without a face before a clip is split there (the evaluator's track gap)
 SCENE_CUT = FaceTrackOptions().scene_cut  # colour-histogram distance of a cut, as face tracking uses
 DONE = ".done"  # marker of a complete clip folder
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,10 +67,10 @@ def clip_name(video: Path) -> str:
     return f"{video.parent.name}/{video.stem}"
 
 
-def _batches(frames: Iterator[np.ndarray], size: int) -> Iterator[list[np.ndarray]]:
+def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
     batch = []
-    for frame in frames:
-        batch.append(frame)
+    for item in items:
+        batch.append(item)
         if len(batch) == size:
             yield batch
             batch = []
@@ -411,7 +411,10 @@ def write_lists(root: str | Path, val_fraction: float = 0.05,
 # ---- sync filtering (spec section 7) ----
 
 @dataclass
-class SyncScore:
+class ClipSyncProbability:
+    """An expert's mean sync probability of a prepared clip's windows at each audio offset (the sync
+    filter's measure; `evaluation.sync.SyncScore` is the evaluator's distance-based LSE-D / LSE-C)."""
+
     name: str
     score: float  # mean sync probability of in-sync windows (offset 0)
     offset: int  # frames by which the lips lag the audio, by the expert's best match
@@ -421,11 +424,14 @@ class SyncScore:
 
 @torch.no_grad()
 def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
-              device: str | torch.device = "cpu", batch_size: int = 64) -> SyncScore:
+              device: str | torch.device = "cpu", batch_size: int = 64) -> ClipSyncProbability:
     """Score a prepared clip with an expert: mean sync probability of 5-frame windows against the
-    audio shifted by -max_offset..max_offset frames. The best offset tells how far the lips lag."""
+    audio shifted by -max_offset..max_offset frames. The best offset tells how far the lips lag.
+    Faces and audio are embedded by the evaluator's ExpertModel, as `wav2lip evaluate` embeds them."""
+    from ..evaluation.sync import load_sync_model
     from ..models.syncnet import sync_probability
 
+    model = load_sync_model(expert, device)
     folder = Path(folder)
     mel = clip_mel(folder)
     frames = {int(p.stem): p for p in folder.glob("*.jpg") if p.stem.isdigit()}
@@ -442,31 +448,21 @@ def clip_sync(expert: torch.nn.Module, folder: str | Path, max_offset: int = 5,
         image = cv2.imread(str(frames[f]))
         if image is None:
             raise Wav2LipError(f"{frames[f]}: unreadable image")
-        lower[f] = cv2.resize(image, (IMG_SIZE, IMG_SIZE))[IMG_SIZE // 2:]
-    expert.eval()
+        lower[f] = model.crop_whole(image)
     # Each face window and each audio window is embedded once, then paired at every offset.
+    windows = (torch.from_numpy(np.stack([np.stack([lower[f + j] for j in range(SYNC_T)]) for f in chunk]))
+               .permute(0, 4, 1, 2, 3).float() for chunk in _batches(iter(starts), batch_size))
+    face_emb = model.embed_faces(windows)
     needed = sorted({f + o for f in starts for o in offsets})
-    audio_emb: dict[int, torch.Tensor] = {}
-    for i in range(0, len(needed), batch_size):
-        chunk = needed[i:i + batch_size]
-        mels = np.stack([mel[None, :, mel_start(g, FPS):mel_start(g, FPS) + MEL_STEP] for g in chunk])
-        emb = F.normalize(expert.audio_encoder(torch.from_numpy(mels).float().to(device)).flatten(1), dim=1)
-        audio_emb.update(zip(chunk, emb))
-    face_emb: dict[int, torch.Tensor] = {}
-    for i in range(0, len(starts), batch_size):
-        chunk = starts[i:i + batch_size]
-        faces = np.stack([np.concatenate([lower[f + j] for j in range(SYNC_T)], axis=2) for f in chunk])
-        faces_t = torch.from_numpy(faces).to(device).permute(0, 3, 1, 2).float().div_(255.0)
-        face_emb.update(zip(chunk, F.normalize(expert.face_encoder(faces_t).flatten(1), dim=1)))
+    audio_emb = dict(zip(needed, model.embed_mel(mel, needed, batch_size)))
     totals = np.zeros(len(offsets))
     for k, offset in enumerate(offsets):
-        a = torch.stack([audio_emb[f + offset] for f in starts])
-        v = torch.stack([face_emb[f] for f in starts])
-        totals[k] = sync_probability(a, v).sum().item()
+        paired = torch.stack([audio_emb[f + offset] for f in starts])
+        totals[k] = sync_probability(paired, face_emb).sum().item()
     means = totals / len(starts)
     best = offsets[int(np.argmax(means))]
-    return SyncScore(f"{folder.parent.name}/{folder.name}", float(means[max_offset]), -best, offsets,
-                     [float(m) for m in means])
+    return ClipSyncProbability(f"{folder.parent.name}/{folder.name}", float(means[max_offset]), -best, offsets,
+                               [float(m) for m in means])
 
 
 def filter_sync(root: str | Path, expert: str | Path, min_sync: float, device: str = "cpu",

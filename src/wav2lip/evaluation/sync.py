@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Literal
+from typing import Iterable, Iterator, Literal, Sequence
 
 import cv2
 import numpy as np
@@ -336,7 +336,8 @@ class ExpertModel(SyncModel):
 
     It sees what it was trained on: the whole frame (face crops) or, along a track, the detector's box
     (as `wav2lip preprocess` crops training faces), resized to 96 x 96; audio windows start at mel
-    frame int(80 v / 25) for video frame v.
+    frame int(80 v / 25) for video frame v. The one place the expert embeds faces and audio: the
+    offset search here and sync filtering of prepared clips (`data.preprocess.clip_sync`) both use it.
     """
 
     kind = "expert"
@@ -352,25 +353,32 @@ class ExpertModel(SyncModel):
             raise ValueError(f"empty face crop for s={s}, centre=({cx}, {cy})")
         return self.crop_whole(box)
 
-    def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
-        def forward(clips: torch.Tensor) -> torch.Tensor:
-            return F.normalize(self.net.face_encoder(stack_lower_halves(clips / 255.0)).flatten(1), dim=1)
+    def embed_faces(self, clips: Iterable[torch.Tensor]) -> torch.Tensor:
+        """Unit face embeddings of batches of (B, 3, 5, 48, 96) lower-half clips valued 0..255."""
+        def forward(batch: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.net.face_encoder(stack_lower_halves(batch / 255.0)).flatten(1), dim=1)
 
-        return _embed(forward, _clip_batches(crops, batch_size), self.device)
+        return _embed(forward, clips, self.device)
+
+    def embed_mel(self, mel: np.ndarray, frames: Sequence[int], batch_size: int) -> torch.Tensor:
+        """Unit audio embeddings of the 0.2 s windows of `mel` that go with video frames `frames`."""
+        windows = audio_io.mel_windows(mel, [mel_start(v, EVAL_FPS) for v in frames])
+        batches = (torch.from_numpy(windows[i:i + batch_size]) for i in range(0, len(windows), batch_size))
+
+        def forward(mels: torch.Tensor) -> torch.Tensor:
+            return F.normalize(self.net.audio_encoder(mels).flatten(1), dim=1)
+
+        return _embed(forward, batches, self.device)
+
+    def embed_video(self, crops: Iterable[np.ndarray], batch_size: int) -> torch.Tensor:
+        return self.embed_faces(_clip_batches(crops, batch_size))
 
     def embed_audio(self, samples: np.ndarray, n_clips: int, batch_size: int) -> torch.Tensor:
         mel = audio_io.melspectrogram((samples / 32768.0).astype(np.float32))
         need = mel_start(n_clips - 1, EVAL_FPS) + MEL_STEP
         if mel.shape[1] < need:  # the last windows run past the audio: silence, as the evaluator's zeros
             mel = np.pad(mel, ((0, 0), (0, need - mel.shape[1])), constant_values=mel.min())
-        windows = np.stack([mel[None, :, mel_start(v, EVAL_FPS):mel_start(v, EVAL_FPS) + MEL_STEP]
-                            for v in range(n_clips)])
-        batches = (torch.from_numpy(windows[i:i + batch_size]).float() for i in range(0, n_clips, batch_size))
-
-        def forward(mels: torch.Tensor) -> torch.Tensor:
-            return F.normalize(self.net.audio_encoder(mels).flatten(1), dim=1)
-
-        return _embed(forward, batches, self.device)
+        return self.embed_mel(mel, range(n_clips), batch_size)
 
 
 EXPERT_PREFIX = "expert:"  # --model expert:PATH scores with a trained lip-sync expert
