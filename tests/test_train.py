@@ -267,6 +267,15 @@ def test_clear_errors(data, tmp_path):
         make_config("expert", bad)
 
 
+def test_a_malformed_world_size_is_one_line_naming_it(data, tmp_path, monkeypatch, capsys):
+    """Training reads torchrun's RANK / WORLD_SIZE where sharding does (shards.rank_and_world)."""
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    code = main(["train-expert", "--data-root", str(data), "--checkpoint-dir", str(tmp_path / "e"), "--steps", "1",
+                 "--batch-size", "2", "--workers", "0", "--width", "0.125", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "WORLD_SIZE='two'" in err[0]
+
+
 def test_config_file_and_flags(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text("[train]\nbatch_size = 8\nlr = 0.0003\n")

@@ -2,7 +2,8 @@
 
 Preprocessing and `infer --manifest` split their work the same way: machine r of W takes every W-th
 item from the r-th, in the order every machine computes identically, so the shares never overlap and
-together cover everything, without any coordination between machines.
+together cover everything, without any coordination between machines. Training reads the same
+variables (and torchrun's LOCAL_RANK) here: this module is the one reader of them.
 """
 from __future__ import annotations
 
@@ -25,6 +26,14 @@ def rank_and_world(rank: int | None = None, world: int | None = None) -> tuple[i
     if world < 1 or not 0 <= rank < world:
         raise Wav2LipError(f"RANK {rank} is not within WORLD_SIZE {world}")
     return rank, world
+
+
+def local_rank() -> int:
+    """The process's GPU index on its machine: LOCAL_RANK, which torchrun sets beside RANK (0 without it)."""
+    try:
+        return int(os.environ.get("LOCAL_RANK", "0"))
+    except ValueError:
+        raise Wav2LipError(f"LOCAL_RANK must be a whole number, got {os.environ.get('LOCAL_RANK')!r}") from None
 
 
 def shard(items: Sequence[T], rank: int | None = None, world: int | None = None) -> list[T]:

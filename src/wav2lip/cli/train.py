@@ -6,11 +6,11 @@ Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or
 from __future__ import annotations
 
 import argparse
-import os
 
 from ..io.files import check_folder
 from ..device import PRECISIONS
 from ..lipsync.options import EXPERT_MODES
+from ..shards import rank_and_world
 from ..train import TrainConfig, default_checkpoint_dir, distill, make_config, train
 
 
@@ -100,7 +100,7 @@ def _config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _print_last(metrics: dict[str, float]) -> None:
-    if metrics and os.environ.get("RANK", "0") == "0":
+    if metrics and rank_and_world()[0] == 0:
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 

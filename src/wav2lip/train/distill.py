@@ -32,6 +32,7 @@ from .. import checkpoints, store
 from ..errors import Wav2LipError
 from ..io.files import check_folder, check_output
 from ..models.generator import Wav2Lip
+from ..shards import rank_and_world
 from .config import TrainConfig
 from .generator import GeneratorRecipe, _load_into, collage_image, frozen_expert
 from .loop import latest_checkpoint, train
@@ -185,7 +186,7 @@ def distill(config: TrainConfig, out: str | os.PathLike) -> tuple[dict[str, floa
     check_output(out, inputs=inputs, what="student")
     check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
     metrics = train(config)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if rank_and_world()[0] != 0:
         return metrics, None
     latest = latest_checkpoint(config.checkpoint_dir)
     saved = checkpoints.read_checkpoint(latest) if latest is not None else None

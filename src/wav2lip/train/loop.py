@@ -33,6 +33,7 @@ from .. import checkpoints
 from ..device import DTYPES, resolve_precision
 from ..errors import Wav2LipError
 from ..io.files import atomic_output
+from ..shards import local_rank, rank_and_world
 from ..data.layout import read_file_list
 from .config import TrainConfig
 from .data import StepSampler
@@ -56,9 +57,9 @@ class Distributed:
 
 def _setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
     """DDP when torchrun set RANK/WORLD_SIZE, else a single process; NCCL on CUDA, gloo on CPU."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ:
-        info = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]),
-                           int(os.environ.get("LOCAL_RANK", "0")))
+    rank, world = rank_and_world()
+    if world > 1:
+        info = Distributed(rank, world, local_rank())
         use_cuda = torch.cuda.is_available() and config.device in ("auto", "cuda")
         if use_cuda:
             device = torch.device("cuda", info.local_rank)
