@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hmac
+from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -22,7 +23,7 @@ from .. import __version__
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..device import PRECISIONS
-from ..lipsync.options import options_for, public_table
+from ..lipsync.options import SyncOptions, options_for, public_table
 from .form import JOBS, TooLarge, boundary_of, parse_options, receive, request_schema
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
 from .live import register as register_live
@@ -96,7 +97,8 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         try:
             upload = await receive(body.chunks(), boundary, folder, max_upload)
             options, detector, precision = parse_options(upload.fields)
-            job = Job(job_id, folder, options, "", "", upload.names[FACE], upload.names[AUDIO])
+            recorded = asdict(SyncOptions.from_kwargs(options))  # the defaults too: the job says what ran
+            job = Job(job_id, folder, recorded, "", "", upload.names[FACE], upload.names[AUDIO])
             job.detector, job.precision = queue.models.key(detector, precision)
             try:
                 syncer = await run_in_threadpool(queue.models.get, job.detector, job.precision)
