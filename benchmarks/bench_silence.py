@@ -54,7 +54,7 @@ def true_pauses(opening: np.ndarray, fps: float = synth.FPS) -> np.ndarray:
 def run_case(syncer: LipSyncer, seed: int, seconds: float, kind: str, snr: float, folder: Path) -> dict[str, tuple]:
     rng = np.random.default_rng(seed)
     # Two stretches of speech with a pause of 1-1.6 s between them (synthetic speech's own pauses are
-    # shorter than the MIN_SILENCE a frame's window needs); the true opening is 0 in the pause.
+    # shorter than the detector's hangover); the true opening is 0 in the pause.
     first, second = (synth.make_clip(1000 + 2 * seed + k, seconds=seconds / 2) for k in (0, 1))
     gap = int(rng.uniform(1.0, 1.6) * synth.FPS)
     clean = np.concatenate([first.wav, rng.normal(0, 0.002, gap * synth.SAMPLE_RATE // synth.FPS), second.wav])

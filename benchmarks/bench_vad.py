@@ -4,7 +4,8 @@ Each shared recording is cut into pieces of 0.8-2.0 s with pauses of 0.3-1.2 s p
 (room noise at -65 dBFS), then mixed with white noise or synthetic music (chords of decaying harmonic
 notes, a bass line, hi-hat bursts) at a given speech-to-background ratio. Every detector's raw 10 ms
 decisions go through the same hold rule (wav2lip.lipsync.vad.hold) and are scored on two kinds of frame only:
-- planted pause frames more than 0.1 s from speech: a "speech" decision is a false alarm;
+- planted pause frames more than 0.1 s before speech and past the hold's hangover after it: a "speech"
+  decision is a false alarm;
 - clearly spoken frames (clean band level within 25 dB of the recording's loudest): "silence" is a miss.
 Frames in between (the speakers' own short pauses, soft consonants) are not scored: no detector-free
 truth exists for them. Frame error = (false alarms + misses) / scored frames.
@@ -27,6 +28,7 @@ from wav2lip.io.audio import SAMPLE_RATE, load_audio
 
 MEDIA = Path(__file__).resolve().parents[2] / "shared" / "media"
 HOP = vad.HOP
+HANGOVER = int(round((vad.VadOptions().hangover + 0.03) * vad.FRAME_RATE))  # steps (with the 30 ms smoothing)
 
 
 def plant_pauses(wav: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -81,9 +83,12 @@ def clear_speech(clean: np.ndarray, label: np.ndarray) -> np.ndarray:
     return label[:level.size] & (level > np.percentile(level, 99) - 25)
 
 
-def far_pause(label: np.ndarray, margin: int = 10) -> np.ndarray:
-    """Pause frames more than `margin` frames (0.1 s) from speech material."""
-    near = np.convolve(label.astype(np.int32), np.ones(2 * margin + 1, np.int32), mode="same") > 0
+def far_pause(label: np.ndarray, before: int = 10, after: int = HANGOVER) -> np.ndarray:
+    """Pause frames more than `before` frames (0.1 s) before speech material and `after` frames after it
+    (the hold's hangover: every detector's decisions go through it)."""
+    speech = label.astype(np.int32)
+    kernel = np.ones(before + after + 1, np.int32)
+    near = np.convolve(speech, kernel)[before:before + label.size] > 0  # speech in [t - after, t + before]
     return ~near
 
 

@@ -32,7 +32,6 @@ from .blend import BLENDS, feather, to_uint8
 from .enhance import FaceEnhancer
 from .options import SyncOptions
 
-MIN_SILENCE = 0.3  # s: shorter pauses keep the generator's own mouth (it closes them itself)
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
 _UNIT = (np.arange(256, dtype=np.float64) / 255.0).astype(np.float32)
 # The mel window of digital silence: every band at the floor (spec section 2's normalisation of -100 dB).
@@ -92,23 +91,40 @@ def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: 
     return out.float().cpu().numpy()
 
 
+class Pauses:
+    """The mouth's weight per output frame for the silence modes: 1 where the frame's mel window holds
+    speech, 0 in a pause, stepping 1 / (crossfade + 1) per frame between them (the first frame takes its
+    own value). One voice-activity detector (vad.SpeechDetector) fed as the audio comes: it needs no audio
+    beyond a frame's mel window, so a file and a live stream of it give the same weights."""
+
+    def __init__(self, fps: float, crossfade: int) -> None:
+        self.detector = vad.SpeechDetector()
+        self.fps = fps
+        self.step = 1.0 / (crossfade + 1)
+        self.weight: float | None = None
+
+    def speaking(self, j: int, detector: vad.SpeechDetector | None = None) -> bool:
+        """Does frame j's mel window hold speech (as far as `detector`, by default this one, has heard)?"""
+        a, b = vad.window_steps(int(j * (audio_io.MEL_FPS / self.fps)), audio_io.HOP, audio_io.MEL_STEP)
+        return bool((detector or self.detector).activity[a:b].any())
+
+    def next(self, target: float) -> float:
+        """The next frame's weight on the way to `target` (rounded so that the ends are exactly 0 and 1)."""
+        if self.weight is None:
+            self.weight = target
+        elif target > self.weight:
+            self.weight = min(target, round(self.weight + self.step, 9))
+        else:
+            self.weight = max(target, round(self.weight - self.step, 9))
+        return self.weight
+
+
 def speech_weights(wav: np.ndarray, n_frames: int, fps: float, crossfade: int) -> np.ndarray:
-    """(n_frames,) float32 per output frame: 1 where its mel window (0.2 s from the frame's start) holds
-    speech, 0 in pauses of at least MIN_SILENCE, stepping over `crossfade` frames inside each pause's
-    edges, so no speech frame is ever changed."""
-    activity = vad.speech_activity(wav)
-    starts = np.arange(n_frames) / fps
-    speech = vad.activity_per_window(activity, starts, audio_io.MEL_STEP / audio_io.MEL_FPS)
-    weights = np.ones(n_frames, np.float32)
-    shortest = max(1, int(np.ceil(MIN_SILENCE * fps)))
-    for start, stop, spoken in vad.run_lengths(speech):
-        if spoken or stop - start < shortest:
-            continue
-        k = np.arange(start, stop)
-        ramp_in = (k - start + 1) / (crossfade + 1) if start > 0 else np.ones(k.size)
-        ramp_out = (stop - k) / (crossfade + 1) if stop < n_frames else np.ones(k.size)
-        weights[start:stop] = 1 - np.clip(np.minimum(ramp_in, ramp_out), 0, 1)
-    return weights
+    """(n_frames,) float32: the weights `Pauses` gives the frames of a whole recording."""
+    pauses = Pauses(fps, crossfade)
+    pauses.detector.push(wav)
+    pauses.detector.finish()
+    return np.array([pauses.next(1.0 if pauses.speaking(j) else 0.0) for j in range(n_frames)], np.float32)
 
 
 # ---------------------------------------------------------------- frames of the source

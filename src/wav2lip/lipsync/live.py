@@ -4,8 +4,9 @@ The avatar (a still or a video loop) is prepared once: every source frame's face
 `LiveSyncer.stream` then reads audio chunks on its own thread, computes the mel incrementally
 (`audio.MelStream`) and makes each frame as soon as its 0.2 s mel window is complete. The frames are the
 offline pipeline's: frame j of the speech gets mel window int(j * 80 / fps) of the whole signal, the same
-crop, generator and blend (spec sections 3-5), so with `crossfade=0, silence_db=None` a file fed in pieces
-gives the offline frames.
+crop, generator and blend (spec sections 3-5), and the same pauses (one voice-activity detector that needs
+no audio beyond a frame's mel window), so a file fed in pieces gives the offline frames, whatever the
+options.
 
 The floor of the latency: frame k's window ends (MEL_STEP - 1) * HOP + N_FFT / 2 = 3400 samples
 (212.5 ms) after the frame's first sample, so no frame can exist before that much audio after it has
@@ -16,8 +17,8 @@ anchor + k / fps, moved later whenever a frame comes late) paces everything else
 sends nothing, the avatar's own frames are yielded at the clock's rate; when it pauses mid-speech for
 longer than `stall` seconds after the output has caught up with the clock, the speech so far is finished
 as if silence followed, and when audio comes again it continues the same signal, frame-aligned.
-Speech starting and stopping, and stretches of silence in it, fade the generated mouth in and out over
-`crossfade` frames instead of switching it.
+Speech starting and stopping, and pauses in it, fade the generated mouth in and out over `crossfade`
+frames instead of switching it (kernel.Pauses, as offline).
 """
 from __future__ import annotations
 
@@ -36,13 +37,13 @@ import numpy as np
 from ..errors import Wav2LipError
 from ..io import video as video_io
 from ..io.audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, frame_count_for_audio
-from .kernel import SILENT_MEL, Frame, FrameKernel, fixed_box, loop_index, prepare_frame
+from .kernel import SILENT_MEL, Frame, FrameKernel, Pauses, fixed_box, loop_index, prepare_frame
 from .offline import FRAME_QUEUE, LipSyncer, _Run
 from .options import MODEL_TABLE, StreamOptions, SyncOptions
 from .stages import Profile, Stage
+from .vad import SpeechDetector
 
 LEAD = (MEL_STEP - 1) * HOP + N_FFT // 2  # samples after a frame's start that its mel window needs (212.5 ms)
-PAUSE_LEVEL = 10 ** (-60.0 / 20)  # a speech frame whose whole window of audio peaks below -60 dBFS is a pause
 STALL = StreamOptions.stall  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
 ONE_PASS = 2**62  # frames asked of the avatar for "one pass, however long"
 INBOX_SECONDS = 30.0  # audio buffered ahead of the generator before the source's thread waits
@@ -257,8 +258,7 @@ class _Session:
     def __init__(self, live: LiveSyncer, chunks: Iterable[np.ndarray], sample_rate: int) -> None:
         self.live = live
         self.period = 1.0 / live.fps
-        self.step = 1.0 / (live.options.crossfade + 1)
-        self.gate = live.options.silence != "off"
+        self.pauses = Pauses(live.fps, live.options.crossfade) if live.options.silence != "off" else None
         self.kernel = live.kernel()
         self.batch = live.options.batch_size
         self.stop = threading.Event()
@@ -275,11 +275,11 @@ class _Session:
         self.signal0 = 0
         self.pads: list[tuple[int, int]] = []  # (position in T, samples of silence inserted there)
         self.tail: dict[int, np.ndarray] = {}  # windows of frames finished with silence (stall or end)
+        self.tail_speech: dict[int, bool] = {}  # and whether those windows hold speech
         self.j = 0
         self.k = 0
         self.ended = False
         self.last_chunk = time.perf_counter()
-        self.weight = 0.0  # the mouth's weight in the previous frame
         self.anchor = time.perf_counter() + LEAD / SAMPLE_RATE  # frame 0 is due when speech could first exist
 
     # ---------------------------------------------------------------- audio in
@@ -294,6 +294,8 @@ class _Session:
         if columns.shape[1]:
             self.cols = np.concatenate((self.cols, columns), axis=1)
         self.signal = np.concatenate((self.signal, samples.astype(np.float32)))
+        if self.pauses is not None:
+            self.pauses.detector.push(samples)
 
     def _drain(self, timeout: float) -> None:
         """Take what the source sent, waiting up to `timeout` seconds for something."""
@@ -333,8 +335,22 @@ class _Session:
                 self._pad_to(live.samples_of(count))
         for j, start in zip(range(first, count), starts):
             self.tail[j] = columns[:, start - self.col0:start - self.col0 + MEL_STEP]
+        if self.pauses is not None:
+            heard = self._heard_to_the_end((starts[-1] + MEL_STEP) * HOP + N_FFT // 2 if starts else 0)
+            self.tail_speech.update((j, self.pauses.speaking(j, heard)) for j in range(first, count))
         if self.ended:  # nothing after the end: the last frame's audio may be short
             self.signal = np.concatenate((self.signal, np.zeros(max(0, live.samples_of(count) - n), np.float32)))
+
+    def _heard_to_the_end(self, until: int) -> SpeechDetector:
+        """The voice-activity detector with T finished: as a file ends (the source has ended), or with
+        silence after it up to sample `until` (a stall: a copy, since T goes on when the source does)."""
+        if self.ended:
+            self.pauses.detector.finish()
+            return self.pauses.detector
+        heard = self.pauses.detector.copy()
+        heard.push(np.zeros(max(0, until - self.length), np.float32))
+        heard.finish()
+        return heard
 
     # ---------------------------------------------------------------- frames out
 
@@ -350,24 +366,9 @@ class _Session:
         """T holds audio of speech frame j (its window may still be incomplete)."""
         return self.live.samples_of(self.j) < self.length or self.j in self.tail
 
-    def _silent(self, j: int) -> bool:
-        """Every sample frame j's mel window is made of (as far as T has them) peaks below the threshold."""
-        if not self.gate:
-            return False
-        start = int(j * (MEL_FPS / self.live.fps))
-        lo = max(0, start * HOP - N_FFT // 2) - self.signal0
-        hi = (start + MEL_STEP - 1) * HOP + N_FFT // 2 - self.signal0
-        part = self.signal[max(0, lo):max(0, hi)]
-        return not part.size or float(np.abs(part).max()) < PAUSE_LEVEL
-
-    def _next_weight(self, target: float) -> float:
-        """One crossfade step towards `target`, rounded so that the ends are exactly 0 and 1 (no steps with
-        silence="off": there are no pauses to fade into)."""
-        if not self.gate:
-            return target
-        if target > self.weight:
-            return min(target, round(self.weight + self.step, 9))
-        return max(target, round(self.weight - self.step, 9))
+    def _weight(self, target: float) -> float:
+        """The mouth's weight for the next frame (no steps with silence="off": there are no pauses)."""
+        return target if self.pauses is None else self.pauses.next(target)
 
     def _source_sample(self, position: int) -> int:
         return position - sum(size for at, size in self.pads if at + size <= position)
@@ -385,17 +386,19 @@ class _Session:
                                                        np.float32), None
                 mel[self.k] = _SILENT_WINDOW
             else:
-                target = 0.0 if self._silent(self.j) else 1.0
+                speaking = self.tail_speech.pop(self.j) if self.j in self.tail_speech else (
+                    self.pauses is None or self.pauses.speaking(self.j))
+                target = 1.0 if speaking else 0.0
                 lo, hi = live.samples_of(self.j) - self.signal0, live.samples_of(self.j + 1) - self.signal0
                 audio, sample = self.signal[lo:hi].copy(), self._source_sample(live.samples_of(self.j))
                 mel[self.k] = window
                 self.tail.pop(self.j, None)
                 self.j += 1
-            self.weight = self._next_weight(target)
-            if window is None and self.weight == 0:
+            weight = self._weight(target)
+            if window is None and weight == 0:
                 box = None
-            frames.append(Frame(self.k, source, False, image, box, speech=self.weight, landmarks=landmarks))
-            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, self.weight))
+            frames.append(Frame(self.k, source, False, image, box, speech=weight, landmarks=landmarks))
+            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, weight))
             self.k += 1
         batch = self.kernel.inputs(frames, lambda indices: np.stack([mel[i] for i in indices])[:, None])
         for frame in self.kernel.generate(batch):
