@@ -133,11 +133,9 @@ def sync_confidence(expert: torch.nn.Module, lower: dict[int, np.ndarray], mel: 
     every shift."""
     from ..models.syncnet import sync_probability
 
-    def mel_start(frame: int) -> int:
-        return int(audio_io.MEL_FPS * frame / fps)
-
     starts = [f for f in sorted(lower) if all(f + j in lower for j in range(WINDOW))
-              and mel_start(f - max_offset) >= 0 and mel_start(f + max_offset) + MEL_STEP <= mel.shape[1]]
+              and audio_io.mel_start(f - max_offset, fps) >= 0
+              and audio_io.mel_start(f + max_offset, fps) + MEL_STEP <= mel.shape[1]]
     if len(starts) < MIN_WINDOWS:
         return None
     device = next(expert.parameters()).device
@@ -146,7 +144,7 @@ def sync_confidence(expert: torch.nn.Module, lower: dict[int, np.ndarray], mel: 
     face_emb = F.normalize(expert.face_encoder(faces_t).flatten(1), dim=1)
     means = []
     for offset in range(-max_offset, max_offset + 1):
-        mels = np.stack([mel[None, :, mel_start(f + offset):mel_start(f + offset) + MEL_STEP] for f in starts])
+        mels = audio_io.mel_windows(mel, [audio_io.mel_start(f + offset, fps) for f in starts])
         audio_emb = F.normalize(expert.audio_encoder(torch.from_numpy(mels).float().to(device)).flatten(1), dim=1)
         means.append(float(sync_probability(audio_emb, face_emb).mean()))
     return means[max_offset] - float(np.median(means))
