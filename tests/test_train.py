@@ -288,3 +288,15 @@ def test_config_file_and_flags(tmp_path):
     json_path = tmp_path / "c.json"
     json_path.write_text(json.dumps({"width": 0.5}))
     assert make_config("expert", json_path, width=0.25).width == 0.25
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_training_resolves_its_device_as_inference_does() -> None:
+    """"auto" picks what inference picks; a device the machine lacks is one line, not a late crash."""
+    from wav2lip.device import resolve_device
+    from wav2lip.train.config import TrainConfig
+    from wav2lip.train.loop import _setup_distributed
+
+    assert _setup_distributed(TrainConfig(device="auto"))[1] == resolve_device("auto")
+    with pytest.raises(Wav2LipError, match="not available"):
+        _setup_distributed(TrainConfig(device="cuda"))

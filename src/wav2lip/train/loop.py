@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import checkpoints
-from ..device import DTYPES, resolve_precision
+from ..device import DEVICES, DTYPES, resolve_device, resolve_precision
 from ..errors import Wav2LipError
 from ..io.files import atomic_output
 from ..shards import local_rank, rank_and_world
@@ -69,10 +69,7 @@ def _setup_distributed(config: TrainConfig) -> tuple[Distributed, torch.device]:
         if not dist.is_initialized():
             dist.init_process_group("nccl" if use_cuda else "gloo")
         return info, device
-    if config.device == "auto":
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        device = torch.device(config.device)
+    device = resolve_device(config.device) if config.device in DEVICES else torch.device(config.device)  # "cuda:1"
     return Distributed(), device
 
 
