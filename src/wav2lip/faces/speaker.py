@@ -41,7 +41,7 @@ MEL_STEP = audio_io.MEL_STEP
 
 
 @dataclass
-class TrackScore:
+class TrackCandidate:
     """One face track of a shot: frames seen, mean box area, its centre at the shot's first sighting,
     and the expert's sync confidence (None: not scored)."""
 
@@ -60,7 +60,7 @@ class ShotChoice:
     start: int
     chosen: int
     reason: str  # "sync", "largest" (no expert, soundtrack or scorable track) or "only face"
-    tracks: list[TrackScore] = field(default_factory=list)
+    tracks: list[TrackCandidate] = field(default_factory=list)
 
     @property
     def point(self) -> tuple[float, float]:
@@ -177,7 +177,7 @@ def choose_speakers(frames: Iterable[np.ndarray], detector: FaceDetector, fps: f
             area = float(np.mean([(b[2] - b[0]) * (b[3] - b[1]) for b in track.boxes.values()]))
             confidence = (sync_confidence(expert, track.lower, mel, fps)
                           if expert is not None and mel is not None and len(tracks) > 1 else None)
-            scores.append(TrackScore(k, first, len(track.boxes), area,
+            scores.append(TrackCandidate(k, first, len(track.boxes), area,
                                      (float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2), confidence))
         scored = [s for s in scores if s.confidence is not None]
         if len(scores) == 1:
