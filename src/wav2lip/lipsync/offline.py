@@ -400,9 +400,11 @@ def stream(job: _Job, run: _Run, progress: bool = False) -> Iterator[Frame]:
 
 
 def lipsync_file(job: _Job, run: _Run, output: str | Path,
-                 on_progress: Callable[[int, int], None] | None = None) -> Result:
+                 on_progress: Callable[[int, int], None] | None = None,
+                 on_frame: Callable[[Frame], None] | None = None) -> Result:
     """Run the chain into a video file at `output` (written atomically; nothing there on failure or
-    cancellation). `on_progress(frames written, frames in all)` is called after every frame."""
+    cancellation). `on_progress(frames written, frames in all)` is called after every frame, `on_frame`
+    with each frame written (its image, face box, source frame)."""
     output = Path(output)
     opts = job.options
     start = time.perf_counter()
@@ -423,6 +425,8 @@ def lipsync_file(job: _Job, run: _Run, output: str | Path,
                 writer.__enter__()
             writer.write(frame.image)
             missed += frame.box is None
+            if on_frame is not None:
+                on_frame(frame)
             run.profile.add("encode", time.perf_counter() - t0)
             if on_progress is not None:
                 on_progress(writer.frames_written, job.n_frames)
@@ -552,14 +556,15 @@ class LipSyncer:
 
     def run(self, face: str | Path, audio: str | Path, output: str | Path, *,
             on_progress: Callable[[int, int], None] | None = None, cancel: threading.Event | None = None,
-            **options) -> Result:
+            on_frame: Callable[[Frame], None] | None = None, **options) -> Result:
         """Lip-sync `face` (video or image) to `audio` into `output` (.mp4, .mov or .mkv; .mkv with
         lossless=True). Options: the fields of `SyncOptions`. `on_progress(done, total)` is called after
-        every frame; setting `cancel` stops every stage within a tenth of a second and raises Wav2LipError,
-        with nothing left at `output`."""
+        every frame, `on_frame(frame)` with each frame written (for measuring it against its source);
+        setting `cancel` stops every stage within a tenth of a second and raises Wav2LipError, with
+        nothing left at `output`."""
         check_output_path(output, self.inputs(face, audio), bool(options.get("lossless")))
         job, run = self._run(face, audio, options, cancel)
-        return lipsync_file(job, run, output, on_progress)
+        return lipsync_file(job, run, output, on_progress, on_frame)
 
     def preview(self, face: str | Path, audio: str | Path, output: str | Path, frame: int = 0,
                 **options) -> Preview:

@@ -1,0 +1,102 @@
+"""evaluation.reconstruct: the self-reenactment test (a clip lip-synced to its own soundtrack, measured
+against itself)."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import deterministic_generator
+from wav2lip import LipSyncer, Wav2LipError
+from wav2lip.evaluation.reconstruct import _Meter, frame_range, reconstruct, reconstruct_folder, sharpness, ssim
+from wav2lip.io.audio import SAMPLE_RATE, load_audio, write_wav
+from wav2lip.io.video import VideoWriter, open_source
+from wav2lip.lipsync.kernel import Frame
+from wav2lip.lipsync.options import SyncOptions
+
+BOX = np.array([140, 150, 380, 470])  # vr_face5's face: x1, y1, x2, y2
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("reconstruct")
+
+
+@pytest.fixture(scope="module")
+def clip(media, work) -> Path:
+    """30 frames of a real talking head with its own soundtrack (1.2 s)."""
+    frames = list(open_source(media / "vr_face5.mp4").frames(30))
+    audio = work / "own.wav"
+    write_wav(audio, load_audio(media / "vr_face5.mp4")[:int(1.2 * SAMPLE_RATE)])
+    path = work / "talk.mkv"
+    with VideoWriter(path, 25, frames[0].shape[1], frames[0].shape[0], audio=audio, lossless=True) as writer:
+        writer.write_many(frames)
+    return path
+
+
+@pytest.fixture(scope="module")
+def syncer(work, models_dir) -> LipSyncer:
+    checkpoint = deterministic_generator(work / "g.pth", width=0.125)
+    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
+                     precision="fp32")
+
+
+def test_frame_ranges() -> None:
+    assert frame_range(None, 50) == (0, 50)
+    assert frame_range("80%:", 50) == (40, 50)
+    assert frame_range(":-10", 50) == (0, 40)
+    assert frame_range("5:20", 50) == (5, 20)
+    assert frame_range("10:1000", 50) == (10, 50)
+    for bad in ("5", "a:b", "20:10", "100%:", "1:2:3"):
+        with pytest.raises(Wav2LipError, match="--frames"):
+            frame_range(bad, 50)
+
+
+def test_the_real_frames_score_perfectly_and_a_shifted_copy_lower(clip) -> None:
+    """The meter on frames equal to the real ones: PSNR inf, SSIM 1, sharpness ratio 1; shifted by two
+    pixels: finite PSNR, SSIM below 1."""
+    real = list(open_source(clip).frames(30))
+    same, shifted = (_Meter(clip, SyncOptions(), 0, 30) for _ in range(2))
+    for k, image in enumerate(real):
+        same(Frame(k, k, True, image.copy(), BOX))
+        shifted(Frame(k, k, True, np.roll(image, 2, axis=1), BOX))
+    assert same.psnr() == math.inf and np.mean(same.ssims) == pytest.approx(1.0)
+    assert same.sharp_out == same.sharp_real > 0
+    assert math.isfinite(shifted.psnr()) and 15 < shifted.psnr() < 60
+    assert np.mean(shifted.ssims) < 0.99
+    grey = np.random.default_rng(0).integers(0, 256, (40, 40)).astype(np.uint8)
+    assert ssim(grey, grey) == pytest.approx(1.0) and sharpness(np.full((40, 40), 7, np.uint8)) == 0
+
+
+def test_reconstruction_of_a_clip_scores_the_range_it_is_given(syncer, clip) -> None:
+    whole = reconstruct(clip, syncer, silence="off")
+    assert whole.frames == 30 and (whole.first, whole.last) == (0, 30) and whole.scored + whole.no_face == 30
+    assert whole.scored >= 25
+    assert 5 < whole.psnr < 60 and 0 < whole.ssim < 1 and whole.sharpness_ratio > 0
+    assert whole.lse_c is None
+    tail = reconstruct(clip, syncer, frames="80%:", silence="off")
+    assert (tail.first, tail.last) == (24, 30) and tail.scored + tail.no_face == 6
+    # The same frames measured alone: the whole run's last six, not a different score.
+    assert tail.psnr != whole.psnr
+
+
+def test_a_folder_gives_rows_means_json_and_csv(syncer, clip, work, tiny_expert) -> None:
+    folder = work / "clips"
+    folder.mkdir()
+    (folder / "a.mkv").write_bytes(clip.read_bytes())
+    (folder / "broken.mp4").write_bytes(b"\x00" * 100)
+    rows = reconstruct_folder(folder, syncer, frames="50%:", sync_model=f"expert:{tiny_expert}", sync_device="cpu",
+                              json_path=work / "r.json", csv_path=work / "r.csv", silence="off")
+    assert [(name, error is None) for name, _, error in rows] == [("a.mkv", True), ("broken.mp4", False)]
+    data = json.loads((work / "r.json").read_text())
+    assert data["means"]["videos"] == 2 and data["means"]["failed"] == 1
+    good = data["videos"][0]
+    assert good["first"] == 15 and good["lse_c"] is not None and isinstance(good["offset"], int)
+    with open(work / "r.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [r["video"] for r in table] == ["a.mkv", "broken.mp4"] and table[1]["error"]
+    assert float(table[0]["psnr"]) == pytest.approx(good["psnr"])
