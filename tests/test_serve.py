@@ -22,7 +22,8 @@ from conftest import cut_wav, deterministic_generator
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.cli import main
 from wav2lip.serve.form import parse_options
-from wav2lip.serve.jobs import CRASHED, JOB_FILE, Job, JobQueue, sanitize_name
+from wav2lip.serve import create_app
+from wav2lip.serve.jobs import CRASHED, JOB_FILE, MARK, Job, JobQueue, make_folder, sanitize_name
 from wav2lip.io.video import probe
 
 TOKEN = "test-token-0123"
@@ -173,7 +174,7 @@ def test_upload_poll_download(server, media, speech, work) -> None:
     part = server.client.get(f"/api/jobs/{job_id}/result", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == video.content[100:200]
     # the uploads are gone once the job is over; the result and the record stay
-    assert sorted(p.name for p in (server_data(server) / "jobs" / job_id).iterdir()) == [JOB_FILE, "result.mp4"]
+    assert sorted(p.name for p in (server_data(server) / "jobs" / job_id).iterdir()) == [MARK, JOB_FILE, "result.mp4"]
 
 
 def test_two_jobs_at_once_both_finish(server, media, speech) -> None:
@@ -277,7 +278,7 @@ def test_cancel_running_and_queued_and_a_full_queue(server, media, work) -> None
     stopped = server.client.delete(f"/api/jobs/{running}")
     assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled", stopped.json()
     folder = server_data(server) / "jobs" / running
-    assert [p.name for p in folder.iterdir()] == [JOB_FILE]  # no result, no partial file
+    assert sorted(p.name for p in folder.iterdir()) == [MARK, JOB_FILE]  # no result, no partial file
     assert server.client.get(f"/api/jobs/{running}/result").status_code == 409
     # the worker is free again: the next queued job runs
     server.wait(queued[1], until=("running", "done"))
@@ -297,12 +298,13 @@ def test_restart_recovers_jobs(work, checkpoint, weights, media, speech) -> None
         first.wait(running, until=("running",))
     finally:
         first.stop(signal.SIGKILL)  # a crash: nothing is written on the way out
-    (data / "jobs" / ("0" * 32)).mkdir()  # an upload cut short: a folder without a job record
-    (data / "jobs" / ("0" * 32) / "face").write_bytes(b"partial")
+    cut_short = make_folder(data / "jobs" / ("0" * 32))  # an upload cut short: no job record
+    (cut_short / "face").write_bytes(b"partial")
     second = Server(data, checkpoint, weights)
     try:
         crashed = second.client.get(f"/api/jobs/{running}").json()
         assert crashed["status"] == "failed" and crashed["error"] == CRASHED
+        assert sorted(p.name for p in (data / "jobs" / running).iterdir()) == [MARK, JOB_FILE]  # uploads gone
         done = second.wait(waiting)
         assert done["status"] == "done", done
         assert probe_bytes(second.client.get(f"/api/jobs/{waiting}/result").content, work).has_audio
@@ -388,6 +390,25 @@ def test_retention_by_age_then_total_size(tmp_path) -> None:
     assert removed == [old.id, oldest.id]  # too old; then the oldest finished until under the limit
     assert {newer.id, newest.id, waiting.id} == set(queue.jobs)
     assert sorted(p.name for p in (tmp_path / "jobs").iterdir()) == sorted(queue.jobs)
+
+
+def test_a_start_deletes_only_what_the_server_made(tmp_path) -> None:
+    """`--data-dir ~/work` must not cost the user ~/work/live or ~/work/jobs/notes: at start the server
+    removes its own leftovers (an upload cut short, a live session's avatar) and nothing else."""
+    mine = {tmp_path / "live" / "notes.txt": b"my notes", tmp_path / "live" / "talk" / "take1.wav": b"RIFF",
+            tmp_path / "jobs" / "notes" / "todo.txt": b"call mum", tmp_path / "jobs" / ("0" * 32) / "face": b"mine",
+            tmp_path / "jobs" / "readme.txt": b"hello"}
+    for path, data in mine.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    _, cut_short = JobQueue(tmp_path, models=None).new_folder()  # type: ignore[arg-type]
+    (cut_short / "face").write_bytes(b"partial")
+    avatar = make_folder(tmp_path / "live" / ("f" * 32))
+    (avatar / "face").write_bytes(b"an avatar")
+    create_app(JobQueue(tmp_path, models=None))  # type: ignore[arg-type]
+    assert {path: path.read_bytes() for path in mine} == mine
+    assert not cut_short.exists() and not avatar.exists()
+    assert sorted(p.name for p in (tmp_path / "live").iterdir()) == ["notes.txt", "talk"]
 
 
 def test_job_messages_name_the_clients_files(tmp_path) -> None:

@@ -31,9 +31,29 @@ STATUSES = ("queued", "running", "done", "failed", "cancelled")
 FINISHED = ("done", "failed", "cancelled")
 JOB_FILE = "job.json"
 FACE, AUDIO = "face", "audio"  # upload file names inside a job folder
+MARK = ".made-by-wav2lip"  # in every folder the server makes: it removes no folder without it
 CRASHED = "the server stopped while this job was running; submit it again"
 STOPPED = "the server was shut down while this job was running; submit it again"
 _SWEEP_SECONDS = 60.0  # how often idle workers apply the retention limits
+
+
+def _remove_uploads(folder: Path) -> None:
+    """A finished job needs its uploads no more: only its record and result stay."""
+    for name in (FACE, AUDIO):
+        (folder / name).unlink(missing_ok=True)
+
+
+def make_folder(path: Path) -> Path:
+    """A new folder of the server's own (never one that exists), marked so it is known as such later."""
+    path.mkdir(parents=True, exist_ok=False)
+    (path / MARK).touch()
+    return path
+
+
+def made_here(path: Path) -> bool:
+    """A folder the server made (a uuid hex name and the mark): the only kind it may remove unasked."""
+    name = path.name
+    return len(name) == 32 and all(c in "0123456789abcdef" for c in name) and (path / MARK).is_file()
 
 
 class QueueFull(Exception):
@@ -204,8 +224,9 @@ class JobQueue:
     # ------------------------------------------------------------ state on disk
 
     def _recover(self) -> None:
-        """Jobs of an earlier server: queued ones queue again, running ones failed; folders without a
-        job record (an upload cut short) are removed."""
+        """Jobs of an earlier server: queued ones queue again, running ones failed (their uploads
+        removed); a folder of the server's own without a job record (an upload cut short) is removed,
+        anything else in the folder is the user's and left alone."""
         found = []
         for folder in self.root.iterdir():
             if not folder.is_dir():
@@ -213,11 +234,15 @@ class JobQueue:
             try:
                 job = Job.load(folder)
             except (OSError, ValueError, TypeError, KeyError):
-                log.warning("%s: no readable job record, removed", folder)
-                shutil.rmtree(folder, ignore_errors=True)
+                if made_here(folder):
+                    log.warning("%s: an upload cut short, removed", folder)
+                    shutil.rmtree(folder, ignore_errors=True)
+                else:
+                    log.warning("%s: not a job folder, left alone", folder)
                 continue
             if job.status == "running":
                 job.status, job.error, job.finished = "failed", CRASHED, time.time()
+                _remove_uploads(folder)
                 job.save()
             elif job.status == "done" and not (job.result and (folder / job.result).is_file()):
                 job.status, job.error = "failed", "the result file is missing"
@@ -231,9 +256,7 @@ class JobQueue:
     def new_folder(self) -> tuple[str, Path]:
         """A fresh job id and its empty folder, for an upload to stream into."""
         job_id = uuid.uuid4().hex
-        folder = self.root / job_id
-        folder.mkdir()
-        return job_id, folder
+        return job_id, make_folder(self.root / job_id)
 
     def discard(self, folder: Path) -> None:
         shutil.rmtree(folder, ignore_errors=True)
@@ -306,8 +329,7 @@ class JobQueue:
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         """Called with the lock held."""
         job.status, job.error, job.finished = status, error, time.time()
-        for name in (FACE, AUDIO):  # the uploads are not needed any more
-            (job.folder / name).unlink(missing_ok=True)
+        _remove_uploads(job.folder)
         job.save()
         self.cond.notify_all()
 

@@ -61,7 +61,7 @@ from ..io.streams import PCM_TYPES
 from ..lipsync.live import LiveFrame, LiveSyncer
 from ..io.video import probe
 from .form import parse_options
-from .jobs import JobQueue, sanitize_name
+from .jobs import JobQueue, made_here, make_folder, sanitize_name
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,9 @@ def register(app: FastAPI, jobs: JobQueue, token: str | None, max_upload: int,
     """Add the Live page (/live) and its socket (/api/live) to the app; avatars are kept, while their
     session lasts, in the `live` folder beside the job folders."""
     root = jobs.root.parent / "live"
-    shutil.rmtree(root, ignore_errors=True)  # avatars of sessions a stopped server left behind
+    for folder in root.iterdir() if root.is_dir() else ():
+        if made_here(folder):  # an avatar a stopped server left behind; anything else is the user's
+            shutil.rmtree(folder, ignore_errors=True)
     open_sessions: set[Session] = set()
 
     @app.get("/live", include_in_schema=False)
@@ -165,7 +167,8 @@ class Session:
             self.stop.set()
             if self.thread is not None:
                 await run_in_threadpool(self.thread.join)
-            shutil.rmtree(self.folder, ignore_errors=True)
+            if made_here(self.folder):
+                shutil.rmtree(self.folder, ignore_errors=True)
 
     async def fail(self, error: ClientError) -> None:
         with contextlib.suppress(Exception):
@@ -221,7 +224,7 @@ class Session:
                 "options": (values, detector, precision)}
 
     async def _receive_avatar(self, start: dict) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        make_folder(self.folder)
         size, got = start["size"], 0
         with open(self.folder / "face", "wb") as f:
             while got < size:
