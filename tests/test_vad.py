@@ -87,17 +87,28 @@ def test_pieces_give_the_decisions_of_the_whole(media) -> None:
     wav = load_audio(media / "vr_audio1.wav")
     wav = np.concatenate([wav, np.zeros(SAMPLE_RATE, np.float32), wav])  # past the first renewals
     rng = np.random.default_rng(3)
-    detector = vad.SpeechDetector()
+    detector, forgetful = vad.SpeechDetector(), vad.SpeechDetector()  # the second drops what it has read
+    read: list[np.ndarray] = []
     at = 0
     while at < wav.size:
         piece = wav[at:at + int(rng.integers(1, 3000))]
         detector.push(piece)
+        start = forgetful.count
+        forgetful.push(piece)
+        read.append(forgetful.decisions(start, forgetful.count))
+        forgetful.forget(forgetful.count)
         at += piece.size
         assert detector.count == max(0, (at + vad.WIN // 2 - vad.WIN) // vad.HOP + 1)  # no look-ahead kept back
     detector.finish()
+    start = forgetful.count
+    forgetful.finish()
+    read.append(forgetful.decisions(start, forgetful.count))
     whole = vad.speech_activity(wav)
     assert whole.size == -(-wav.size // vad.HOP) and whole.any() and not whole.all()
     np.testing.assert_array_equal(detector.activity, whole)
+    np.testing.assert_array_equal(np.concatenate(read), whole)
+    with pytest.raises(ValueError, match="forgotten"):
+        forgetful.decisions(0, 10)
 
 
 def test_digital_silence_before_room_noise_does_not_make_the_noise_speech(media) -> None:

@@ -105,8 +105,14 @@ class Pauses:
 
     def speaking(self, j: int, detector: vad.SpeechDetector | None = None) -> bool:
         """Does frame j's mel window hold speech (as far as `detector`, by default this one, has heard)?"""
-        a, b = vad.window_steps(int(j * (audio_io.MEL_FPS / self.fps)), audio_io.HOP, audio_io.MEL_STEP)
-        return bool((detector or self.detector).activity[a:b].any())
+        return bool((detector or self.detector).decisions(*self._steps(j)).any())
+
+    def forget_before(self, j: int) -> None:
+        """Frames before j will not be asked about again: the detector may drop their decisions."""
+        self.detector.forget(self._steps(j)[0])
+
+    def _steps(self, j: int) -> tuple[int, int]:
+        return vad.window_steps(int(j * (audio_io.MEL_FPS / self.fps)), audio_io.HOP, audio_io.MEL_STEP)
 
     def next(self, target: float) -> float:
         """The next frame's weight on the way to `target` (rounded so that the ends are exactly 0 and 1)."""

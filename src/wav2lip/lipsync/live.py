@@ -414,6 +414,8 @@ class _Session:
         if first > self.col0:
             self.cols = self.cols[:, first - self.col0:]
             self.col0 = first
+        if self.pauses is not None:
+            self.pauses.forget_before(self.j)
         keep = max(0, min(start * HOP - N_FFT // 2, self.live.samples_of(self.j)))
         if keep > self.signal0:
             self.signal = self.signal[keep - self.signal0:]

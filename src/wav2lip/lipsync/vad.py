@@ -71,8 +71,8 @@ def _band_power(wav: np.ndarray) -> Iterator[np.ndarray]:
     padded = np.concatenate([np.zeros(WIN // 2, np.float32), wav.astype(np.float32),
                              np.zeros(WIN // 2 + n * HOP - wav.size + WIN, np.float32)])
     frames = np.lib.stride_tricks.sliding_window_view(padded, WIN)[::HOP][:n]
-    for start in range(0, n, 6000):
-        yield _power(frames[start:start + 6000])
+    for start in range(0, n, CHUNK):
+        yield _power(frames[start:start + CHUNK])
 
 
 class _Hold:
@@ -100,9 +100,11 @@ def hold(raw: np.ndarray, options: VadOptions | None = None) -> np.ndarray:
 
 
 class SpeechDetector:
-    """Push audio (16 kHz mono float) in any pieces, read `activity`: one held decision per 10 ms step,
-    True where someone speaks. `finish()` ends the recording (zeros after it, as a file's last steps
-    see). `copy()` lets a caller ask what silence from now on would give without changing this one."""
+    """Push audio (16 kHz mono float) in any pieces, read the held decisions, one per 10 ms step, True
+    where someone speaks: `activity` (all of them) or `decisions(a, b)`. `finish()` ends the recording
+    (zeros after it, as a file's last steps see). `copy()` lets a caller ask what silence from now on
+    would give without changing this one; `forget(step)` lets a stream that runs for hours drop the
+    decisions it no longer asks about."""
 
     def __init__(self, options: VadOptions | None = None) -> None:
         self.options = options or VadOptions()
@@ -116,16 +118,33 @@ class SpeechDetector:
         self._warm = np.zeros((0, int(_BINS.sum())), np.float32)  # every step's power in the first second
         self._noise = np.full(int(_BINS.sum()), _FLOOR, np.float32)
         self._levels = (0.0, 0.0)  # pause level, loud speech level (SNR dB)
-        self.activity = np.zeros(0, bool)
+        self._decided = np.zeros(0, bool)  # held decisions from step `_first` on
+        self._first = 0
 
     @property
     def count(self) -> int:
         """Steps decided so far."""
-        return self.activity.size
+        return self._first + self._decided.size
 
     @property
-    def finished(self) -> bool:
-        return self._finished
+    def activity(self) -> np.ndarray:
+        """Every decision so far (from step 0: only while nothing was forgotten)."""
+        if self._first:
+            raise ValueError(f"decisions before step {self._first} were forgotten")
+        return self._decided
+
+    def decisions(self, a: int, b: int) -> np.ndarray:
+        """The decisions of steps [a, b) made so far (a must not be forgotten)."""
+        if a < self._first:
+            raise ValueError(f"step {a} was forgotten (kept from {self._first})")
+        return self._decided[a - self._first:max(a, b) - self._first]
+
+    def forget(self, step: int) -> None:
+        """Drop the decisions before `step`."""
+        drop = min(step, self.count) - self._first
+        if drop > 0:
+            self._decided = self._decided[drop:]
+            self._first += drop
 
     def copy(self) -> SpeechDetector:
         other = copy.copy(self)  # the arrays are replaced, never changed in place: sharing them is safe
@@ -173,7 +192,7 @@ class SpeechDetector:
                         self._renew()
                 raw.append(self._segment(step, power[done:done + length]))
                 done += length
-            self.activity = np.concatenate((self.activity, self._hold(np.concatenate(raw))))
+            self._decided = np.concatenate((self._decided, self._hold(np.concatenate(raw))))
             steps -= chunk
 
     def _renew(self) -> None:
