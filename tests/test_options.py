@@ -120,7 +120,7 @@ def test_openapi_schema_and_options_endpoint_follow_the_table(tmp_path, models_d
     checkpoint = deterministic_generator(tmp_path / "small.pth", width=0.125)
     models = Models(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth")
     app = create_app(JobQueue(tmp_path, models))
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://127.0.0.1") as client:  # a name the server answers to
         schema = client.get("/openapi.json").json()
         body = schema["paths"]["/api/jobs"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]
         table = client.get("/api/options").json()

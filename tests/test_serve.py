@@ -324,6 +324,26 @@ def probe_bytes(content: bytes, work: Path):
     return probe(path)
 
 
+def test_other_sites_cannot_use_the_server(server) -> None:
+    """DNS rebinding (a foreign name resolving to 127.0.0.1) and pages of other sites get 403 and a JSON reason;
+    the server's own names, on its own port, and its own page's origin pass."""
+    port = server.port
+    for host in (f"attacker.example:{port}", f"127.0.0.1.attacker.example:{port}", f"127.0.0.1:{port + 1}",
+                 "127.0.0.1", f"[::2]:{port}", "127.0.0.1:x"):
+        for path in ("/api/jobs", "/", "/api/health"):
+            refused = server.client.get(path, headers={"Host": host})
+            assert refused.status_code == 403 and "Host" in refused.json()["detail"], (host, path, refused.text)
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"LocalHost:{port}", f"[::1]:{port}"):
+        assert server.client.get("/api/jobs", headers={"Host": host}).status_code == 200, host
+    upload = {"face": ("a.mp4", os.urandom(1_500_000)), "audio": ("a.wav", b"RIFF")}
+    for origin in ("http://attacker.example", "null", f"http://127.0.0.1:{port + 1}", f"https://127.0.0.1:{port}"):
+        refused = server.client.post("/api/jobs", files=upload, headers={"Origin": origin})
+        assert refused.status_code == 403 and "another site" in refused.json()["detail"], (origin, refused.text)
+        assert server.client.delete(f"/api/jobs/{'0' * 32}", headers={"Origin": origin}).status_code == 403
+    own = server.client.post("/api/jobs", json={"face": "a"}, headers={"Origin": server.url})
+    assert own.status_code == 400  # through the check: refused for what it is, not for where it comes from
+
+
 def test_other_hosts_need_a_token(capsys, monkeypatch) -> None:
     monkeypatch.delenv("WAV2LIP_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0"]) == 2

@@ -369,6 +369,18 @@ def test_a_closed_socket_while_idle_ends_every_thread(server, still) -> None:
     assert server.idle(), [t.name for t in live_threads()]
 
 
+@pytest.mark.parametrize("options, words", [
+    ({"origin": "http://attacker.example"}, "another site"),  # a foreign page opening the socket
+    ({"origin": "null"}, "another site"),
+    ({"host": "attacker.example"}, "Host"),  # DNS rebinding: a foreign name for 127.0.0.1
+])
+def test_other_sites_cannot_open_the_live_socket(server, options, words) -> None:
+    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+        websocket.create_connection(f"ws://127.0.0.1:{server.port}/api/live", timeout=30, **options)
+    assert refused.value.status_code == 403 and words in json.loads(refused.value.resp_body)["detail"]
+    assert server.idle()
+
+
 def test_a_server_with_a_token_wants_it_in_the_start_message(work, checkpoint, models_dir, still) -> None:
     srv = LiveServer(work / "token-data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth",
                      token="sesame")

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     models = Models(**from_namespace(args, ModelOptions))
     queue = JobQueue(data_dir, models, workers=args.workers, max_queued=args.max_queue,
                      keep_hours=args.keep_hours, keep_bytes=int(args.keep_gb * 2**30))
-    app = create_app(queue, token=token, max_upload=int(args.max_upload_mb * 2**20))
+    app = create_app(queue, token=token, max_upload=int(args.max_upload_mb * 2**20), host=args.host)
     print(f"wav2lip serve: http://{args.host}:{args.port}/ ({models.checkpoint_name}, {models.detector}, "
           f"{models.precision} on {models.default.device}; jobs in {queue.root})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

@@ -25,12 +25,12 @@ from ..faces import DETECTORS
 from ..device import PRECISIONS
 from ..lipsync.options import SyncOptions, options_for, public_table
 from .form import JOBS, TooLarge, boundary_of, parse_options, receive, request_schema
+from .guard import DRAIN_BYTES, HostGuard
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
 from .live import register as register_live
 
 STATIC = Path(__file__).parent / "static"  # package data
 _JOB_ID_LENGTH = 32  # uuid4 hex
-_DRAIN_BYTES = 64 * 2**20  # read at most this much of a refused body, so the client sees the answer
 _MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska"}
 
 
@@ -38,9 +38,11 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"detail": message}, status_code=status)
 
 
-def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 * 2**20) -> FastAPI:
+def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 * 2**20,
+               host: str = "127.0.0.1") -> FastAPI:
     """The app: `/` the page, `/api/...` the jobs, `/openapi.json` and `/docs` the API's description.
-    With a `token`, every /api/jobs request must send `Authorization: Bearer <token>`."""
+    With a `token`, every /api/jobs request must send `Authorization: Bearer <token>`. Requests must name
+    the server by a loopback name or `host` (the address it listens on) and come from no other site's page."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -192,6 +194,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
 
     register_live(app, queue, token, max_upload)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.add_middleware(HostGuard, host=host)
     return app
 
 
@@ -217,5 +220,5 @@ class _Body:
         with contextlib.suppress(ClientDisconnect):
             async for chunk in self.chunks():
                 read += len(chunk)
-                if read > _DRAIN_BYTES:
+                if read > DRAIN_BYTES:
                     return
