@@ -30,7 +30,7 @@ from wav2lip import LiveSyncer
 from wav2lip.io.audio import SAMPLE_RATE, frame_count_for_audio, load_audio
 from wav2lip.serve import JobQueue, Models, create_app
 from wav2lip.io.audio import write_wav
-from wav2lip.serve.live import HARD_WINDOW, WINDOW, live_threads
+from wav2lip.serve.live import HARD_WINDOW, MAX_SESSIONS, START_SECONDS, WINDOW, live_threads
 from wav2lip.io.video import VideoWriter, open_source
 
 CHUNK = 320  # 20 ms at 16 kHz
@@ -367,6 +367,21 @@ def test_a_closed_socket_while_idle_ends_every_thread(server, still) -> None:
     assert client.next()[1][0]["sample"] is None  # no audio: the avatar's own frames at the frame rate
     client.ws.close()
     assert server.idle(), [t.name for t in live_threads()]
+
+
+def test_idle_sockets_take_no_session_and_are_closed_in_time(server, still) -> None:
+    """A session's slot is taken only by a valid start message (the token checked first), and the start
+    message must come within START_SECONDS: sockets that say nothing lock nobody out."""
+    idle = [Client(server) for _ in range(MAX_SESSIONS + 1)]
+    opened = time.monotonic()
+    client = Client(server)
+    assert client.start(still)["type"] == "ready"
+    client.ws.close()
+    for other in idle:
+        message, code = other.error()
+        assert "no start message within" in message and code == 1008, message
+    assert START_SECONDS <= time.monotonic() - opened < START_SECONDS + 30
+    assert server.idle()
 
 
 @pytest.mark.parametrize("options, words", [

@@ -9,7 +9,8 @@ crypto libraries) would buy congestion control, NAT traversal and loss-tolerant 
 Protocol at /api/live (JSON text messages, binary messages):
   client: {"type": "start", "avatar": {"name": str, "size": bytes}, "format": "f32le" | "s16le",
            "sample_rate": Hz, "options": {the CLI's option names: blend, loop, pads, box, ...},
-           "token": the server's token, when it has one (or the Authorization header)}
+           "token": the server's token, when it has one (or the Authorization header)},
+          within START_SECONDS of connecting; only a valid one takes one of the MAX_SESSIONS places
   client: the avatar file (a still or a short video) as binary messages of at most 1 MiB, `size` bytes in all
   server: {"type": "ready", "width", "height", "fps", "sample_rate": 16000, "avatar_frames"}
   client: audio as binary messages (mono PCM of `format` at `sample_rate`, any length, at any pace);
@@ -72,6 +73,7 @@ WINDOW = 25  # frame messages unacknowledged from which on pictures are dropped 
 HARD_WINDOW = 125  # ... from which on whole frames are dropped (5 s at 25 fps)
 JPEG_QUALITY = 85
 MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
+START_SECONDS = 5.0  # the start message must come this soon after connecting (a silent socket holds nothing long)
 MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
 MAX_SAMPLE_RATE = 192_000
 MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
@@ -114,16 +116,7 @@ def register(app: FastAPI, jobs: JobQueue, token: str | None, max_upload: int,
     @app.websocket("/api/live")
     async def live(websocket: WebSocket) -> None:
         await websocket.accept()
-        session = Session(websocket, jobs, root, token, max_upload)
-        if len(open_sessions) >= max_sessions:
-            await session.fail(ClientError(f"the server is running {len(open_sessions)} live sessions already "
-                                           "(its limit); try again later", code=1013))
-            return
-        open_sessions.add(session)
-        try:
-            await session.run()
-        finally:
-            open_sessions.discard(session)
+        await Session(websocket, jobs, root, token, max_upload).run(open_sessions, max_sessions)
 
     app.state.live_sessions = open_sessions
 
@@ -148,9 +141,15 @@ class Session:
 
     # ---------------------------------------------------------------- the conversation
 
-    async def run(self) -> None:
+    async def run(self, sessions: set[Session], limit: int) -> None:
+        """The conversation; a place among `sessions` (at most `limit`) is taken only by a valid start
+        message, token included, so sockets that say nothing or hold no token lock nobody out."""
         try:
             start = await self._start()
+            if len(sessions) >= limit:
+                raise ClientError(f"the server is running {len(sessions)} live sessions already (its limit); "
+                                  "try again later", code=1013)
+            sessions.add(self)
             await self._receive_avatar(start)
             live = await run_in_threadpool(self._prepare, start["options"])
             await self.ws.send_json({"type": "ready", "width": live.width, "height": live.height, "fps": live.fps,
@@ -169,6 +168,7 @@ class Session:
                 await run_in_threadpool(self.thread.join)
             if made_here(self.folder):
                 shutil.rmtree(self.folder, ignore_errors=True)
+            sessions.discard(self)
 
     async def fail(self, error: ClientError) -> None:
         with contextlib.suppress(Exception):
@@ -183,7 +183,10 @@ class Session:
         return message
 
     async def _start(self) -> dict:
-        message = await self._message()
+        try:
+            message = await asyncio.wait_for(self._message(), START_SECONDS)
+        except asyncio.TimeoutError:
+            raise ClientError(f"no start message within {START_SECONDS:g} s of connecting") from None
         try:
             start = json.loads(message.get("text") or "")
         except ValueError:
