@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "wav2lip"
 # Lower numbers are lower layers; a module may import its own layer and those below.
-LAYERS = {"errors": 0, "device": 0, "store": 0, "shards": 0, "io": 1, "checkpoints": 2, "models": 2, "export": 3,
+LAYERS = {"errors": 0, "constants": 0, "device": 0, "store": 0, "shards": 0, "io": 1, "checkpoints": 2, "models": 2, "export": 3,
           "faces": 3, "lipsync": 4, "evaluation": 4, "data": 5, "train": 6, "serve": 7, "cli": 8, "__init__": 9,
           "__main__": 9}
 

@@ -24,6 +24,7 @@ import numpy as np
 from ..errors import Wav2LipError
 from ..io.audio import SAMPLE_RATE, write_wav
 from ..io.files import atomic_output
+from ..lipsync.options import SYNTH_LAYOUTS
 from .layout import FPS  # training data is 25 fps video with 16 kHz audio (spec section 8)
 
 # Drawing happens at this multiple of the output size, then area-downsampled: sub-pixel mouth motion.
@@ -406,8 +407,6 @@ def write_dataset(
     layout "videos": `<spk>/<clip>.mp4` (25 fps, the face in a 224 x 160 frame, AAC audio) and
     `<spk>/<clip>.mouth.npy`, input for `wav2lip preprocess`.
     """
-    from ..lipsync.options import SYNTH_LAYOUTS  # the option tables import torch; synth-data alone need not
-
     if layout not in SYNTH_LAYOUTS:
         raise Wav2LipError(f"{out}: unknown layout {layout!r} (one of {', '.join(SYNTH_LAYOUTS)})")
     if clips < 1:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 from ..io import audio as audio_io
 from .. import faces
 from ..checkpoints import load_model
+from ..constants import MIN_FACE_SIZE, MIN_TRACK
 from ..device import resolve_device
 from ..errors import Wav2LipError
 from ..io.audio import MEL_STEP, mel_start
@@ -428,9 +429,8 @@ def score_crops(crops: Iterable[np.ndarray], samples: np.ndarray, model: SyncMod
 
 
 # ---- "track" mode: the reference evaluator's pipeline (run_pipeline.py defaults, spec section 10) ----
+# (MIN_TRACK and MIN_FACE_SIZE, which `wav2lip evaluate --help` shows, are in wav2lip.constants)
 
-MIN_TRACK = 100  # frames: shots and face tracks must be this long (the reference's --min_track)
-MIN_FACE_SIZE = 100  # pixels: a track's mean box width or height must exceed this (--min_face_size)
 NUM_FAILED_DET = 25  # frames a track survives without a matching detection (--num_failed_det)
 SCENE_CUT = 0.5  # colour-histogram distance that starts a new shot (faces.tracking's cut rule; see README)
 

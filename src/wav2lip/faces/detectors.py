@@ -15,6 +15,7 @@ from torch import nn
 
 from .. import store
 from ..checkpoints import load_model
+from ..constants import DETECTORS
 from ..errors import Wav2LipError
 from ..models.retinaface import RETINAFACE_MEAN_BGR
 from ..models.s3fd import S3FD_MEAN_RGB
@@ -148,8 +149,8 @@ class S3FDDetector(FaceDetector):
         ]
 
 
+# One backend per name in DETECTORS.
 _BACKENDS: dict[str, type[FaceDetector]] = {"retinaface": RetinaFaceDetector, "s3fd": S3FDDetector}
-DETECTORS = tuple(_BACKENDS)  # the names `create_detector` takes, the default first
 
 
 def _load_weights(name: str, weights: str | Path | None) -> tuple[nn.Module, str]:
@@ -168,7 +169,7 @@ def create_detector(
     default DEFAULT_RETINAFACE_MAX_SIZE, S3FD default full size like the reference), threshold (0.5),
     model (an already built nn.Module, e.g. deterministic weights for benchmarks and tests)."""
     if name not in _BACKENDS:
-        raise Wav2LipError(f"unknown face detector {name!r}: choose from {', '.join(_BACKENDS)}")
+        raise Wav2LipError(f"unknown face detector {name!r}: choose from {', '.join(DETECTORS)}")
     detector_cls = _BACKENDS[name]
     model = options.pop("model", None)
     if model is None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..constants import SMOOTH_MODES
+
 # The reference's window length (spec section 5).
 MEAN5_WINDOW = 5
 
@@ -97,9 +99,6 @@ class NoSmoothing:
 
     def finish(self) -> list[np.ndarray]:
         return []
-
-
-SMOOTH_MODES = ("centered", "mean5", "none")
 
 
 def make_smoother(mode: str, radius: int = 2) -> Mean5 | Centered | NoSmoothing:

@@ -21,10 +21,11 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
+from ..constants import DETECT_EVERY, MAX_GAP, SMOOTH_MODES
 from .boxes import box_iou
 from .calibration import BoxCalibration
 from .detectors import Detection, FaceDetector
-from .smoothing import SMOOTH_MODES, make_smoother
+from .smoothing import make_smoother
 
 
 @dataclass
@@ -35,13 +36,13 @@ class FaceTrackOptions:
     smooth: str = "centered"  # "centered" (lag-free), "mean5" (reference), "none"
     smooth_radius: int = 2  # frames each side for "centered"
     fixed_box: tuple[int, int, int, int] | None = None  # skip detection, pads and smoothing
-    detect_every: int = 25  # full-frame detection period; 1 = every frame, 0 = only when the track is lost
+    detect_every: int = DETECT_EVERY  # full-frame detection period; 1 = every frame, 0 = only when the track is lost
     roi_scale: float = 2.0  # tracking region side, in units of the previous box's longer side
     roi_size: int = 160  # the tracking region is shrunk to at most this many pixels per side
     track_every: int = 2  # region re-detection every this many frames; frames between are interpolated
     min_iou: float = 0.3  # a tracked box overlapping the previous one less than this re-detects
     scene_cut: float | None = 0.5  # colour-histogram distance (0..1) that counts as a cut; None: off
-    max_gap: int = 5  # frames without a face bridged by interpolation (0: never)
+    max_gap: int = MAX_GAP  # frames without a face bridged by interpolation (0: never)
     face_index: int | None = None  # pick the i-th face from the left at each shot's start (else the largest)
     face_at: tuple[float, float] | None = None  # or the face nearest this point
     # or, from frame START on, the face nearest (X, Y): (START, X, Y) entries sorted by START (faces.speaker)

@@ -13,12 +13,12 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..constants import SAMPLE_RATE  # Hz: everything is decoded and resampled to this
 from ..errors import Wav2LipError
 from .files import atomic_output
 from .video import decode_stream
 
 # Audio front end of the published Wav2Lip (spec section 2).
-SAMPLE_RATE = 16000  # Hz: everything is decoded and resampled to this
 N_FFT = 800  # STFT size (50 ms)
 HOP = 200  # STFT hop (12.5 ms) -> 80 mel frames per second
 WIN = 800  # periodic Hann window length

@@ -13,6 +13,7 @@ import av
 import cv2
 import numpy as np
 
+from ..constants import DEFAULT_CRF, DEFAULT_PRESET, STREAM_CONTAINERS
 from ..errors import Wav2LipError
 from . import video as video_io
 from .audio import SAMPLE_RATE, _mono
@@ -85,10 +86,6 @@ NETWORK_FORMATS = {"udp": "mpegts", "srt": "mpegts", "tcp": "mpegts", "rtp": "rt
                    "rtmps": "flv", "rtsp": "rtsp"}
 
 
-# Output file extension -> container, for `LiveOutput` (H.264 + AAC muxed as frames come).
-STREAM_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts", ".flv": "flv"}
-
-
 def is_network_target(target: str | os.PathLike) -> bool:
     return str(target).split("://", 1)[0] in NETWORK_FORMATS and "://" in str(target)
 
@@ -110,7 +107,7 @@ class LiveOutput:
     before k / fps after the first, so a source faster than real time does not flood the receiver."""
 
     def __init__(self, target: str | os.PathLike, fps: float, width: int, height: int,
-                 crf: int = video_io.DEFAULT_CRF, preset: str = video_io.DEFAULT_PRESET) -> None:
+                 crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> None:
         self.target, self.fps = str(target), fps
         self.network = is_network_target(target)
         self.width, self.height = video_io.encoded_size(width, height)

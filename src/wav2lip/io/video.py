@@ -23,24 +23,16 @@ import numpy as np
 from av.stream import Disposition
 from av.video.reformatter import ColorPrimaries, ColorRange, ColorTrc
 
+from ..constants import DEFAULT_CRF, DEFAULT_PRESET, LOOP_MODES, video_container
 from ..errors import Wav2LipError
 from .files import atomic_output
 
 log = logging.getLogger(__name__)
 
 LoopMode = Literal["repeat", "pingpong", "none"]
-LOOP_MODES = ("repeat", "pingpong", "none")
 
 STILL_FPS = 25.0  # the reference's default --fps for a still image (spec section 5)
 
-# libx264 preset chosen with benchmarks/bench_encode.py on 2 CPU cores: "superfast" encodes 1080p in ~50 ms/frame
-# (720p ~20, 512x512 ~5), below the generator's time per frame; "veryfast" makes ~30% smaller files but takes
-# ~2x longer (~90-140 ms at 1080p), as long as the whole rest of inference, so it would dominate.
-DEFAULT_PRESET = "superfast"
-DEFAULT_CRF = 18  # visually lossless for x264, so lip detail survives the encode
-# Output video extension -> container. H.264 + AAC go in any of these; FFV1 + FLAC (lossless) only in Matroska.
-VIDEO_CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska"}
-LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 
 # Rates that cameras and editors actually use; an average within 0.05% of one of them is that rate.
 _STANDARD_RATES = tuple(
@@ -711,15 +703,3 @@ class VideoWriter:
             with contextlib.suppress(Exception):
                 self._container.close()
             self._container = None
-
-
-def video_container(path: str | os.PathLike, lossless: bool = False) -> str:
-    """The container format for an output video, chosen by its extension; other extensions are refused
-    (rather than writing MP4 inside a file named .avi)."""
-    table = LOSSLESS_CONTAINERS if lossless else VIDEO_CONTAINERS
-    ext = Path(path).suffix.lower()
-    if ext not in table:
-        kind = "lossless (FFV1) video" if lossless else "video"
-        raise Wav2LipError(f"{path}: cannot write {kind} as {ext or 'a file without extension'}; "
-                           f"name it {' or '.join(table)}")
-    return table[ext]

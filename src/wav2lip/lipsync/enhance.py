@@ -19,7 +19,6 @@ from torch import nn
 
 from .blend import feather_mask
 
-ENHANCERS = ("none", "gfpgan")
 FACE_SIZE = 512  # GFPGAN's aligned face side (spec/GFPGAN.md section 2)
 # The five landmarks' places in the aligned face (spec/GFPGAN.md section 5): eyes, nose tip, mouth corners.
 TEMPLATE = np.array([[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935],

@@ -10,6 +10,9 @@ the README's option tables (`markdown_table`) and the value checks (`SyncOptions
 
 Surfaces: "infer", "live" and "serve" are the commands; "jobs" is the HTTP job form and the web page;
 "live_socket" is the Live page's WebSocket.
+
+Standard library only (the names and defaults of heavier modules come from `wav2lip.constants` and
+`lipsync.mask`): `wav2lip --help` and every usage error are built from this table without importing torch.
 """
 from __future__ import annotations
 
@@ -19,19 +22,15 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..device import DEVICES, PRECISIONS
+from ..constants import (DEFAULT_CRF, DEFAULT_PRESET, DETECT_EVERY, DETECTORS, DEVICES, PRECISIONS, SAMPLE_RATE,
+                         SMOOTH_MODES, video_container)  # noqa: F401 (video_container: offline's import)
+from ..constants import LOOP_MODES as _SOURCE_LOOPS
 from ..errors import Wav2LipError
-from ..faces.detectors import DETECTORS
-from ..faces.smoothing import SMOOTH_MODES
-from ..faces.tracking import FaceTrackOptions
-from ..io.audio import SAMPLE_RATE
-from ..io.video import DEFAULT_CRF, DEFAULT_PRESET, LOSSLESS_CONTAINERS, VIDEO_CONTAINERS, video_container  # noqa: F401
-from ..io.video import LOOP_MODES as _SOURCE_LOOPS
-from .blend import BLENDS, MASKS, MaskShape
-from .enhance import ENHANCERS
+from .mask import MASKS, MaskShape
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
-BLEND_MODES = tuple(BLENDS)
+BLEND_MODES = ("paste", "feather")  # the reference's hard rectangle, or a soft mask (blend.BLENDS does each)
+ENHANCERS = ("none", "gfpgan")  # mouth restoration after blending (lipsync.enhance)
 LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter than the audio: again, or back and forth
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
@@ -171,7 +170,7 @@ class SyncOptions:
     smooth: str = option("centered", "box smoothing: centered (lag-free), mean5 (the reference's), none",
                          label="Box smoothing", group="face", surfaces=RUN, choices=SMOOTH_MODES, noun="smoothing")
     detect_every: int = option(
-        FaceTrackOptions.detect_every, "full-frame detection every N frames, tracking in between; 1 = every "
+        DETECT_EVERY, "full-frame detection every N frames, tracking in between; 1 = every "
         "frame, 0 = only when the track is lost", label="Full detection every", group="face", surfaces=RUN,
         unit="frames", minimum=0, metavar="N")
     calibration: tuple[float, float, float, float] | None = option(
