@@ -5,18 +5,12 @@ import argparse
 import json
 
 from .. import store
-from ..checkpoints import load_model
-from ..device import resolve_device
+from ..constants import DETECT_EVERY, DETECTORS, MAX_GAP, SMOOTH_MODES
 from ..errors import Wav2LipError
-from ..faces import BoxCalibration, FaceTrackOptions, create_detector
-from ..faces.speaker import choose_speakers, soundtrack_mel
-from ..io.files import atomic_output
-from ..faces.report import compare_detectors, detect_video
-from ..io.files import check_distinct, check_output
-from ..lipsync.options import DETECTORS, SMOOTH_MODES
-from ..lipsync.offline import check_output_path
-from ..io.video import open_source
+from ..io.files import atomic_output, check_distinct, check_output
+from ..lipsync.options import TABLE
 from .common import add_box, add_detector, add_device, add_quiet, box_to_xyxy, show_progress, xyxy_to_box
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -35,12 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="longest side the full-frame detector sees (default: 480 for retinaface, "
                         "full size for s3fd); 0 = full size")
     parser.add_argument("--batch-size", type=int, default=16, help="detection batch (halved on out-of-memory)")
-    parser.add_argument("--detect-every", type=int, default=FaceTrackOptions.detect_every, metavar="N",
+    parser.add_argument("--detect-every", type=int, default=DETECT_EVERY, metavar="N",
                         help="full-frame detection every N frames, tracking in between; 1 = every frame, "
                         "0 = only when the track is lost")
     parser.add_argument("--smooth", choices=SMOOTH_MODES, default="centered",
                         help="centered: lag-free (default); mean5: the reference's 5-box mean")
-    parser.add_argument("--pads", type=int, nargs=4, default=list(FaceTrackOptions.pads),
+    parser.add_argument("--pads", type=int, nargs=4, default=list(TABLE["pads"].default),
                         metavar=("TOP", "BOTTOM", "LEFT", "RIGHT"), help="widen the box (default: 0 10 0 0)")
     add_box(parser)
     parser.add_argument("--face-index", type=int, metavar="I", help="follow the I-th face from the left")
@@ -51,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--sync-model", metavar="PTH",
                         help="lip-sync expert that scores the tracks (a file or lipsync_expert.pth); without it "
                         "the largest face is chosen")
-    parser.add_argument("--max-gap", type=int, default=FaceTrackOptions.max_gap, metavar="N",
+    parser.add_argument("--max-gap", type=int, default=MAX_GAP, metavar="N",
                         help="bridge up to N frames without a face by interpolation (0: never)")
     parser.add_argument("--calibration", type=float, nargs=4, metavar=("DX", "DY", "SX", "SY"),
                         help="map detector boxes: centre shift and size scale in box units")
@@ -69,6 +63,9 @@ def _weights(args: argparse.Namespace, name: str) -> str | None:
 
 
 def _detector(args: argparse.Namespace, name: str):
+    from ..device import resolve_device  # torch and the models load only once a command runs
+    from ..faces import create_detector
+
     options = {"batch_size": args.batch_size}
     if args.max_size is not None:
         options["max_size"] = args.max_size or None
@@ -94,6 +91,11 @@ def _infer_flags(args: argparse.Namespace, median_box) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..faces import BoxCalibration, FaceTrackOptions
+    from ..faces.report import compare_detectors, detect_video
+    from ..io.video import open_source
+    from ..lipsync.offline import check_output_path
+
     reads = [args.video, args.retinaface_weights, args.s3fd_weights, args.detector_weights]
     if args.json:
         check_output(args.json, reads, "JSON output")
@@ -140,6 +142,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _tracks(args: argparse.Namespace) -> int:
     """`detect --tracks`: the face tracks of each shot, their sync scores and the one chosen."""
+    from ..checkpoints import load_model
+    from ..device import resolve_device
+    from ..faces.speaker import choose_speakers, soundtrack_mel
+    from ..io.video import open_source
+
     source = open_source(args.video)
     if source.is_still:
         raise Wav2LipError(f"{args.video}: is a still image; speaking faces are told apart in videos")

@@ -6,13 +6,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from ..constants import MIN_FACE_SIZE, MIN_TRACK
 from ..errors import Wav2LipError
-from ..evaluation.sync import (MIN_FACE_SIZE, MIN_TRACK, VideoResult, evaluate_folder, evaluate_sync, means,
-                        plot_confidence)
 from ..io.files import atomic_output, check_distinct, check_output
 from ..lipsync.options import EVALUATE_MODES
 from .common import add_detector, add_device, add_quiet, show_progress
+
+if TYPE_CHECKING:
+    from ..evaluation.sync import VideoResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -68,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
             check_output(out, inputs, what)
     check_distinct(args.json, args.plot)
     options = _options(args)
+    from ..evaluation.sync import evaluate_sync, plot_confidence  # torch loads only for good arguments
+
     rows = [("generated", args.video, args.audio)]
     if args.reference:
         reference = Path(args.reference)
@@ -99,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
 def _run_folder(args: argparse.Namespace) -> int:
     if args.audio:
         raise Wav2LipError("--audio is for one VIDEO; with --dir each video is scored against its own audio")
+    options = _options(args)
+    from ..evaluation.sync import evaluate_folder, means  # torch loads only for good arguments
+
     started = time.perf_counter()
 
     def report(result: VideoResult) -> None:
@@ -110,7 +118,7 @@ def _run_folder(args: argparse.Namespace) -> int:
                   f"LSE-C {s['lse_c']:.3f}, {s['n_frames']} frames in {result.seconds:.1f} s", file=sys.stderr)
 
     results = evaluate_folder(args.dir, reference=args.reference, json_path=args.json, csv_path=args.csv,
-                              plot_dir=args.plot, report=report, **_options(args))
+                              plot_dir=args.plot, report=report, **options)
     print(f"{'':10} {'videos':>6} {'failed':>6} {'|offset|':>8} {'LSE-D':>7} {'LSE-C':>7}")
     for name in ("generated", "reference"):
         if any(r.set == name for r in results):

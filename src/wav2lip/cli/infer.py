@@ -8,15 +8,17 @@ import argparse
 import csv
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import store
 from ..errors import Wav2LipError
-from ..faces.detectors import WEIGHT_NAMES
 from ..io.files import check_not_input
-from ..lipsync.offline import LipSyncer, check_output_path
 from ..lipsync.options import ModelOptions, SyncOptions, add_arguments, from_namespace
 from ..shards import rank_and_world, shard
 from .common import add_quiet, show_progress
+
+if TYPE_CHECKING:
+    from ..lipsync.offline import LipSyncer
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -102,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2LipError("give --face and --audio (or --manifest)")
     options = _options(args)
     SyncOptions.from_kwargs(options)  # bad options fail before the models load
+    from ..faces.detectors import WEIGHT_NAMES  # torch and the models load only for good arguments
+    from ..lipsync.offline import LipSyncer, check_output_path
+
     weights = [args.checkpoint, args.detector_weights, args.enhancer_weights, args.speaker_model]
     if args.preview_frame is not None:
         if args.manifest is not None:
@@ -130,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _run_manifest(syncer: LipSyncer, manifest: Path, rows: list, bad: list, options: dict, profile: bool) -> int:
     """Every line runs whatever the others do; the summary counts done, skipped and failed lines."""
+    from ..lipsync.offline import check_output_path
+
     failed = skipped = 0
     for number, problem in bad:
         failed += 1

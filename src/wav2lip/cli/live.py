@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io.audio import SAMPLE_RATE
-from ..io.streams import STREAM_CONTAINERS, LiveOutput, check_stream_output, file_chunks, pcm_chunks
-from ..lipsync.live import LiveSyncer
+from ..constants import SAMPLE_RATE, STREAM_CONTAINERS
 from ..lipsync.options import ModelOptions, StreamOptions, SyncOptions, add_arguments, from_namespace
 
 
@@ -28,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..io.streams import LiveOutput, check_stream_output, file_chunks, pcm_chunks  # PyAV, torch: only now
+    from ..lipsync.live import LiveSyncer
+
     stream = from_namespace(args, StreamOptions)
     check_stream_output(args.output, [args.face, args.audio if args.audio != "-" else None,
                                       args.checkpoint, args.detector_weights, args.speaker_model, args.enhancer_weights])

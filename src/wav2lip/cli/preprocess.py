@@ -4,8 +4,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..data import preprocess
-from ..device import resolve_device
 from ..errors import Wav2LipError
 from ..io.files import check_folder
 from .common import add_detector, add_device, add_quiet
@@ -44,6 +42,9 @@ def _run(args: argparse.Namespace) -> int:
     if not args.input_dir and not args.filter_sync and not args.sync_fix:
         raise Wav2LipError("nothing to do: give --input-dir (preprocess), --sync-fix and/or --filter-sync")
     check_folder(args.output_dir, "--output-dir", inputs=[args.input_dir])
+    from ..data import preprocess  # torch and the models load only for good arguments
+    from ..device import resolve_device
+
     device = str(resolve_device(args.device))
     failed = []
     if args.input_dir:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..data import synth
 from ..lipsync.options import SYNTH_LAYOUTS
 
 
@@ -26,6 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..data import synth  # NumPy, OpenCV and PyAV load only once the command runs
+
     written = synth.write_dataset(
         args.out, args.clips, layout=args.layout, seed=args.seed, seconds=args.seconds,
         clips_per_speaker=args.clips_per_speaker, shift=args.shift,

@@ -6,12 +6,15 @@ Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from ..constants import PRECISIONS
 from ..io.files import check_folder
-from ..device import PRECISIONS
 from ..lipsync.options import EXPERT_MODES
 from ..shards import rank_and_world
-from ..train import TrainConfig, default_checkpoint_dir, distill, make_config, train
+
+if TYPE_CHECKING:
+    from ..train import TrainConfig
 
 
 def _common(parser: argparse.ArgumentParser, checkpoint_dir_help: str | None = None) -> None:
@@ -96,6 +99,8 @@ _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size"
 
 def _config(args: argparse.Namespace) -> TrainConfig:
     """The effective config: recipe defaults < --config file < the flags that were given."""
+    from ..train import make_config  # torch loads only once a command runs
+
     return make_config(args.recipe, args.config, **{name: getattr(args, name, None) for name in _FLAGS})
 
 
@@ -105,6 +110,8 @@ def _print_last(metrics: dict[str, float]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..train import train
+
     config = _config(args)
     check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
     _print_last(train(config))
@@ -112,6 +119,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _run_distill(args: argparse.Namespace) -> int:
+    from ..train import default_checkpoint_dir, distill
+
     config = _config(args)
     if not config.checkpoint_dir:
         config.checkpoint_dir = str(default_checkpoint_dir(args.out))
