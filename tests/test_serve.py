@@ -216,7 +216,8 @@ def test_bad_uploads_answer_400_with_the_clis_message(server, media, speech, wor
     assert not (work / "never.mp4").exists()
     for fields, words in [({"blend": "smudge"}, "unknown blend"), ({"pads": "1 2"}, "4 integers"),
                           ({"crf": "high"}, "crf"), ({"colour": "red"}, "unknown option"),
-                          ({"detector": "eyeball"}, "unknown face detector")]:
+                          ({"detector": "eyeball"}, "unknown face detector"),
+                          ({"fps": "1e6"}, "fps must be between")]:  # a still at a million frames a second
         response = server.submit(media / "vr_face5.mp4", speech, **fields)
         assert response.status_code == 400 and words in response.json()["detail"], (fields, response.text)
     only_face = server.client.post("/api/jobs", files={"face": ("a.mp4", b"x" * 10)})
@@ -359,7 +360,7 @@ def test_options_use_the_clis_names_and_syncoptions_checks() -> None:
     assert options == {"blend": "feather", "pads": (0, 12, 0, 0), "static": True, "resize_factor": 2,
                        "cache": False}
     assert (detector, precision) == (None, "fp32")
-    for fields in ({"resize_factor": "0"}, {"fps": "-1"}, {"smooth": "wobbly"}, {"static": "maybe"}):
+    for fields in ({"resize_factor": "0"}, {"fps": "-1"}, {"fps": "121"}, {"smooth": "wobbly"}, {"static": "maybe"}):
         with pytest.raises(Wav2LipError):
             parse_options(fields)
 

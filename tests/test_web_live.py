@@ -250,6 +250,8 @@ def garbage(n: int, seed: int = 0) -> bytes:
     ({"avatar": "face.png"}, 'the start message needs "avatar": {"name": ..., "size": bytes}'),
     ({"sample_rate": 0}, "sample_rate must be a whole number of Hz"),
     ({"sample_rate": "16k"}, "sample_rate must be a whole number of Hz"),
+    ({"sample_rate": 1}, "sample_rate must be a whole number of Hz in 8000..192000"),  # resampled 16000x larger
+    ({"options": {"fps": 1e6}}, "fps must be between"),
     ({"options": {"crf": 18}}, "unknown option 'crf'"),
     ({"options": {"blend": "smudge"}}, "blend"),
     ({"options": {"pads": "1 2"}}, "pads='1 2': expected 4 integers"),

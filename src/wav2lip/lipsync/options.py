@@ -192,7 +192,7 @@ class SyncOptions:
                           group="frames", surfaces=RUN)
     fps: float | None = option(None, "frame rate for a still image (default: 25); for a video, resample to this "
                                "rate", label="Frame rate", group="frames", surfaces=RUN, kind=float, minimum=1e-3,
-                               unit="frames/s", metavar="FPS")
+                               maximum=120, unit="frames/s", metavar="FPS")
     resize_factor: int = option(1, "divide the video's width and height by N first", label="Downscale by",
                                 group="frames", surfaces=RUN, minimum=1, metavar="N", aliases=("--resize_factor",))
     crop: tuple[int, int, int, int] = option(

@@ -75,6 +75,7 @@ JPEG_QUALITY = 85
 MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
 START_SECONDS = 5.0  # the start message must come this soon after connecting (a silent socket holds nothing long)
 MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
+MIN_SAMPLE_RATE = 8_000  # telephone speech; lower would make each message many times larger when resampled
 MAX_SAMPLE_RATE = 192_000
 MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
 THREADS = ("wav2lip-live-session", "wav2lip-live-audio", "wav2lip-avatar")  # the threads a session starts
@@ -213,8 +214,9 @@ class Session:
             raise ClientError(f"unknown audio format {str(fmt)[:40]!r} (one of {', '.join(PCM_TYPES)}: "
                               "raw mono PCM, little-endian)")
         rate = start.get("sample_rate", SAMPLE_RATE)
-        if isinstance(rate, bool) or not isinstance(rate, int) or not 0 < rate <= MAX_SAMPLE_RATE:
-            raise ClientError(f"sample_rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {rate!r:.40}")
+        if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+            raise ClientError(f"sample_rate must be a whole number of Hz in {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}, "
+                              f"got {rate!r:.40}")
         options = start.get("options") or {}
         if not isinstance(options, dict):
             raise ClientError('"options" must be an object of option names and values')
