@@ -7,6 +7,7 @@ all the student needs to learn); students are narrower still. One torch thread: 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -99,6 +100,20 @@ def test_a_student_at_the_teachers_width_starts_from_its_weights(tmp_path, data,
     for key, value in recipe.model.state_dict().items():
         assert torch.equal(value, taught[key]), key
 
+
+def test_an_evaluation_is_one_pass_over_the_validation_set_at_most(work, data, teacher, student):
+    """--eval-batches is an upper bound: far above what this small set holds, an evaluation takes one pass
+    (as many samples as the validation clips have frames: the reference's 700 batches took minutes here);
+    below it, exactly that many batches."""
+    frames = sum(len(list((data / name).glob("*.jpg"))) for name in (data / "val.txt").read_text().split())
+    one_pass = math.ceil(frames / 8)
+    folder = work / "one_pass_checkpoints"
+    assert _distill(teacher, data, work / "one_pass.pth", "--steps", "2", "--eval-interval", "2", "--batch-size", "8",
+                    "--eval-batches", "100000", "--checkpoint-dir", str(folder)) == 0
+    val = [r for r in _log(folder) if r["split"] == "val"]
+    assert [(r["step"], r["batches"]) for r in val] == [(1, one_pass), (2, one_pass)] and 2 < one_pass < 100
+    capped = [r["batches"] for r in _log(default_checkpoint_dir(student)) if r["split"] == "val"]
+    assert capped == [2, 2]  # the module's student: --eval-batches 2
 
 def test_loss_to_the_teacher_falls_and_the_student_records_its_layout(student, teacher, work):
     val = [r for r in _log(default_checkpoint_dir(student)) if r["split"] == "val"]

@@ -31,7 +31,8 @@ def _common(parser: argparse.ArgumentParser, checkpoint_dir_help: str | None = N
     parser.add_argument("--lr", type=float, help="Adam learning rate (1e-4)")
     parser.add_argument("--width", type=float, help="channel scale of the networks (1.0 = the authors')")
     parser.add_argument("--eval-interval", type=int, help="steps between evaluations")
-    parser.add_argument("--eval-batches", type=int, help="validation batches per evaluation")
+    parser.add_argument("--eval-batches", type=int,
+                        help="validation batches per evaluation at most (one pass over the validation set if fewer)")
     parser.add_argument("--checkpoint-interval", type=int, help="steps between checkpoints")
     parser.add_argument("--log-interval", type=int, help="steps between log.jsonl records")
     parser.add_argument("--workers", type=int, help="data loader processes")

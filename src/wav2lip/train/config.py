@@ -41,7 +41,8 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eval_interval: int = 10_000
     checkpoint_interval: int = 10_000
-    eval_batches: int = 1400  # batches per evaluation (the reference's eval_steps)
+    eval_batches: int = 1400  # batches per evaluation at most (the reference's eval_steps); one pass over the
+    # validation set, as many samples as its clips have frames, when that is fewer
     eval_at_start: bool = False  # evaluate after step 1 (the plain generator recipe does)
     log_interval: int = 10
     sync_threshold: float = 0.75  # eval sync loss below which the sync loss is switched on (spec 8)

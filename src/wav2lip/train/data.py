@@ -74,6 +74,12 @@ class ClipSamples(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    @property
+    def n_frames(self) -> int:
+        """Face frames in all clips: what one pass over the set samples (each sample is a random window,
+        so a pass is this many samples, not a visit to every window)."""
+        return sum(len(clip.frames) for clip in self.clips)
+
     def frame(self, k: int, index: int) -> np.ndarray | None:
         """The 96x96 BGR uint8 crop of frame `index` of clip k, None if absent or unreadable."""
         if index not in self._present[k]:

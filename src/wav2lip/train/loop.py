@@ -36,7 +36,7 @@ from ..io.files import atomic_output
 from ..shards import local_rank, rank_and_world
 from ..data.layout import read_file_list
 from .config import TrainConfig
-from .data import StepSampler
+from .data import ClipSamples, StepSampler
 from .parts import RECIPES, Recipe
 
 _CHECKPOINT = re.compile(r"^checkpoint_step(\d+)\.pth$")
@@ -212,23 +212,28 @@ def _loader(dataset, config: TrainConfig, sampler: StepSampler, device: torch.de
 
 
 def _all_reduce_mean(values: dict[str, float], count: int, info: Distributed,
-                     device: torch.device) -> dict[str, float]:
-    """Means over all ranks of per-rank sums (`values`) over `count` batches."""
+                     device: torch.device) -> tuple[dict[str, float], int]:
+    """Means over all ranks of per-rank sums (`values`) over `count` batches, and the batches of all ranks."""
     keys = sorted(values)
     totals = torch.tensor([values[k] for k in keys] + [float(count)], dtype=torch.float64, device=device)
     if info.world > 1:
         dist.all_reduce(totals)
-    n = max(1.0, totals[-1].item())
-    return {k: totals[i].item() / n for i, k in enumerate(keys)}
+    n = int(totals[-1].item())
+    return {k: totals[i].item() / max(1, n) for i, k in enumerate(keys)}, n
 
 
-def evaluate(recipe: Recipe, config: TrainConfig, val_samples, info: Distributed,
-             device: torch.device, step: int, log: _Log) -> dict[str, float]:
-    """The mean of each metric over `eval_batches` validation batches (sharded across ranks)."""
-    n_local = math.ceil(config.eval_batches / info.world)
+def evaluate(recipe: Recipe, config: TrainConfig, val_samples: ClipSamples, info: Distributed,
+             device: torch.device, step: int) -> tuple[dict[str, float], int]:
+    """The mean of each metric over one pass over the validation set, at most `eval_batches` batches
+    (sharded across ranks; the reference's 700 or 1400 batches would go round a small set many times),
+    and the number of batches evaluated on all ranks."""
+    batches = min(config.eval_batches, math.ceil(val_samples.n_frames / config.batch_size))
+    n_local = math.ceil(batches / info.world)
     sampler = StepSampler(config.batch_size, 0, info.rank, info.world, stop_step=n_local)
     sums: dict[str, float] = {}
     count = 0
+    bar = tqdm(total=n_local, desc=f"eval {step}", unit="batch", leave=False, dynamic_ncols=True,
+               disable=not (info.main and config.progress))
     for batch in _loader(val_samples, config, sampler, device):
         if count == 0 and info.main:
             image = recipe.collage(batch)
@@ -238,6 +243,8 @@ def evaluate(recipe: Recipe, config: TrainConfig, val_samples, info: Distributed
         for name, value in recipe.eval_step(batch).items():
             sums[name] = sums.get(name, 0.0) + value
         count += 1
+        bar.update(1)
+    bar.close()
     return _all_reduce_mean(sums, count, info, device)
 
 
@@ -310,9 +317,10 @@ def _train(config: TrainConfig) -> dict[str, float]:
                               epoch=step * per_step // len(train_clips))
                     running, n_running, tick = {}, 0, time.perf_counter()
                 if step % config.eval_interval == 0 or (config.eval_at_start and step == 1):
-                    last_eval = evaluate(recipe, config, val_samples, info, device, step, log)
+                    last_eval, batches = evaluate(recipe, config, val_samples, info, device, step)
                     messages = recipe.after_eval(last_eval)
-                    log.write(step, "val", last_eval, **({"note": "; ".join(messages)} if messages else {}))
+                    log.write(step, "val", last_eval, batches=batches,
+                              **({"note": "; ".join(messages)} if messages else {}))
                     if info.main:
                         bar.write(f"step {step} eval: " + ", ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
                     tick = time.perf_counter()
