@@ -301,6 +301,26 @@ def test_a_long_video_avatar_is_refused_before_it_is_prepared(server, work) -> N
     assert server.idle()
 
 
+def test_a_long_avatar_without_a_declared_length_is_refused_too(server, work) -> None:
+    """A raw H.264 stream declares no duration: its length is read from its packets, not taken as short."""
+    path = work / "long.h264"
+    with av.open(str(path), "w", format="h264") as container:  # 64x64, 3100 frames: 124 s at the assumed 25 fps
+        stream = container.add_stream("libx264", rate=25, options={"preset": "ultrafast"})
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 90, np.uint8), format="rgb24")
+        for _ in range(3100):
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    client = Client(server)
+    data = path.read_bytes()
+    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.h264", "size": len(data)}}))
+    client.ws.send_binary(data)
+    message, code = client.error()
+    assert message.startswith("long.h264: a video longer than 120 s; a live avatar") and code == 1008, message
+    assert server.idle()
+
+
 def test_a_first_message_that_is_not_json(server) -> None:
     client = Client(server)
     client.ws.send_binary(garbage(100))

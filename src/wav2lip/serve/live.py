@@ -49,6 +49,7 @@ import uuid
 from collections import deque
 from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 from fastapi import FastAPI, WebSocket
@@ -248,10 +249,13 @@ class Session:
     def _prepare(self, options: tuple[dict, str, str]) -> LiveSyncer:
         values, detector, precision = options
         try:
-            info = probe(self.folder / "face")
+            face = self.folder / "face"
+            info = probe(face)
+            limit = f"a live avatar is prepared whole, so it may last {MAX_AVATAR_SECONDS:g} s at most (it loops)"
             if not info.is_still and (info.duration or 0) > MAX_AVATAR_SECONDS:
-                raise Wav2LipError(f"{self.folder / 'face'}: a {info.duration:.0f} s video; a live avatar is "
-                                   f"prepared whole, so it may last {MAX_AVATAR_SECONDS:g} s at most (it loops)")
+                raise Wav2LipError(f"{face}: a {info.duration:.0f} s video; {limit}")
+            if not info.is_still and not info.duration and _longer_than(face, MAX_AVATAR_SECONDS, info.fps):
+                raise Wav2LipError(f"{face}: a video longer than {MAX_AVATAR_SECONDS:g} s; {limit}")
             syncer = self.jobs.models.get(detector, precision)
             return LiveSyncer(self.folder / "face", syncer=syncer, **values)
         except Wav2LipError as exc:
@@ -410,6 +414,21 @@ class Session:
             header["sent"] = time.perf_counter()
             head = json.dumps(header, separators=(",", ":")).encode()
             await self.ws.send_bytes(b"".join((struct.pack("<I", len(head)), head, audio, image)))
+
+
+def _longer_than(path: Path, seconds: float, fps: float) -> bool:
+    """Whether a video that declares no duration has more than `seconds` of frames at `fps`, counted from
+    its packets (read, not decoded) up to that point: the length its header does not give."""
+    packets = 0
+    try:
+        with av.open(str(path)) as container:
+            for packet in container.demux(container.streams.video[0]):
+                packets += packet.size > 0
+                if packets > seconds * fps:
+                    return True
+    except av.error.FFmpegError:  # damaged past this point: the preparation stops there and says so
+        pass
+    return False
 
 
 def live_threads() -> list[threading.Thread]:
