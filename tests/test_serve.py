@@ -247,6 +247,41 @@ def test_uploads_over_the_limit_answer_413(server, speech, work) -> None:
     assert job_folders(server) == before
 
 
+def stalled_upload(server: Server, declared: int = 1_000_000) -> socket.socket:
+    """A POST /api/jobs that sends its headers and the start of its body, then nothing more."""
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"Content-Type: multipart/form-data; boundary=b0b0\r\nContent-Length: {declared}\r\n\r\n")
+    part = b'--b0b0\r\nContent-Disposition: form-data; name="face"; filename="f.mp4"\r\n\r\n' + b"x" * 1000
+    sock.sendall(head.encode() + part)
+    return sock
+
+
+def test_uploads_at_once_are_limited(server, media, speech) -> None:
+    """As many uploads may stream in at once as jobs may wait (--max-queue 2 here); more get 503 with
+    Retry-After at once, so slow uploads cannot fill the disk faster than the queue limit allows."""
+    before = job_folders(server)
+    stalled = [stalled_upload(server) for _ in range(2)]
+    try:
+        deadline = time.monotonic() + 60
+        while len(job_folders(server) - before) < 2:  # both are being received
+            assert time.monotonic() < deadline, "the stalled uploads never started"
+            time.sleep(0.05)
+        refused = server.submit(media / "vr_face5.mp4", speech, box=BOX)
+        assert refused.status_code == 503 and "uploads" in refused.json()["detail"], refused.text
+        assert int(refused.headers["Retry-After"]) > 0
+    finally:
+        for sock in stalled:
+            sock.close()
+    deadline = time.monotonic() + 60
+    while job_folders(server) != before:  # a dropped upload leaves nothing
+        assert time.monotonic() < deadline, job_folders(server) - before
+        time.sleep(0.05)
+    accepted = server.submit(media / "vr_face5.mp4", speech, box=BOX)
+    assert accepted.status_code == 201, accepted.text
+    assert server.wait(accepted.json()["id"])["status"] == "done"
+
+
 def test_a_job_that_fails_says_why_in_one_line(server, media, speech) -> None:
     response = server.submit(media / "vr_face5.mp4", speech, face_name="me.mp4", box="0 10000 0 10")
     assert response.status_code == 201

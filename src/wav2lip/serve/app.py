@@ -34,8 +34,12 @@ _JOB_ID_LENGTH = 32  # uuid4 hex
 _MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska"}
 
 
+RETRY_AFTER_S = 10  # what a 503 asks a client to wait before trying again
+
+
 def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
 def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 * 2**20,
@@ -74,18 +78,32 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         return job
 
     api = APIRouter(prefix="/api/jobs", dependencies=[Depends(authorize)], tags=["jobs"])
+    uploading = 0  # requests whose bodies are being received now
 
     @api.post("", status_code=201, summary="Submit a lip-sync job", openapi_extra={"requestBody": {
         "required": True, "content": {"multipart/form-data": {"schema": request_schema()}}}},
         responses={400: {"description": "a bad file or option (one line, as the CLI says it)"},
                    401: {"description": "no or wrong token"}, 413: {"description": "upload too large"},
-                   503: {"description": "the queue is full"}})
+                   503: {"description": "the queue is full, or as many uploads are arriving (see Retry-After)"}})
     async def submit(request: Request):
         """Upload `face` (video or image) and `audio`, with options as form fields named as the CLI's
         (`blend`, `loop`, `pads`, `box`, `detector`, `smooth`, `fps`, `static`, `precision`, `crf`, ...).
-        The files are decoded before the job is accepted."""
+        The files are decoded before the job is accepted. At most as many uploads stream in at once as
+        jobs may wait (--max-queue): the disk they take is bounded as the queue's is."""
+        nonlocal uploading
         if queue.full():
             return _error(503, "the queue is full; try again when a job has finished")
+        if uploading >= queue.max_queued:
+            await _Body(request).drain()
+            return _error(503, f"{uploading} uploads are arriving already (the server's limit); try again shortly")
+        uploading += 1
+        try:
+            return await accept(request)
+        finally:
+            uploading -= 1
+
+    async def accept(request: Request) -> Response:
+        """One upload streamed into a new job folder, checked, and queued; the folder is gone if not."""
         length = request.headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > max_upload:
             await _Body(request).drain()
@@ -168,7 +186,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             "status": "ok", "version": __version__, "checkpoint": models.checkpoint_name,
             "detector": models.detector, "precision": models.precision, "device": str(models.default.device),
             "detectors": list(DETECTORS), "precisions": list(PRECISIONS), "options": [opt.name for opt in options_for(JOBS)],
-            "workers": queue.workers, "max_queued": queue.max_queued, "max_upload": max_upload,
+            "workers": queue.workers, "max_queued": queue.max_queued, "max_upload": max_upload, "uploading": uploading,
             "token_required": token is not None, "jobs": queue.counts(),
         }
 
