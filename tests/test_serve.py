@@ -282,6 +282,26 @@ def test_uploads_at_once_are_limited(server, media, speech) -> None:
     assert server.wait(accepted.json()["id"])["status"] == "done"
 
 
+def trickle(parts: int = 20):
+    """A 1.3 MB multipart body sent over a second: a client still sending when the server has its answer."""
+    yield b'--b0b0\r\nContent-Disposition: form-data; name="face"; filename="f.mp4"\r\n\r\n'
+    for _ in range(parts):
+        time.sleep(0.05)
+        yield b"x" * 65536
+    yield b"\r\n--b0b0--\r\n"
+
+
+MULTIPART = {"Content-Type": "multipart/form-data; boundary=b0b0"}
+
+
+def test_refused_uploads_get_their_answer_not_a_broken_pipe(server) -> None:
+    """A refusal reads the rest of the body first (up to a bound), so the client sees why."""
+    no_token = httpx.post(f"{server.url}/api/jobs", content=trickle(), headers=MULTIPART, timeout=60)
+    assert no_token.status_code == 401 and "token" in no_token.json()["detail"]
+    not_multipart = server.client.post("/api/jobs", content=trickle(), headers={"Content-Type": "text/plain"})
+    assert not_multipart.status_code == 400 and "multipart" in not_multipart.json()["detail"]
+
+
 def test_a_job_that_fails_says_why_in_one_line(server, media, speech) -> None:
     response = server.submit(media / "vr_face5.mp4", speech, face_name="me.mp4", box="0 10000 0 10")
     assert response.status_code == 201
@@ -308,6 +328,8 @@ def test_cancel_running_and_queued_and_a_full_queue(server, media, work) -> None
     queued = [server.submit(media / "vr_face5.mp4", long_audio, box=BOX).json()["id"] for _ in range(2)]
     full = server.submit(media / "vr_face5.mp4", long_audio, box=BOX)
     assert full.status_code == 503 and "queue is full" in full.json()["detail"]
+    sending = server.client.post("/api/jobs", content=trickle(), headers=MULTIPART)  # the answer, not a broken pipe
+    assert sending.status_code == 503 and "queue is full" in sending.json()["detail"]
 
     cancelled = server.client.delete(f"/api/jobs/{queued[0]}")
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
