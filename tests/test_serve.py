@@ -23,7 +23,7 @@ from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.cli import main
 from wav2lip.serve.form import parse_options
 from wav2lip.serve import create_app
-from wav2lip.serve.jobs import CRASHED, JOB_FILE, MARK, Job, JobQueue, make_folder, sanitize_name
+from wav2lip.serve.jobs import CRASHED, JOB_FILE, MARK, MAX_MODELS, Job, JobQueue, Models, make_folder, sanitize_name
 from wav2lip.io.video import probe
 
 TOKEN = "test-token-0123"
@@ -493,6 +493,27 @@ def test_job_messages_name_the_clients_files(tmp_path) -> None:
     job = Job("a" * 32, tmp_path / ("a" * 32), {}, "retinaface", "fp32", "me.mp4", "talk.wav")
     message = f"{job.folder / 'face'}: no face found; {job.folder / 'audio'}: silent; {job.folder / '.result.part'}"
     assert job.plain(message) == "me.mp4: no face found; talk.wav: silent; .result.part"
+
+
+def test_clients_naming_models_load_at_most_max_models(tmp_path, checkpoint, weights, monkeypatch) -> None:
+    """Each (detector, precision) a client names is a full generator: the server keeps its own and the
+    ones used last, MAX_MODELS in all, whatever clients ask for."""
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.s3fd import S3FD
+
+    monkeypatch.setenv("WAV2LIP_HOME", str(tmp_path / "cache"))  # the store's RetinaFace: the real file
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / weights.name).write_bytes(weights.read_bytes())
+    s3fd = tmp_path / "s3fd-random.pth"
+    save_checkpoint(s3fd, S3FD())
+    models = Models(checkpoint, detector="s3fd", detector_weights=s3fd, device="cpu", precision="fp32")
+    asked = [("retinaface", "fp32"), ("retinaface", "bf16"), ("s3fd", "bf16"), ("retinaface", "fp32")]
+    for key in asked:
+        syncer = models.get(*key)
+        assert syncer.precision == key[1] and models.loaded[-1] == key
+        assert len(models.loaded) <= MAX_MODELS and ("s3fd", "fp32") in models.loaded, models.loaded
+    assert models.get("s3fd", "fp32") is models.default  # the server's own is never dropped
+    assert models.get("retinaface", "fp32") is syncer  # the one used last is kept
 
 
 def test_run_reports_progress_and_cancels_with_nothing_written(checkpoint, weights, media, speech, work) -> None:

@@ -186,6 +186,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             "status": "ok", "version": __version__, "checkpoint": models.checkpoint_name,
             "detector": models.detector, "precision": models.precision, "device": str(models.default.device),
             "detectors": list(DETECTORS), "precisions": list(PRECISIONS), "options": [opt.name for opt in options_for(JOBS)],
+            "models": [f"{detector}/{precision}" for detector, precision in models.loaded],
             "workers": queue.workers, "max_queued": queue.max_queued, "max_upload": max_upload, "uploading": uploading,
             "token_required": token is not None, "jobs": queue.counts(),
         }

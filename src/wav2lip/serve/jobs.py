@@ -15,7 +15,7 @@ import shutil
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,6 +34,7 @@ FACE, AUDIO = "face", "audio"  # upload file names inside a job folder
 MARK = ".made-by-wav2lip"  # in every folder the server makes: it removes no folder without it
 CRASHED = "the server stopped while this job was running; submit it again"
 STOPPED = "the server was shut down while this job was running; submit it again"
+MAX_MODELS = 2  # generators held at once (the server's own and the one asked for last): each is a full network
 _SWEEP_SECONDS = 60.0  # how often idle workers apply the retention limits
 
 
@@ -156,7 +157,7 @@ def sync_options(options: dict) -> dict:
 
 class Models:
     """The loaded generator and detector, one `LipSyncer` per (detector, precision) a job asks for:
-    the server's own loaded at start, any other on first use and kept."""
+    the server's own loaded at start and kept, any other on first use, at most MAX_MODELS at once."""
 
     def __init__(self, checkpoint: str | Path, detector: str = "retinaface", device: str = "auto",
                  precision: str = "auto", detector_weights: str | Path | None = None, backend: str = "torch",
@@ -172,8 +173,14 @@ class Models:
         self.default.detector  # noqa: B018 - loaded now, not by the first job
         self.detector, self.precision = detector, self.default.precision
         self.checkpoint_name = Path(str(checkpoint)).name
-        self._syncers = {(detector, self.precision): self.default}
+        self._syncers = OrderedDict({(detector, self.precision): self.default})  # least recently used first
         self._lock = threading.Lock()
+
+    @property
+    def loaded(self) -> list[tuple[str, str]]:
+        """The (detector, precision) of each generator held now."""
+        with self._lock:
+            return list(self._syncers)
 
     def key(self, detector: str | None, precision: str | None) -> tuple[str, str]:
         detector = detector or self.detector
@@ -185,6 +192,8 @@ class Models:
         return detector, precision
 
     def get(self, detector: str, precision: str) -> LipSyncer:
+        """The LipSyncer for this choice, loaded if need be; beyond MAX_MODELS the one used longest ago
+        (never the server's own) is let go, and jobs still running with it keep it until they end."""
         key = self.key(detector, precision)
         with self._lock:
             if key not in self._syncers:
@@ -192,6 +201,10 @@ class Models:
                 syncer = LipSyncer(detector=key[0], precision=key[1], detector_weights=weights, **self.args)
                 syncer.detector  # noqa: B018 - fail now (missing weights) rather than in the job
                 self._syncers[key] = syncer
+            self._syncers.move_to_end(key)
+            while len(self._syncers) > MAX_MODELS:
+                oldest = next(k for k, v in self._syncers.items() if v is not self.default)
+                del self._syncers[oldest]
             return self._syncers[key]
 
 
