@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -100,3 +102,47 @@ def test_a_folder_gives_rows_means_json_and_csv(syncer, clip, work, tiny_expert)
         table = list(csv.DictReader(f))
     assert [r["video"] for r in table] == ["a.mkv", "broken.mp4"] and table[1]["error"]
     assert float(table[0]["psnr"]) == pytest.approx(good["psnr"])
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "wav2lip", "evaluate", *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_the_command_scores_a_clip_against_itself(clip, work, models_dir, tiny_expert) -> None:
+    checkpoint = deterministic_generator(work / "g_cli.pth", width=0.125)
+    out = work / "cli.json"
+    done = _cli(str(clip), "--reconstruct", "--checkpoint", str(checkpoint), "--detector-weights",
+                str(models_dir / "retinaface_mobilenet0.25.pth"), "--device", "cpu", "--precision", "fp32",
+                "--frames", "80%:", "--model", f"expert:{tiny_expert}", "--silence", "off", "--json", str(out), "-q")
+    assert done.returncode == 0, done.stderr
+    assert "frames 24-29 of 30" in done.stdout and "PSNR" in done.stdout and "LSE-C" in done.stdout
+    data = json.loads(out.read_text())
+    assert (data["first"], data["last"]) == (24, 30) and data["options"]["silence"] == "off"
+    assert data["lse_c"] is not None and 0 < data["ssim"] < 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--reference", "x"], "--reference does not go with --reconstruct"),
+    (["--mode", "track"], "--mode track does not go with --reconstruct"),
+    (["--csv", "x.csv"], "--csv is for --dir"),
+    (["--mask-top", "2"], "mask top must be between 0 and 0.96"),
+])
+def test_the_command_refuses_what_a_reconstruction_cannot_take(clip, args, message) -> None:
+    done = _cli(str(clip), "--reconstruct", "--no-sync", *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_frames_without_reconstruct_is_refused(clip) -> None:
+    done = _cli(str(clip), "--frames", "80%:")
+    assert done.returncode == 2 and "--frames is for --reconstruct" in done.stderr
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00\x01garbage" * 100])
+def test_a_broken_video_is_one_line(syncer, work, content) -> None:
+    bad = work / f"bad{len(content)}.mp4"
+    bad.write_bytes(content)
+    with pytest.raises(Wav2LipError, match=str(bad.name)):
+        reconstruct(bad, syncer)
+    done = _cli(str(bad), "--reconstruct", "--no-sync", "--device", "cpu")
+    assert done.returncode == 2 and bad.name in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ..constants import MIN_FACE_SIZE, MIN_TRACK
 from ..errors import Wav2LipError
 from ..io.files import atomic_output, check_distinct, check_output
-from ..lipsync.options import EVALUATE_MODES
+from ..lipsync.options import EVALUATE_MODES, ModelOptions, SyncOptions, add_option, from_namespace
 from .common import add_detector, add_device, add_quiet, show_progress
 
 if TYPE_CHECKING:
@@ -47,7 +47,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--plot", metavar="PNG",
                         help="plot the per-frame confidence (a folder of PNGs with --dir); needs the plot extra")
     add_quiet(parser)
+    group = parser.add_argument_group(
+        "reconstruction", "--reconstruct: lip-sync each video to its own soundtrack and measure the output's "
+        "lower face against the real one (PSNR, SSIM, sharpness ratio), plus the sync scores above; "
+        "--detector and --device as above, the rest as for `wav2lip infer`")
+    group.add_argument("--reconstruct", action="store_true", help="run the self-reenactment test")
+    group.add_argument("--frames", metavar="START:STOP",
+                       help="score only these output frames: numbers or percentages of the clip, e.g. 80%%: for "
+                       "the last fifth (frames a model fitted on the rest never saw); default: all")
+    group.add_argument("--no-sync", dest="sync", action="store_false",
+                       help="skip the sync scores (no sync model needed)")
+    for name in RECONSTRUCT_OPTIONS:
+        add_option(group, name)
     parser.set_defaults(func=run)
+
+
+# The options of `infer` a reconstruction takes (evaluate's own --detector, --device and --batch-size keep
+# their meaning; the generator runs at infer's default batch).
+RECONSTRUCT_OPTIONS = ("checkpoint", "precision", "backend", "enhancer_weights", "speaker_model", "pads", "box",
+                       "smooth", "static", "silence", "crossfade", "blend", "mask", "mask_top", "mask_softness",
+                       "colour_match", "enhance", "enhance_strength")
 
 
 def _options(args: argparse.Namespace) -> dict:
@@ -61,6 +80,10 @@ def _options(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     if (args.video is None) == (args.dir is None):
         raise Wav2LipError("give one VIDEO or --dir FOLDER")
+    if args.reconstruct:
+        return _run_reconstruct(args)
+    if args.frames is not None:
+        raise Wav2LipError("--frames is for --reconstruct")
     if args.dir is not None:
         return _run_folder(args)
     if args.csv:
@@ -129,3 +152,62 @@ def _run_folder(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     print(f"{frames} frames in {seconds:.1f} s ({frames / max(seconds, 1e-9):.1f} frames/s, resumed videos included)")
     return 1 if any(r.error for r in results) else 0
+
+
+def _run_reconstruct(args: argparse.Namespace) -> int:
+    for flag, given in (("--reference", args.reference), ("--audio", args.audio), ("--plot", args.plot),
+                        ("--mode track", args.mode == "track")):
+        if given:
+            raise Wav2LipError(f"{flag} does not go with --reconstruct (each video is its own truth)")
+    if args.csv and args.dir is None:
+        raise Wav2LipError("--csv is for --dir (one row per video); use --json for one video")
+    names = set(RECONSTRUCT_OPTIONS)
+    options = {k: v for k, v in from_namespace(args, SyncOptions).items() if k in names}
+    SyncOptions.from_kwargs(options)  # bad options fail before the models load
+    models = {k: v for k, v in from_namespace(args, ModelOptions).items() if k in names | {"detector", "device"}}
+    models["detector_weights"] = args.detector_weights
+    inputs = [args.video, args.dir, args.model, *(v for v in models.values() if isinstance(v, str))]
+    for out, what in ((args.json, "JSON output"), (args.csv, "CSV output")):
+        if out:
+            check_output(out, inputs, what)
+    check_distinct(args.json, args.csv)
+    from ..evaluation.reconstruct import reconstruct, reconstruct_folder  # torch loads only for good arguments
+    from ..io.video import find_videos, open_source
+    from ..lipsync.offline import LipSyncer
+
+    if args.dir is None:
+        open_source(args.video)  # a broken video is named before the models load
+    else:
+        find_videos(args.dir)
+    syncer = LipSyncer(**models)
+    sync = dict(sync_model=args.model if args.sync else None, sync_device=args.device)
+    if args.dir is None:
+        score = reconstruct(args.video, syncer, args.frames, **sync, progress=show_progress(args), **options)
+        print(_describe(args.video, score))
+        if args.json:
+            with atomic_output(args.json) as tmp:
+                tmp.write_text(json.dumps({**score.as_dict(), "options": options}, indent=1))
+        return 0
+
+    def report(name: str, score, error: str | None) -> None:
+        print(f"{name}: error: {error}" if error else _describe(name, score), file=sys.stderr)
+
+    rows = reconstruct_folder(args.dir, syncer, args.frames, **sync, json_path=args.json, csv_path=args.csv,
+                              report=report, **options)
+    scored = [s for _, s, _ in rows if s is not None]
+    print(f"{len(rows)} videos, {len(rows) - len(scored)} failed")
+    for key, label in (("psnr", "PSNR dB"), ("ssim", "SSIM"), ("sharpness_ratio", "sharpness ratio"),
+                       ("lse_d", "LSE-D"), ("lse_c", "LSE-C")):
+        values = [getattr(s, key) for s in scored if getattr(s, key) is not None]
+        finite = [v for v in values if v == v and v != float("inf")]
+        if values:
+            print(f"mean {label}: {sum(finite) / len(finite):.3f}" if finite else f"mean {label}: inf")
+    return 1 if len(scored) < len(rows) else 0
+
+
+def _describe(video: str, score) -> str:
+    sync = "" if score.lse_c is None else (f", AV offset {score.offset:+d}, LSE-D {score.lse_d:.3f}, "
+                                           f"LSE-C {score.lse_c:.3f}")
+    return (f"{video}: frames {score.first}-{score.last - 1} of {score.frames}, {score.scored} scored "
+            f"({score.no_face} without a face): PSNR {score.psnr:.2f} dB, SSIM {score.ssim:.4f}, "
+            f"sharpness ratio {score.sharpness_ratio:.3f}{sync} ({score.seconds:.1f} s)")

@@ -198,7 +198,6 @@ class SpeechDetector:
     def _renew(self) -> None:
         """Noise and levels from the steps before this one (the last HISTORY of them), the levels from
         their SNR against the new noise so that both measure the same thing."""
-        opts = self.options
         self._warm = self._warm[:0]
         self._noise = self._noise_of(self._rows[(self._rows_first + np.arange(len(self._rows))) % NOISE_EVERY == 0])
         snr = self._smooth(np.zeros(2, np.float32), self._band_snr(self._rows))
