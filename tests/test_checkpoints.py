@@ -223,3 +223,15 @@ def test_bare_state_dicts_of_the_other_networks(tmp_path, kind):
     torch.save({"module." + k: v for k, v in model.state_dict().items()}, path)
     assert _same_weights(load_model(path, kind), model)
     assert inspect_checkpoint(path).kind == kind
+
+
+def test_the_torch_floor_is_one_whose_weights_only_load_runs_no_code() -> None:
+    """torch.load(weights_only=True) could still be made to run code before torch 2.6 (CVE-2025-32434):
+    the declared floor may not allow those versions."""
+    import re
+
+    from conftest import ROOT
+
+    floor = re.search(r'"torch>=([0-9.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert floor, "pyproject.toml declares no torch floor"
+    assert tuple(int(p) for p in floor[1].split(".")[:2]) >= (2, 6), floor[0]
