@@ -1,8 +1,11 @@
 """The model store against a real HTTP server on 127.0.0.1: fetch, verify, resume, refuse, explain."""
 from __future__ import annotations
 
+import datetime
 import hashlib
+import ipaddress
 import re
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -309,3 +312,86 @@ def test_every_missing_weight_is_named_in_one_error(tmp_path, monkeypatch, model
     assert message.startswith("2 weight files are missing: ") and "\n" not in message
     assert str(tmp_path / "wav2lip_gan.pth") in message and str(tmp_path / RETINAFACE) in message
     assert store.resolve_all([models_dir / RETINAFACE], root=tmp_path) == [models_dir / RETINAFACE]
+
+
+def test_a_known_name_is_the_known_file_not_a_stranger_in_the_current_folder(tmp_path, monkeypatch, models_dir):
+    """`--checkpoint wav2lip_gan.pth` run where some other file of that name lies must not load that file
+    instead of the verified copy; `./name` says "this file" and is used as is."""
+    real = (models_dir / RETINAFACE).read_bytes()
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / RETINAFACE).write_bytes(real)
+    monkeypatch.setenv("WAV2LIP_HOME", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / RETINAFACE).write_bytes(b"not the detector")
+    with pytest.raises(Wav2LipError) as refused:
+        store.resolve(RETINAFACE)
+    message = str(refused.value)
+    assert message.startswith(f"{RETINAFACE}: the file of that name in {tmp_path} is 16 bytes") and "\n" not in message
+    assert f"./{RETINAFACE}" in message
+    assert store.resolve(f"./{RETINAFACE}").read_bytes() == b"not the detector"  # asked for by path: as is
+    (tmp_path / RETINAFACE).write_bytes(real)  # the known file itself: fine either way
+    assert store.resolve(RETINAFACE).read_bytes() == real
+
+
+@pytest.mark.parametrize("mirror", ["http://weights.example.com/models", "ftp://weights.example.com", "weights"])
+def test_a_mirror_must_be_https(tmp_path, monkeypatch, mirror):
+    monkeypatch.setenv("WAV2LIP_MIRROR", mirror)
+    with pytest.raises(Wav2LipError, match="^WAV2LIP_MIRROR must be an https:// URL"):
+        store.fetch(RETINAFACE, root=tmp_path, progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    pytest.importorskip("cryptography", reason="makes the test certificate")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_file), str(key_file)
+
+
+def test_a_redirect_from_https_to_http_is_refused(tmp_path, server, monkeypatch, payload):
+    """An https source that sends the client to plain http would hand the download to anyone on the path."""
+    entry = tiny_entry(server, payload)  # the plain-http copy a redirect points at
+    cert, key = self_signed(tmp_path)
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(302)
+            self.send_header("Location", f"{server.url}{self.path}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    secure = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    threading.Thread(target=secure.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # this test's certificate is the one trusted
+    monkeypatch.setenv("WAV2LIP_MIRROR", f"https://127.0.0.1:{secure.server_address[1]}")
+    try:
+        with pytest.raises(Wav2LipError, match=f"redirected to {re.escape(server.url)}/tiny.pth, not https"):
+            store.fetch(entry, root=tmp_path / "cache", progress=False)
+    finally:
+        secure.shutdown()
+        secure.server_close()
+    assert server.requests == []  # the plain-http copy was never asked for
+    assert not (tmp_path / "cache" / "tiny.pth").exists()

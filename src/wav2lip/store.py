@@ -1,14 +1,17 @@
 """The model store: one table of known weight files, a cache folder, fetch-and-verify.
 
 A known name ("wav2lip_gan.pth") is looked up in the cache and downloaded on first use; a path to
-an existing file is always accepted as is, so nothing here stands between a user and their own file.
-Downloads stream into `<file>.part`, resume with an HTTP Range request, are checked against the
-size and SHA-256 in the table, and only then renamed into place.
+an existing file is always accepted as is, so nothing here stands between a user and their own file
+(a file in the current folder that bears a known name is taken for it only if it is that file: `./name`
+says "this file"). Downloads come over https only (a mirror may also be a local folder, or http on this
+machine), stream into `<file>.part`, resume with an HTTP Range request, are checked against the size and
+SHA-256 in the table, and only then renamed into place.
 """
 from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import os
 import re
 import sys
@@ -17,6 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from tqdm import tqdm
 
@@ -148,14 +152,32 @@ def offline() -> bool:
     return os.environ.get("WAV2LIP_OFFLINE", "").strip().lower() not in ("", "0", "false", "no")
 
 
+def _secure(url: str) -> bool:
+    """https, or http that never leaves this machine: where a download may come from."""
+    parts = urlsplit(url)
+    if parts.scheme == "https":
+        return True
+    if parts.scheme != "http" or not parts.hostname:
+        return False
+    try:
+        return parts.hostname == "localhost" or ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
 def sources(entry: WeightFile) -> list[str]:
-    """Download URLs for `entry`; $WAV2LIP_MIRROR (a base URL, http(s) or file) replaces them all.
+    """Download URLs for `entry`; $WAV2LIP_MIRROR (a base URL: https, a file:// folder, or http on this
+    machine) replaces them all.
 
     A mirror serves every known file under its cache name, e.g. `$WAV2LIP_MIRROR/wav2lip_gan.pth`,
-    which is what a team behind a firewall or a CI cache needs.
+    which is what a team behind a firewall or a CI cache needs. Plain http elsewhere is refused: files
+    the table has no SHA-256 for could be swapped on the way.
     """
     mirror = os.environ.get("WAV2LIP_MIRROR", "").strip()
     if mirror:
+        if not (_secure(mirror) or mirror.startswith("file://")):
+            raise Wav2LipError(f"WAV2LIP_MIRROR must be an https:// URL (or file:// for a folder, http:// only "
+                               f"on this machine), got {mirror[:80]!r}")
         return [f"{mirror.rstrip('/')}/{entry.name}"]
     return list(entry.urls)
 
@@ -203,9 +225,14 @@ def resolve(
     otherwise the error says which file, where to put it and where to get it.
     """
     given = Path(name_or_path).expanduser()
-    if given.is_file():
-        return given
     name = str(name_or_path)
+    if given.is_file():
+        problem = check(given, KNOWN[name]) if name in KNOWN else None  # a bare known name, found here
+        if problem is not None:
+            raise Wav2LipError(f"{name}: the file of that name in {Path.cwd()} {problem}, so it is not the "
+                               f"known file: write ./{name} to use it anyway, or move it away to use the "
+                               "model store's verified copy")
+        return given
     if name not in KNOWN:
         raise Wav2LipError(
             f"{name}: no such file, and not a known weight name (known: {', '.join(KNOWN)})"
@@ -292,6 +319,19 @@ class _Failed(Exception):
     """One source did not deliver; the message says why, for the combined error."""
 
 
+class _NoDowngrade(urllib.request.HTTPRedirectHandler):
+    """Follow a redirect only where a download may come from, and never from https to anything less."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if not _secure(newurl) or urlsplit(req.full_url).scheme == "https" and urlsplit(newurl).scheme != "https":
+            fp.close()
+            raise _Failed(f"redirected to {newurl}, not https: refused")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+_OPENER = urllib.request.build_opener(_NoDowngrade)
+
+
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-")
 
 
@@ -309,7 +349,7 @@ def _download(url: str, part: Path, entry: WeightFile, progress: bool) -> None:
     if have:
         request.add_header("Range", f"bytes={have}-")
     try:
-        response = urllib.request.urlopen(request, timeout=_TIMEOUT_S)
+        response = _OPENER.open(request, timeout=_TIMEOUT_S)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and have:  # our .part is not a prefix the server recognises
             part.unlink()
