@@ -402,6 +402,18 @@ def test_other_sites_cannot_use_the_server(server) -> None:
     assert own.status_code == 400  # through the check: refused for what it is, not for where it comes from
 
 
+def test_a_server_on_every_address_answers_to_ip_addresses_only(tmp_path) -> None:
+    """--host 0.0.0.0: reached by any of the machine's IP addresses (with the token), never by a foreign name."""
+    from fastapi.testclient import TestClient
+
+    app = create_app(JobQueue(tmp_path, models=None), token=TOKEN, host="0.0.0.0")  # type: ignore[arg-type]
+    with TestClient(app, base_url="http://192.168.1.5:7860", headers=AUTH) as client:
+        assert client.get("/api/jobs").status_code == 200
+        assert client.get("/api/jobs", headers={"Host": "[fd00::5]:7860"}).status_code == 200
+        refused = client.get("/api/jobs", headers={"Host": "attacker.example:7860"})
+        assert refused.status_code == 403 and "any of this machine's IP addresses" in refused.json()["detail"]
+
+
 def test_other_hosts_need_a_token(capsys, monkeypatch) -> None:
     monkeypatch.delenv("WAV2LIP_TOKEN", raising=False)
     assert main(["serve", "--host", "0.0.0.0"]) == 2
