@@ -59,6 +59,12 @@ def fixtures_dir() -> Path:
     return FIXTURES
 
 
+@pytest.fixture(scope="module")
+def work(request, tmp_path_factory) -> Path:
+    """A folder shared by one test file's tests (its inputs, checkpoints and outputs), named after it."""
+    return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+
+
 @pytest.fixture(scope="session")
 def models_dir() -> Path:
     return MODELS

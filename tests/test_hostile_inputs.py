@@ -21,11 +21,6 @@ from wav2lip.io.video import VideoWriter, open_source
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile")
-
-
-@pytest.fixture(scope="module")
 def generator(work) -> Path:
     path = work / "generator.pth"
     save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))

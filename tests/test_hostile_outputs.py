@@ -59,11 +59,6 @@ def leftovers(folder: Path, keep: set[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hostile_outputs")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     """A narrow deterministic generator: loads in a blink, so subprocesses start fast."""
     path = work / "narrow.pth"

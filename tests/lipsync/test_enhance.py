@@ -36,11 +36,6 @@ def apply(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("enhance")
-
-
-@pytest.fixture(scope="module")
 def detector(models_dir):
     return create_detector("retinaface", weights=models_dir / "retinaface_mobilenet0.25.pth")
 

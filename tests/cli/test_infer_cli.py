@@ -21,11 +21,6 @@ BOX_ARGS = ["150", "470", "140", "380"]
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("infer_cli")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     path = work / "deterministic.pth"
     save_checkpoint(path, fill_deterministic(Wav2Lip()))

@@ -138,11 +138,6 @@ class Client:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("web_live")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     return deterministic_generator(work / "small.pth", width=0.125)
 

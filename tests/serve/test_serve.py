@@ -90,11 +90,6 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("serve")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     return deterministic_generator(work / "small.pth", width=0.125)
 

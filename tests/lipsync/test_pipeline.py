@@ -39,11 +39,6 @@ def read_all(path: Path) -> list[np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("pipeline")
-
-
-@pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     return deterministic_generator(work / "deterministic.pth")
 

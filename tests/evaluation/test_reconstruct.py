@@ -24,11 +24,6 @@ BOX = np.array([140, 150, 380, 470])  # vr_face5's face: x1, y1, x2, y2
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("reconstruct")
-
-
-@pytest.fixture(scope="module")
 def clip(media, work) -> Path:
     """30 frames of a real talking head with its own soundtrack (1.2 s)."""
     frames = list(open_source(media / "vr_face5.mp4").frames(30))

@@ -37,11 +37,6 @@ def _browser_paths() -> tuple[str, str]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("web")
-
-
-@pytest.fixture(scope="module")
 def browser(work):
     chromium, driver = _browser_paths()
     options = webdriver.ChromeOptions()

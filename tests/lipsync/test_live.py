@@ -21,7 +21,7 @@ from wav2lip.io.audio import SAMPLE_RATE, MelStream, load_audio, melspectrogram,
 from wav2lip.io.streams import file_chunks, pcm_chunks
 from wav2lip.io.video import VideoWriter, open_source, probe
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FRAME = 640  # samples per frame at 25 fps
 
 
@@ -65,11 +65,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("live")
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,6 @@ def _log(folder: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def work(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("distill")
-
-
-@pytest.fixture(scope="module")
 def data(work) -> Path:
     synth.write_dataset(work / "data", 12, seed=5, seconds=2.0)
     return work / "data"

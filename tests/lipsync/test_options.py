@@ -15,7 +15,7 @@ from wav2lip.errors import Wav2LipError
 from wav2lip.lipsync.options import (MODEL_TABLE, STREAM_TABLE, SURFACES, SYNC_TABLE, TABLE, ModelOptions, Option,
                                      StreamOptions, SyncOptions, fill_markdown, from_namespace, options_for)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 STATIC = ROOT / "src" / "wav2lip" / "serve" / "static"
 
 
