@@ -401,6 +401,31 @@ def test_idle_sockets_take_no_session_and_are_closed_in_time(server, still) -> N
     assert server.idle()
 
 
+def test_a_client_leaving_during_the_avatars_preparation_frees_its_place_at_once(server, media, work) -> None:
+    """The preparation stops at the next frame when the client goes, instead of holding a session (and
+    the CPU) until it ends: here a 20 s avatar detected on every frame, tens of seconds of work."""
+    frames = list(open_source(media / "vr_face5.mp4").frames(100))
+    path = work / "long_avatar.mp4"
+    with VideoWriter(path, 25, 480, 480) as writer:
+        for k in range(500):
+            writer.write(cv2.resize(frames[k % 100], (480, 480)))
+    client = Client(server)
+    avatar = path.read_bytes()
+    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.mp4", "size": len(avatar)},
+                               "options": {"detect_every": 1, "cache": False}}))
+    for at in range(0, len(avatar), 2**20):
+        client.ws.send_binary(avatar[at:at + 2**20])
+    deadline = time.monotonic() + 30
+    while not live_threads() and not server.sessions and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into the preparation
+    assert server.sessions, "the session should be preparing its avatar"
+    client.ws.close()
+    left = time.monotonic()
+    assert server.idle(timeout=5), "the session still holds its place"
+    assert time.monotonic() - left < 5
+
+
 @pytest.mark.parametrize("options, words", [
     ({"origin": "http://attacker.example"}, "another site"),  # a foreign page opening the socket
     ({"origin": "null"}, "another site"),

@@ -70,12 +70,13 @@ class LiveSyncer:
 
     face: a still image or a video (looped as `loop` says); stall: see the module's docstring; syncer: a
     `LipSyncer` whose models to share, else one is loaded from the model options (checkpoint, detector,
-    device, precision, ...: the fields of `ModelOptions`); other options: the fields of `SyncOptions`,
-    which mean here what they mean offline (the frame kernel is the same).
+    device, precision, ...: the fields of `ModelOptions`); cancel: set it to stop the avatar's preparation
+    (a client gone meanwhile); other options: the fields of `SyncOptions`, which mean here what they mean
+    offline (the frame kernel is the same).
     """
 
     def __init__(self, face: str | Path, stall: float = STALL, syncer: LipSyncer | None = None,
-                 **options) -> None:
+                 cancel: threading.Event | None = None, **options) -> None:
         models = {k: options.pop(k) for k in list(options) if k in MODEL_TABLE}
         self.options = SyncOptions.from_kwargs(options)
         if stall <= 0:
@@ -91,7 +92,7 @@ class LiveSyncer:
         self.boxes: list[np.ndarray | None] = []
         self.landmarks: list[np.ndarray | None] = []
         self.speakers: list = []
-        self._prepare()
+        self._prepare(cancel)
         self.height, self.width = self._first.shape[:2]
 
     def _frames(self, n: int | None = None) -> Iterator[np.ndarray]:
@@ -104,11 +105,12 @@ class LiveSyncer:
         for image in self.source.frames(n):
             yield prepare_frame(image, self.options, self.face)
 
-    def _prepare(self) -> None:
+    def _prepare(self, cancel: threading.Event | None) -> None:
         """One pass of the avatar through the offline chain's face stage (fixed box, speaker choice, tracking,
         calibration, the detection cache), tracked as a video shorter than its audio is tracked offline.
-        Only the boxes and landmarks are kept, not the frames."""
-        job = _AvatarJob(self.face, self.options, self.source)
+        Only the boxes and landmarks are kept, not the frames. Setting `cancel` stops it at the next frame
+        (Wav2LipError; an unfinished track is never cached)."""
+        job = _AvatarJob(self.face, self.options, self.source, cancel)
         run = _Run(job, self.syncer.generator, lambda: self.syncer.detector, self.syncer.device, self.syncer.cache_dir,
                    expert=lambda: self.syncer.speaker_model)
         for frame in run.detect(job.first_pass()):
@@ -153,8 +155,9 @@ class LiveSyncer:
 class _AvatarJob:
     """The avatar as the offline chain's face stage sees a job: one pass of its frames, one shot."""
 
-    def __init__(self, face: Path, options: SyncOptions, source: video_io.FrameSource) -> None:
-        self.face, self.options, self.source = face, options, source
+    def __init__(self, face: Path, options: SyncOptions, source: video_io.FrameSource,
+                 cancel: threading.Event | None = None) -> None:
+        self.face, self.options, self.source, self.cancel = face, options, source, cancel
         self.fps, self.still = source.fps, source.is_still
         self.n_frames = self.n_reference = 1 if self.still or options.static else ONE_PASS
 
@@ -167,6 +170,8 @@ class _AvatarJob:
     def first_pass(self) -> Iterator[Frame]:
         images = self.source.frames(1 if self.still or self.options.static else None)
         for k, image in enumerate(images):
+            if self.cancel is not None and self.cancel.is_set():
+                raise Wav2LipError(f"{self.face}: the avatar's preparation was cancelled")
             yield Frame(k, k, True, self.prepare(image))
 
 

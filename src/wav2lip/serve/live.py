@@ -140,6 +140,7 @@ class Session:
         self.in_flight: deque[int] = deque()  # indices of the frame messages sent and not yet acknowledged
         self.made = 0  # frames LiveSyncer yielded
         self.dropped = 0  # frames sent without their picture, or not at all
+        self.early: deque[dict] = deque()  # messages that came while the avatar was being prepared
 
     # ---------------------------------------------------------------- the conversation
 
@@ -153,7 +154,7 @@ class Session:
                                   "try again later", code=1013)
             sessions.add(self)
             await self._receive_avatar(start)
-            live = await run_in_threadpool(self._prepare, start["options"])
+            live = await self._prepare_watching(start["options"])
             await self.ws.send_json({"type": "ready", "width": live.width, "height": live.height, "fps": live.fps,
                                      "sample_rate": SAMPLE_RATE, "avatar_frames": len(live.boxes)})
             await self._stream(live, start["format"], start["sample_rate"])
@@ -179,7 +180,7 @@ class Session:
                 await self.ws.close(code=error.code)
 
     async def _message(self) -> dict:
-        message = await self.ws.receive()
+        message = self.early.popleft() if self.early else await self.ws.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         return message
@@ -246,7 +247,29 @@ class Session:
     def _plain(self, message: str) -> str:
         return message.replace(str(self.folder / "face"), self.avatar_name).replace(str(self.folder), "live")
 
-    def _prepare(self, options: tuple[dict, str, str]) -> LiveSyncer:
+    async def _prepare_watching(self, options: tuple[dict, str, str]) -> LiveSyncer:
+        """The avatar prepared in a worker thread while the socket is read: a client that leaves stops the
+        preparation at once and frees its place; what it sends meanwhile is kept for `_message`."""
+        cancel = threading.Event()
+        work = asyncio.ensure_future(run_in_threadpool(self._prepare, options, cancel))
+        try:
+            while True:
+                read = asyncio.ensure_future(self.ws.receive())
+                done, _ = await asyncio.wait({work, read}, return_when=asyncio.FIRST_COMPLETED)
+                if read not in done:
+                    read.cancel()
+                    return work.result()
+                message = read.result()
+                if message["type"] == "websocket.disconnect":
+                    raise WebSocketDisconnect(message.get("code", 1000))
+                self.early.append(message)
+        finally:
+            if not work.done():
+                cancel.set()
+                with contextlib.suppress(BaseException):
+                    await work
+
+    def _prepare(self, options: tuple[dict, str, str], cancel: threading.Event) -> LiveSyncer:
         values, detector, precision = options
         try:
             face = self.folder / "face"
@@ -257,7 +280,7 @@ class Session:
             if not info.is_still and not info.duration and _longer_than(face, MAX_AVATAR_SECONDS, info.fps):
                 raise Wav2LipError(f"{face}: a video longer than {MAX_AVATAR_SECONDS:g} s; {limit}")
             syncer = self.jobs.models.get(detector, precision)
-            return LiveSyncer(self.folder / "face", syncer=syncer, **values)
+            return LiveSyncer(self.folder / "face", syncer=syncer, cancel=cancel, **values)
         except Wav2LipError as exc:
             raise ClientError(self._plain(str(exc))) from None
 
