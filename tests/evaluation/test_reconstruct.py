@@ -122,6 +122,7 @@ def test_the_command_scores_a_clip_against_itself(clip, work, models_dir, tiny_e
     (["--mode", "track"], "--mode track does not go with --reconstruct"),
     (["--csv", "x.csv"], "--csv is for --dir"),
     (["--mask-top", "2"], "mask top must be between 0 and 0.96"),
+    (["--frames", "10"], "expected START:STOP"),
 ])
 def test_the_command_refuses_what_a_reconstruction_cannot_take(clip, args, message) -> None:
     done = _cli(str(clip), "--reconstruct", "--no-sync", *args)

@@ -171,10 +171,11 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         if out:
             check_output(out, inputs, what)
     check_distinct(args.json, args.csv)
-    from ..evaluation.reconstruct import reconstruct, reconstruct_folder  # torch loads only for good arguments
+    from ..evaluation.reconstruct import frame_range, reconstruct, reconstruct_folder  # torch loads only now
     from ..io.video import find_videos, open_source
     from ..lipsync.offline import LipSyncer
 
+    frame_range(args.frames, 10**9)  # the range's spelling is checked before anything runs
     if args.dir is None:
         open_source(args.video)  # a broken video is named before the models load
     else:
