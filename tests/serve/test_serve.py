@@ -12,6 +12,7 @@ import threading
 import time
 from pathlib import Path
 
+import av
 import pytest
 
 pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
@@ -304,6 +305,34 @@ def test_a_job_that_fails_says_why_in_one_line(server, media, speech) -> None:
     assert job["status"] == "failed" and job["error"].startswith("--box 0 10000 0 10"), job
     assert "me.mp4" in job["error"] and "\n" not in job["error"] and str(server_data(server)) not in job["error"]
     assert server.client.get(f"/api/jobs/{job['id']}/result").status_code == 409
+
+
+def test_audio_longer_than_the_servers_limit_is_refused_before_it_is_decoded(work, checkpoint, weights, media) -> None:
+    """--max-audio-minutes bounds a job's memory, time and output: more audio is a 400 naming the client's
+    file; the bound is read from the header, not from decoding it."""
+    srv = Server(work / "short-jobs", checkpoint, weights, "--max-audio-minutes", "0.02")  # 1.2 s
+    try:
+        long = cut_wav(media / "vr_audio1.wav", work / "long.wav", 2.0)
+        response = srv.submit(media / "st_art0.png", long, box=BOX)
+        message = response.json()["detail"]
+        assert response.status_code == 400 and "long.wav: 2.0 s of audio" in message, message
+        assert "at most 0.02 minutes (1.2 s) a job" in message and "\n" not in message, message
+        assert str(work / "short-jobs") not in message and not job_folders(srv)
+        adts = work / "long.aac"  # a raw AAC stream: its length is the demuxer's estimate
+        with av.open(str(long)) as source, av.open(str(adts), "w", format="adts") as out:
+            stream = out.add_stream("aac", rate=16000)
+            for frame in source.decode(audio=0):
+                frame.pts = None
+                for packet in stream.encode(frame):
+                    out.mux(packet)
+            for packet in stream.encode(None):
+                out.mux(packet)
+        assert srv.submit(media / "st_art0.png", adts, box=BOX).status_code == 400
+        short = cut_wav(media / "vr_audio1.wav", work / "short.wav", 0.8)
+        response = srv.submit(media / "st_art0.png", short, box=BOX)
+        assert response.status_code == 201 and srv.wait(response.json()["id"])["status"] == "done"
+    finally:
+        srv.stop()
 
 
 def test_client_file_names_are_never_paths(server, media, speech) -> None:

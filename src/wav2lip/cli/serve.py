@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="jobs waiting at most; more are refused with 503 (default: 16)")
     p.add_argument("--max-upload-mb", type=float, default=500, metavar="MB",
                    help="largest request (face + audio) in MiB; larger is refused with 413 (default: 500)")
+    p.add_argument("--max-audio-minutes", type=float, default=60, metavar="MIN",
+                   help="refuse jobs with more audio than this: it bounds each job's memory, time and output "
+                   "(default: 60)")
     p.add_argument("--data-dir", metavar="DIR", help="job folders (default: the 'serve' folder of the cache)")
     p.add_argument("--keep-hours", type=float, default=72, metavar="H",
                    help="remove finished jobs after H hours (default: 72)")
@@ -61,13 +64,15 @@ def run(args: argparse.Namespace) -> int:
         raise Wav2LipError(f"--host {args.host} lets other machines in: give --token (or set WAV2LIP_TOKEN)")
     if not 0 <= args.port <= 65535:
         raise Wav2LipError(f"--port must be 0..65535, got {args.port}")
-    if args.max_upload_mb <= 0 or args.keep_hours < 0 or args.keep_gb < 0:
-        raise Wav2LipError("--max-upload-mb must be positive, --keep-hours and --keep-gb not negative")
+    if args.max_upload_mb <= 0 or args.max_audio_minutes <= 0 or args.keep_hours < 0 or args.keep_gb < 0:
+        raise Wav2LipError("--max-upload-mb and --max-audio-minutes must be positive, --keep-hours and --keep-gb "
+                           "not negative")
     data_dir = Path(args.data_dir) if args.data_dir else store.cache_dir() / "serve"
     models = Models(**from_namespace(args, ModelOptions))
     queue = JobQueue(data_dir, models, workers=args.workers, max_queued=args.max_queue,
                      keep_hours=args.keep_hours, keep_bytes=int(args.keep_gb * 2**30))
-    app = create_app(queue, token=token, max_upload=int(args.max_upload_mb * 2**20), host=args.host)
+    app = create_app(queue, token=token, max_upload=int(args.max_upload_mb * 2**20), host=args.host,
+                     max_audio_minutes=args.max_audio_minutes)
     print(f"wav2lip serve: http://{args.host}:{args.port}/ ({models.checkpoint_name}, {models.detector}, "
           f"{models.precision} on {models.default.device}; jobs in {queue.root})", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

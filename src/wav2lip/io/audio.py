@@ -72,6 +72,27 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     return np.clip(wav, -1.0, 1.0, out=wav)
 
 
+def audio_seconds(path: str | os.PathLike) -> float:
+    """The length of a file's first audio stream: from its header, else counted from its packets (read,
+    not decoded), so a server can bound a job before decoding it; Wav2LipError without audio."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise Wav2LipError(f"{path}: no audio stream")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None and container.duration > 0:
+                return container.duration / av.time_base
+            end = 0.0
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.duration is not None and packet.time_base is not None:
+                    end = max(end, float((packet.pts + packet.duration) * packet.time_base))
+            return end
+    except av.error.FFmpegError as exc:
+        raise Wav2LipError(f"{path}: cannot read the audio ({exc.strerror or exc})") from None
+
+
 def _exact_length(container: av.container.InputContainer, stream: av.AudioStream, sr: int) -> int | None:
     """Samples at `sr` that an MP4/MOV audio track really holds, or None where the duration is a guess.
 

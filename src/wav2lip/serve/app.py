@@ -20,6 +20,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
 from .. import __version__
+from ..io.audio import audio_seconds
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..device import PRECISIONS
@@ -35,6 +36,7 @@ _MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska"}
 
 
 RETRY_AFTER_S = 10  # what a 503 asks a client to wait before trying again
+MAX_AUDIO_MINUTES = 60.0  # default --max-audio-minutes: a job's audio bounds its decoding, its time and its output
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -43,7 +45,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 * 2**20,
-               host: str = "127.0.0.1") -> FastAPI:
+               host: str = "127.0.0.1", max_audio_minutes: float = MAX_AUDIO_MINUTES) -> FastAPI:
     """The app: `/` the page, `/api/...` the jobs, `/openapi.json` and `/docs` the API's description.
     With a `token`, every /api/jobs request must send `Authorization: Bearer <token>`. Requests must name
     the server by a loopback name or `host` (the address it listens on) and come from no other site's page."""
@@ -121,6 +123,10 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             job = Job(job_id, folder, recorded, "", "", upload.names[FACE], upload.names[AUDIO])
             job.detector, job.precision = queue.models.key(detector, precision)
             try:
+                seconds = await run_in_threadpool(audio_seconds, folder / AUDIO)
+                if seconds > max_audio_minutes * 60:  # refused before it is decoded into memory
+                    raise Wav2LipError(f"{folder / AUDIO}: {seconds:.1f} s of audio; this server takes at most "
+                                       f"{max_audio_minutes:g} minutes ({max_audio_minutes * 60:g} s) a job")
                 syncer = await run_in_threadpool(queue.models.get, job.detector, job.precision)
                 await run_in_threadpool(syncer.check, folder / FACE, folder / AUDIO, **options)
             except Wav2LipError as exc:
