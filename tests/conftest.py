@@ -49,6 +49,15 @@ def deterministic_generator(path: Path, width: float = 1.0) -> Path:
     return path
 
 
+def cpu_syncer(checkpoint: Path, **extra):
+    """A LipSyncer as most tests want it: the checkpoint, the real RetinaFace weights, the CPU, fp32 (the
+    arithmetic the parity fixtures use); `extra` adds or overrides LipSyncer arguments."""
+    from wav2lip import LipSyncer
+
+    return LipSyncer(checkpoint, **{"detector_weights": MODELS / "retinaface_mobilenet0.25.pth", "device": "cpu",
+                                    "precision": "fp32", **extra})
+
+
 @pytest.fixture(scope="session")
 def media() -> Path:
     return MEDIA
@@ -63,6 +72,19 @@ def fixtures_dir() -> Path:
 def work(request, tmp_path_factory) -> Path:
     """A folder shared by one test file's tests (its inputs, checkpoints and outputs), named after it."""
     return tmp_path_factory.mktemp(request.module.__name__.removeprefix("test_"))
+
+
+@pytest.fixture(scope="module")
+def restorer(work) -> Path:
+    """A filled GFPGAN in the released file's layout, 16x narrower (the same code path, fast)."""
+    import torch
+
+    from support.deterministic import fill_deterministic
+    from wav2lip.models.gfpgan import GFPGAN
+
+    path = work / "gfpgan_narrow.pth"
+    torch.save({"params_ema": fill_deterministic(GFPGAN(narrow=1 / 16)).state_dict()}, path)
+    return path
 
 
 @pytest.fixture(scope="session")

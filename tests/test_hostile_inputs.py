@@ -12,19 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 
-from wav2lip.checkpoints import save_checkpoint
-from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.io.video import VideoWriter, open_source
 
 
 @pytest.fixture(scope="module")
 def generator(work) -> Path:
-    path = work / "generator.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(work / "generator.pth", width=0.125)
 
 
 @pytest.fixture(scope="module")

@@ -20,14 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 
 import wav2lip
-from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
 from wav2lip.errors import Wav2LipError
-from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.io.video import probe
 
 BOX_ARGS = ["150", "470", "140", "380"]  # vr_face5.mp4's face: top bottom left right
@@ -61,9 +58,7 @@ def leftovers(folder: Path, keep: set[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
     """A narrow deterministic generator: loads in a blink, so subprocesses start fast."""
-    path = work / "narrow.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(work / "narrow.pth", width=0.125)
 
 
 @pytest.fixture(scope="module")

@@ -25,14 +25,12 @@ import re  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from conftest import cut_wav  # noqa: E402
+from conftest import cut_wav, deterministic_generator  # noqa: E402
 
 import wav2lip  # noqa: E402
 from wav2lip.lipsync import options  # noqa: E402
-from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.cli import build_parser  # noqa: E402
 from support.deterministic import fill_deterministic  # noqa: E402
-from wav2lip.models.generator import Wav2Lip  # noqa: E402
 from wav2lip.lipsync.options import SyncOptions  # noqa: E402
 
 DETECTING = ("infer", "detect", "evaluate", "preprocess")
@@ -103,9 +101,7 @@ def test_sync_options_check_uses_the_same_lists(field, table, bad):
 
 @pytest.fixture(scope="module")
 def narrow_checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cli") / "narrow.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(tmp_path_factory.mktemp("cli") / "narrow.pth", width=0.125)
 
 
 def test_detect_prints_infer_flags_that_infer_takes(media, models_dir, narrow_checkpoint, tmp_path, capsys):

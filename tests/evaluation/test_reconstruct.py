@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import deterministic_generator
+from conftest import cpu_syncer, deterministic_generator
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.evaluation.reconstruct import _Meter, frame_range, reconstruct, reconstruct_folder, sharpness, ssim
 from wav2lip.io.audio import SAMPLE_RATE, load_audio, write_wav
@@ -36,10 +36,9 @@ def clip(media, work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def syncer(work, models_dir) -> LipSyncer:
+def syncer(work) -> LipSyncer:
     checkpoint = deterministic_generator(work / "g.pth", width=0.125)
-    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                     precision="fp32")
+    return cpu_syncer(checkpoint)
 
 
 def test_frame_ranges() -> None:
@@ -115,6 +114,23 @@ def test_the_command_scores_a_clip_against_itself(clip, work, models_dir, tiny_e
     data = json.loads(out.read_text())
     assert (data["first"], data["last"]) == (24, 30) and data["options"]["silence"] == "off"
     assert data["lse_c"] is not None and 0 < data["ssim"] < 1
+
+
+def test_the_command_scores_a_folder_and_prints_the_means(clip, work, models_dir) -> None:
+    checkpoint = deterministic_generator(work / "g_dir.pth", width=0.125)
+    folder = work / "dir_clips"
+    folder.mkdir()
+    (folder / "a.mkv").write_bytes(clip.read_bytes())
+    (folder / "empty.mp4").write_bytes(b"")
+    done = _cli("--dir", str(folder), "--reconstruct", "--no-sync", "--checkpoint", str(checkpoint),
+                "--detector-weights", str(models_dir / "retinaface_mobilenet0.25.pth"), "--device", "cpu",
+                "--precision", "fp32", "--frames", "80%:", "--silence", "off", "--csv", str(work / "dir.csv"), "-q")
+    assert done.returncode == 1, done.stderr  # one video failed, the other was scored
+    assert "2 videos, 1 failed" in done.stdout and "mean PSNR dB: " in done.stdout and "LSE-C" not in done.stdout
+    assert "empty.mp4: error:" in done.stderr and "a.mkv: frames 24-29 of 30" in done.stderr
+    with open(work / "dir.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert f"mean PSNR dB: {float(table[0]['psnr']):.3f}" in done.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -9,11 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 
 from wav2lip.faces import cached_track, create_detector, track
-from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.lipsync.offline import LipSyncer
 from wav2lip.io.video import open_source
 
@@ -91,11 +89,7 @@ def test_unwritable_cache_folder_warns_once_and_the_run_goes_on(small_clip, fram
 
 @pytest.fixture(scope="module")
 def generator_file(tmp_path_factory) -> Path:
-    from wav2lip.checkpoints import save_checkpoint
-
-    path = tmp_path_factory.mktemp("cache_gen") / "generator.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+    return deterministic_generator(tmp_path_factory.mktemp("cache_gen") / "generator.pth", width=0.125)
 
 
 @pytest.mark.parametrize("loop", ["repeat", "pingpong"])

@@ -6,20 +6,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from wav2lip import LipSyncer
-
+from conftest import cpu_syncer, deterministic_generator
 from wav2lip.data import synth
 from wav2lip.io.audio import load_audio, melspectrogram
-from wav2lip.checkpoints import load_model, save_checkpoint
+from wav2lip.checkpoints import load_model
 from wav2lip.faces import create_detector
 from wav2lip.faces.speaker import choose_speakers
-from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 from wav2lip.train import latest_checkpoint, make_config, train
 from wav2lip.io.video import VideoWriter, open_source
 
@@ -82,17 +79,13 @@ def two_face_video(tmp_path_factory, clips):
 
 
 @pytest.fixture(scope="module")
-def generator(tmp_path_factory):
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("gen") / "deterministic.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+def generator(tmp_path_factory) -> Path:
+    return deterministic_generator(tmp_path_factory.mktemp("gen") / "deterministic.pth", width=0.125)
 
 
-def test_lipsync_follows_the_speaker_and_says_so(expert_path, generator, models_dir, two_face_video, tmp_path) -> None:
+def test_lipsync_follows_the_speaker_and_says_so(expert_path, generator, two_face_video, tmp_path) -> None:
     video, wav = two_face_video
-    syncer = LipSyncer(generator, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                       precision="fp32", speaker_model=expert_path, cache_dir=tmp_path / "cache")
+    syncer = cpu_syncer(generator, speaker_model=expert_path, cache_dir=tmp_path / "cache")
     out = tmp_path / "out.mkv"
     result = syncer.run(video, wav, out, lossless=True, silence="off")
     [shot] = result.speakers
@@ -132,7 +125,7 @@ def test_detect_tracks_json(expert_path, models_dir, two_face_video, tmp_path) -
     assert f"track {shot['chosen']} (sync" in done.stdout
 
 
-def test_single_face_clip_is_unchanged(generator, models_dir, media, tmp_path, expert_path) -> None:
+def test_single_face_clip_is_unchanged(generator, media, tmp_path, expert_path) -> None:
     """One face: speaker="auto" with an expert gives the very frames that "largest" gives."""
     clip = tmp_path / "face.mkv"
     frames = list(open_source(media / "vr_face2.mp4").frames(20))
@@ -140,8 +133,7 @@ def test_single_face_clip_is_unchanged(generator, models_dir, media, tmp_path, e
         writer.write_many(frames)
     audio = tmp_path / "speech.wav"
     synth.write_wav(audio, synth.make_clip(3, seconds=0.8).wav)
-    syncer = LipSyncer(generator, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                       precision="fp32", speaker_model=expert_path, cache_dir=tmp_path / "cache")
+    syncer = cpu_syncer(generator, speaker_model=expert_path, cache_dir=tmp_path / "cache")
     auto = syncer.run(clip, audio, tmp_path / "auto.mkv", lossless=True, cache=False)
     syncer.run(clip, audio, tmp_path / "plain.mkv", lossless=True, cache=False, speaker="largest")
     assert auto.speakers == []

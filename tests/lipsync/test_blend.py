@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from conftest import deterministic_generator
 from wav2lip.lipsync.blend import MaskShape, blend_mask, feather, feather_mask, paste, to_uint8
 
 
@@ -120,17 +122,8 @@ def test_landmark_mask_covers_mouth_and_jaw_and_follows_a_tilt(frame) -> None:
 
 
 @pytest.fixture(scope="module")
-def small_generator(tmp_path_factory):
-    import torch
-
-    from wav2lip.checkpoints import save_checkpoint
-    from support.deterministic import fill_deterministic
-    from wav2lip.models.generator import Wav2Lip
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("preview") / "deterministic.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125)))
-    return path
+def small_generator(tmp_path_factory) -> Path:
+    return deterministic_generator(tmp_path_factory.mktemp("preview") / "deterministic.pth", width=0.125)
 
 
 def test_preview_frame_writes_one_png_of_four_panels(small_generator, media, models_dir, tmp_path) -> None:

@@ -10,18 +10,14 @@ import av
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from conftest import cut_wav
+from conftest import cpu_syncer, cut_wav, deterministic_generator
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.lipsync.blend import feather_mask
-from wav2lip.checkpoints import save_checkpoint
 from wav2lip.cli import main
 from wav2lip.lipsync.enhance import TEMPLATE, align, box_landmarks, paste_back, similarity, soft_mask
 from wav2lip.faces import Centered, FaceTrackOptions, cached_track, create_detector, track
 from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
-from wav2lip.models.gfpgan import GFPGAN
 from wav2lip.models.retinaface import RetinaFace
 from wav2lip.io.video import open_source, probe
 
@@ -165,23 +161,12 @@ def test_skipped_frames_get_interpolated_landmarks_and_the_cache_keeps_them(medi
 
 @pytest.fixture(scope="module")
 def checkpoint(work) -> Path:
-    path = work / "generator.pth"
-    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.25)))
-    return path
+    return deterministic_generator(work / "generator.pth", width=0.25)
 
 
 @pytest.fixture(scope="module")
-def restorer(work) -> Path:
-    """A filled GFPGAN in the released file's layout, 16x narrower (the same code path, fast)."""
-    path = work / "gfpgan_narrow.pth"
-    torch.save({"params_ema": fill_deterministic(GFPGAN(narrow=1 / 16)).state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
-def syncer(checkpoint, restorer, models_dir) -> LipSyncer:
-    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                     precision="fp32", enhancer_weights=restorer)
+def syncer(checkpoint, restorer) -> LipSyncer:
+    return cpu_syncer(checkpoint, enhancer_weights=restorer)
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cut_wav, deterministic_generator
+from conftest import cpu_syncer, cut_wav, deterministic_generator
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
 from wav2lip.io.audio import SAMPLE_RATE, MelStream, load_audio, melspectrogram, write_wav
 from wav2lip.io.streams import file_chunks, pcm_chunks
@@ -73,9 +73,8 @@ def checkpoint(work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def syncer(checkpoint, models_dir) -> LipSyncer:
-    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                     precision="fp32")
+def syncer(checkpoint) -> LipSyncer:
+    return cpu_syncer(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -351,17 +350,6 @@ def test_cli_live_bad_input_one_line_exit_2(checkpoint, media, work) -> None:
 
 
 @pytest.fixture(scope="module")
-def restorer(work) -> Path:
-    """A filled GFPGAN in the released file's layout, 16x narrower (the same code path, fast)."""
-    from support.deterministic import fill_deterministic
-    from wav2lip.models.gfpgan import GFPGAN
-
-    path = work / "gfpgan_narrow.pth"
-    torch.save({"params_ema": fill_deterministic(GFPGAN(narrow=1 / 16)).state_dict()}, path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def paused(media, work) -> Path:
     """Speech, 0.9 s of room noise (-60 dBFS), speech: a pause for the silence modes to act on."""
     wav = load_audio(media / "vr_audio1.wav")
@@ -383,13 +371,12 @@ def paused(media, work) -> Path:
     {"enhance": "gfpgan", "enhance_strength": 0.7, "blend": "feather"},
 ], ids=["still", "original", "still-no-crossfade", "feather", "landmarks", "no-colour-match", "calibration",
         "face-index", "enhance"])
-def test_live_frames_equal_offline_frames_for_each_option_group(checkpoint, models_dir, restorer, clip, speech,
+def test_live_frames_equal_offline_frames_for_each_option_group(checkpoint, restorer, clip, speech,
                                                                 paused, options) -> None:
     """The same avatar, audio and options give the same frames live as offline, bit for bit (one frame per
     generator call on both sides, so no batch shape can change a sum's rounding); the silence modes on
     audio with a pause, which both take from the same voice-activity detector."""
-    syncer = LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                       precision="fp32", enhancer_weights=restorer)
+    syncer = cpu_syncer(checkpoint, enhancer_weights=restorer)
     given = {"silence": "off", **options, "batch_size": 1}
     audio = paused if "silence" in options else speech
     offline = list(syncer.frames(clip, audio, **given))

@@ -14,7 +14,7 @@ import torch
 
 from wav2lip import LipSyncer, Wav2LipError, lipsync
 from wav2lip.io.audio import load_audio, melspectrogram
-from conftest import cut_wav, deterministic_generator
+from conftest import cpu_syncer, cut_wav, deterministic_generator
 
 from wav2lip.device import cpu_has_native_bf16, inference_model, resolve_device
 from support.deterministic import fill_deterministic
@@ -44,9 +44,8 @@ def checkpoint(work) -> Path:
 
 
 @pytest.fixture(scope="module")
-def syncer(checkpoint, models_dir) -> LipSyncer:
-    return LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                     precision="fp32")
+def syncer(checkpoint) -> LipSyncer:
+    return cpu_syncer(checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -283,11 +282,10 @@ class _ForwardOnly(torch.nn.Module):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_a_still_image_runs_the_face_encoder_once(checkpoint, models_dir, media, work, precision) -> None:
+def test_a_still_image_runs_the_face_encoder_once(checkpoint, media, work, precision) -> None:
     if precision == "bf16" and not cpu_has_native_bf16():
         pytest.skip("this CPU has no native bfloat16: bf16 is never chosen here")
-    syncer = LipSyncer(checkpoint, detector_weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu",
-                       precision=precision)
+    syncer = cpu_syncer(checkpoint, precision=precision)
     audio = cut_wav(media / "vr_audio1.wav", work / "still_once.wav", 0.8)
     network = syncer.generator if precision == "fp32" else syncer.generator.model
     calls = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from conftest import deterministic_generator
 from wav2lip.lipsync import vad
 from wav2lip.io.audio import SAMPLE_RATE, load_audio
 from wav2lip.lipsync.kernel import speech_weights
@@ -153,19 +154,13 @@ def test_speech_weights_touch_only_pauses_and_ramp_across_them(media) -> None:
 def test_silence_modes_in_the_pipeline(media, models_dir, tmp_path) -> None:
     """Speech, 1.2 s of faint room noise (-50 dBFS), speech: "still" and "original" change only the pause (and its
     crossfade), "original" shows the source there, "off" lip-syncs the noise."""
-    import torch
 
     from wav2lip import LipSyncer
 
     from wav2lip.data import synth
-    from wav2lip.checkpoints import save_checkpoint
-    from support.deterministic import fill_deterministic
-    from wav2lip.models.generator import Wav2Lip
     from wav2lip.io.video import open_source
 
-    torch.manual_seed(0)
-    checkpoint = tmp_path / "g.pth"
-    save_checkpoint(checkpoint, fill_deterministic(Wav2Lip(width=0.125)))
+    checkpoint = deterministic_generator(tmp_path / "g.pth", width=0.125)
     wav = load_audio(media / "vr_audio1.wav")
     rng = np.random.default_rng(0)
     noise = rng.normal(0, 0.003, int(1.2 * SAMPLE_RATE)).astype(np.float32)

@@ -11,14 +11,11 @@ pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 pytest.importorskip("httpx", reason="httpx is not installed")
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 
-from conftest import cut_wav
+from conftest import cut_wav, deterministic_generator
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_serve import Server
 
-from wav2lip.checkpoints import save_checkpoint
-from support.deterministic import fill_deterministic
-from wav2lip.models.generator import Wav2Lip
 
 # The network is closed and no state may leak between runs: no background traffic, a fresh profile.
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -53,8 +50,7 @@ def browser(work):
 
 @pytest.fixture(scope="module")
 def server(work, models_dir):
-    checkpoint = work / "small.pth"
-    save_checkpoint(checkpoint, fill_deterministic(Wav2Lip(width=0.125)))
+    checkpoint = deterministic_generator(work / "small.pth", width=0.125)
     srv = Server(work / "data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth")
     yield srv
     srv.stop()

@@ -79,11 +79,16 @@ class Client:
 
     def start(self, avatar: bytes, name: str = "face.png", fmt: str = "f32le", rate: int = SAMPLE_RATE,
               **extra) -> dict:
+        self.send_start(avatar, name, fmt, rate, **extra)
+        return self.control()
+
+    def send_start(self, avatar: bytes, name: str = "face.png", fmt: str = "f32le", rate: int = SAMPLE_RATE,
+                   **extra) -> None:
+        """The start message and the avatar's bytes, without waiting for the answer."""
         self.ws.send(json.dumps({"type": "start", "avatar": {"name": name, "size": len(avatar)}, "format": fmt,
                                  "sample_rate": rate, **extra}))
         for at in range(0, len(avatar), 2**20):
             self.ws.send_binary(avatar[at:at + 2**20])
-        return self.control()
 
     def control(self) -> dict:
         kind, value = self.next(ack=False)
@@ -269,8 +274,7 @@ def test_a_bad_start_message_gets_one_line_and_a_clean_close(server, start, expe
 ])
 def test_a_garbage_avatar_gets_one_line_and_a_clean_close(server, name, data, expected) -> None:
     client = Client(server)
-    client.ws.send(json.dumps({"type": "start", "avatar": {"name": name, "size": len(data)}}))
-    client.ws.send_binary(data)
+    client.send_start(data, name=name)
     message, code = client.error()
     assert message.startswith(expected) and "/" not in message and code == 1008, message  # no server path
     assert server.idle()
@@ -288,9 +292,7 @@ def test_a_long_video_avatar_is_refused_before_it_is_prepared(server, work) -> N
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     client = Client(server)
-    data = path.read_bytes()
-    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.mp4", "size": len(data)}}))
-    client.ws.send_binary(data)
+    client.send_start(path.read_bytes(), name="long.mp4")
     message, code = client.error()
     assert message.startswith("long.mp4: a 130 s video; a live avatar") and code == 1008, message
     assert server.idle()
@@ -308,9 +310,7 @@ def test_a_long_avatar_without_a_declared_length_is_refused_too(server, work) ->
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     client = Client(server)
-    data = path.read_bytes()
-    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.h264", "size": len(data)}}))
-    client.ws.send_binary(data)
+    client.send_start(path.read_bytes(), name="long.h264")
     message, code = client.error()
     assert message.startswith("long.h264: a video longer than 120 s; a live avatar") and code == 1008, message
     assert server.idle()
@@ -410,11 +410,7 @@ def test_a_client_leaving_during_the_avatars_preparation_frees_its_place_at_once
         for k in range(500):
             writer.write(cv2.resize(frames[k % 100], (480, 480)))
     client = Client(server)
-    avatar = path.read_bytes()
-    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "long.mp4", "size": len(avatar)},
-                               "options": {"detect_every": 1, "cache": False}}))
-    for at in range(0, len(avatar), 2**20):
-        client.ws.send_binary(avatar[at:at + 2**20])
+    client.send_start(path.read_bytes(), name="long.mp4", options={"detect_every": 1, "cache": False})
     deadline = time.monotonic() + 30
     while not live_threads() and not server.sessions and time.monotonic() < deadline:
         time.sleep(0.05)
