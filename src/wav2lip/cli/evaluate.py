@@ -171,7 +171,8 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
         if out:
             check_output(out, inputs, what)
     check_distinct(args.json, args.csv)
-    from ..evaluation.reconstruct import frame_range, reconstruct, reconstruct_folder  # torch loads only now
+    from ..evaluation.reconstruct import (MEAN_FIELDS, frame_range, means, reconstruct,  # torch loads only now
+                                          reconstruct_folder)
     from ..io.video import find_videos, open_source
     from ..lipsync.offline import LipSyncer
 
@@ -195,15 +196,12 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
 
     rows = reconstruct_folder(args.dir, syncer, args.frames, **sync, json_path=args.json, csv_path=args.csv,
                               report=report, **options)
-    scored = [s for _, s, _ in rows if s is not None]
-    print(f"{len(rows)} videos, {len(rows) - len(scored)} failed")
-    for key, label in (("psnr", "PSNR dB"), ("ssim", "SSIM"), ("sharpness_ratio", "sharpness ratio"),
-                       ("lse_d", "LSE-D"), ("lse_c", "LSE-C")):
-        values = [getattr(s, key) for s in scored if getattr(s, key) is not None]
-        finite = [v for v in values if v == v and v != float("inf")]
-        if values:
-            print(f"mean {label}: {sum(finite) / len(finite):.3f}" if finite else f"mean {label}: inf")
-    return 1 if len(scored) < len(rows) else 0
+    summary = means(rows)
+    print(f"{summary['videos']} videos, {summary['failed']} failed")
+    for key, label in zip(MEAN_FIELDS, ("PSNR dB", "SSIM", "sharpness ratio", "LSE-D", "LSE-C")):
+        if summary[key] is not None:
+            print(f"mean {label}: {summary[key]:.3f}")
+    return 1 if summary["failed"] else 0
 
 
 def _describe(video: str, score) -> str:

@@ -190,6 +190,21 @@ def reconstruct(video: str | os.PathLike, syncer: LipSyncer, frames: str | None 
         lse_c=None if sync is None else sync.lse_c, seconds=time.perf_counter() - started)
 
 
+MEAN_FIELDS = ("psnr", "ssim", "sharpness_ratio", "lse_d", "lse_c")
+
+
+def means(rows: list[tuple[str, ReconstructionScore | None, str | None]]) -> dict:
+    """Videos, failures and the mean of each measure over the videos that have it: the finite values
+    (inf when every PSNR is: each output equal to its video), None when no video has it."""
+    scores = [s for _, s, _ in rows if s is not None]
+    summary: dict = {"videos": len(rows), "failed": len(rows) - len(scores)}
+    for key in MEAN_FIELDS:
+        values = [v for v in (getattr(s, key) for s in scores) if v is not None and not math.isnan(v)]
+        finite = [v for v in values if math.isfinite(v)]
+        summary[key] = float(np.mean(finite)) if finite else (float("inf") if values else None)
+    return summary
+
+
 CSV_FIELDS = ("video", "frames", "scored", "no_face", "first", "last", "psnr", "ssim", "sharpness_ratio", "offset",
               "lse_d", "lse_c", "seconds")
 
@@ -218,12 +233,8 @@ def reconstruct_folder(folder: str | os.PathLike, syncer: LipSyncer, frames: str
         rows.append((name, score, error))
         if report is not None:
             report(name, score, error)
-    scores = [s for _, s, _ in rows if s is not None]
-    summary = {"videos": len(rows), "failed": len(rows) - len(scores)}
-    for key in ("psnr", "ssim", "sharpness_ratio", "lse_d", "lse_c"):
-        values = [getattr(s, key) for s in scores if getattr(s, key) is not None and math.isfinite(getattr(s, key))]
-        summary[key] = float(np.mean(values)) if values else None
     if json_path:
+        summary = {k: "inf" if v == float("inf") else v for k, v in means(rows).items()}
         data = {"frames": frames, "options": options, "means": summary,
                 "videos": [{**(s.as_dict() if s else {}), "video": n, "error": e} for n, s, e in rows]}
         with atomic_output(json_path) as tmp:
