@@ -202,6 +202,17 @@ def test_errors_name_the_file_and_problem(tmp_path, video_without_audio):
         with pytest.raises(Wav2LipError, match=problem) as err:
             audio.load_audio(path)
         assert str(path) in str(err.value)
+        if problem != "empty" or path == zero:  # a header-only WAV has a length (0 s): not an error for this
+            with pytest.raises(Wav2LipError, match=problem) as err:
+                audio.audio_seconds(path)
+            assert str(path) in str(err.value) and "\n" not in str(err.value)
+    assert audio.audio_seconds(empty) == 0
+
+
+def test_audio_seconds_reads_the_length_without_decoding(media, tmp_path):
+    assert audio.audio_seconds(media / "vr_audio1.wav") == pytest.approx(audio.load_audio(media / "vr_audio1.wav").size
+                                                                       / audio.SAMPLE_RATE, abs=0.01)
+    assert audio.audio_seconds(media / "hdtf_kh.mp4") == pytest.approx(8.0, abs=0.05)  # a video's track
 
 
 def test_truncated_files(tmp_path):

@@ -44,20 +44,8 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     at all, or whose data ends before the duration it declares (a truncated MP4), is an error.
     """
     path = Path(path)
-    if not path.exists():
-        raise Wav2LipError(f"{path}: no such file")
-    if not path.is_file():
-        raise Wav2LipError(f"{path}: not a regular file (a folder, pipe or device); give an audio or video file")
-    if path.stat().st_size == 0:
-        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
-    try:
-        container = av.open(str(path))
-    except av.error.FFmpegError as exc:
-        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
+    container, stream = _open_audio(path)
     with container:
-        if not container.streams.audio:
-            raise Wav2LipError(f"{path}: has no audio stream")
-        stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=None, rate=sr)
         chunks: list[np.ndarray] = []
         for frame in decode_stream(container, stream):
@@ -72,14 +60,31 @@ def load_audio(path: str | os.PathLike, sr: int = SAMPLE_RATE) -> np.ndarray:
     return np.clip(wav, -1.0, 1.0, out=wav)
 
 
+def _open_audio(path: Path) -> tuple[av.container.InputContainer, av.AudioStream]:
+    """The file opened and its first audio stream; one line for what is not a readable file with audio."""
+    if not path.exists():
+        raise Wav2LipError(f"{path}: no such file")
+    if not path.is_file():
+        raise Wav2LipError(f"{path}: not a regular file (a folder, pipe or device); give an audio or video file")
+    if path.stat().st_size == 0:
+        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
+    try:
+        container = av.open(str(path))
+    except av.error.FFmpegError as exc:
+        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
+    if not container.streams.audio:
+        container.close()
+        raise Wav2LipError(f"{path}: has no audio stream")
+    return container, container.streams.audio[0]
+
+
 def audio_seconds(path: str | os.PathLike) -> float:
     """The length of a file's first audio stream: from its header, else counted from its packets (read,
-    not decoded), so a server can bound a job before decoding it; Wav2LipError without audio."""
+    not decoded), so a server can bound a job before decoding it; load_audio's one line for a bad file."""
+    path = Path(path)
+    container, stream = _open_audio(path)
     try:
-        with av.open(str(path)) as container:
-            if not container.streams.audio:
-                raise Wav2LipError(f"{path}: no audio stream")
-            stream = container.streams.audio[0]
+        with container:
             if stream.duration is not None and stream.time_base is not None:
                 return float(stream.duration * stream.time_base)
             if container.duration is not None and container.duration > 0:
