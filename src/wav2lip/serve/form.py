@@ -119,6 +119,8 @@ async def receive(chunks: AsyncIterator[bytes], boundary: bytes, folder: Path, l
                 raise TooLarge(f"the upload is larger than the server's limit of {limit / 2**20:g} MiB")
             try:
                 parser.write(chunk)
+            except OSError:  # writing the part failed (a full disk): the server's trouble, not the body's
+                raise
             except Exception as exc:  # python-multipart's parse errors: a malformed body
                 raise Wav2LipError(f"malformed multipart body ({exc})") from None
             if errors:
