@@ -1,13 +1,15 @@
-"""Latency of live lip-sync: a 720p avatar, the full-size generator (deterministic weights) in the default
-precision, real speech fed in real time in 20 ms chunks for 60 s.
+"""Latency of live lip-sync on each avatar: the full-size generator (deterministic weights) in the default
+precision, real speech fed in real time in 20 ms chunks, with pauses in which the source sends nothing.
 
 Latency of frame k = the wall time `stream()` yields it - the wall time the chunk holding the frame's first
 audio sample was handed over (a chunk is handed over when its last sample would have been heard, as a
 capture device delivers it). The model's floor: frame k's mel window ends 3400 samples (212.5 ms) after
-the frame's first sample, 200 ms in whole 20 ms chunks. Prints p50/p95/max latency, dropped and repeated
-frames, output frame-interval jitter, where the time goes, and the load average.
+the frame's first sample, 200 ms in whole 20 ms chunks. Per avatar: p50/p95/max latency, p95 in the first
+second after each pause, frames whose mouth was held (the generator behind by over --max-delay), the
+generator's ms/frame, the load average. Avatars: the 720p loop made here and every video and photo in
+../shared/media, or the files given.
 
-    python benchmarks/bench_live.py [--seconds 60] [--chunk 0.02] [--avatar FILE] [--precision auto]
+    python benchmarks/bench_live.py [--seconds 30] [--chunk 0.02] [--avatar FILE ...] [--pause-every 6]
 """
 from __future__ import annotations
 
@@ -29,7 +31,9 @@ from wav2lip.checkpoints import save_checkpoint
 from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.io.video import VideoWriter, open_source
+from wav2lip.lipsync.live import LEAD, MAX_DELAY
 
+AVATAR_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".png", ".jpg", ".jpeg"}
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
@@ -53,13 +57,20 @@ def speech(seconds: float) -> np.ndarray:
     return np.resize(wav, round(seconds * SAMPLE_RATE)).astype(np.float32)
 
 
-def realtime(wav: np.ndarray, chunk: int, handed: list[float]):
-    """Chunks of `chunk` samples, each handed over when its last sample would have been heard."""
+def realtime(wav: np.ndarray, chunk: int, handed: list[float], pause_every: float, pause: float):
+    """Chunks of `chunk` samples, each handed over when its last sample would have been heard; after every
+    `pause_every` seconds of audio the source sends nothing for `pause` seconds (a speaker or TTS that
+    stops), and `handed` records each chunk's time (the first after a pause marked by a negative sign)."""
     start = time.perf_counter()
+    every = round(pause_every * SAMPLE_RATE) if pause_every > 0 else wav.size + 1
+    gap = 0.0
     for i in range(0, wav.size, chunk):
         piece = wav[i:i + chunk]
-        time.sleep(max(0.0, start + (i + piece.size) / SAMPLE_RATE - time.perf_counter()))
-        handed.append(time.perf_counter())
+        resumed = i > 0 and i % every < chunk
+        if resumed:
+            gap += pause
+        time.sleep(max(0.0, start + gap + (i + piece.size) / SAMPLE_RATE - time.perf_counter()))
+        handed.append(-time.perf_counter() if resumed else time.perf_counter())
         yield piece
 
 
@@ -79,11 +90,63 @@ class Timer:
         self.calls.append((int(args[0].shape[0]), time.perf_counter() - self._start))
 
 
+def run(avatar: Path, syncer: LipSyncer, timer: Timer, args: argparse.Namespace) -> dict[str, float | str]:
+    """One avatar's live session; its latency figures."""
+    t0 = time.perf_counter()
+    live = LiveSyncer(avatar, syncer=syncer, blend=args.blend, max_delay=args.max_delay)
+    prepare = time.perf_counter() - t0
+    list(live.stream(iter([speech(1.0)])))  # warm-up: the generator's first call at each batch size is slow
+    timer.calls.clear()
+    chunk = round(args.chunk * SAMPLE_RATE)
+    wav = speech(args.seconds)
+    handed: list[float] = []
+    load_before = os.getloadavg()[0]
+    stamps, samples, held = [], [], []
+    for frame in live.stream(realtime(wav, chunk, handed, args.pause_every, args.pause)):
+        if frame.sample is not None:
+            stamps.append(time.perf_counter())
+            samples.append(frame.sample)
+            held.append(frame.held)
+    load_after = os.getloadavg()[0]
+    resumed = [i for i, when in enumerate(handed) if when < 0]
+    handed = [abs(when) for when in handed]
+    latency = np.array([stamp - handed[sample // chunk] for stamp, sample in zip(stamps, samples)]) * 1000
+    after = [k for k, sample in enumerate(samples)
+             if any(0 <= sample // chunk - r < round(1.0 / args.chunk) for r in resumed)]
+    gen = np.array([seconds / n for n, seconds in timer.calls]) * 1000
+    return {
+        "avatar": f"{avatar.name} {live.width}x{live.height}",
+        "prepare (s)": f"{prepare:.1f}",
+        "speech frames": f"{len(samples)}",
+        "held frames": f"{sum(held)}",
+        "latency p50 (ms)": f"{np.percentile(latency, 50):.0f}",
+        "latency p95 (ms)": f"{np.percentile(latency, 95):.0f}",
+        "latency max (ms)": f"{latency.max():.0f}",
+        "p95 1 s after a pause": f"{np.percentile(latency[after], 95):.0f}" if after else "-",
+        "generator ms/frame p50": f"{np.percentile(gen, 50):.1f}" if gen.size else "-",
+        "load avg before/after": f"{load_before:.2f}/{load_after:.2f}",
+    }
+
+
+def avatars(given: list[Path] | None, work: Path) -> list[Path]:
+    if given:
+        return given
+    loop = work / "avatar720.mp4"
+    if not loop.exists():
+        make_avatar(loop)
+    media = sorted(p for p in (SHARED / "media").iterdir() if p.suffix.lower() in AVATAR_SUFFIXES)
+    return [loop, *media]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="seconds of speech per avatar")
     parser.add_argument("--chunk", type=float, default=0.02, help="seconds per audio chunk")
-    parser.add_argument("--avatar", type=Path, help="avatar video or image (default: a 720p loop made here)")
+    parser.add_argument("--avatar", type=Path, nargs="+", help="avatar videos or images (default: the 720p "
+                        "loop made here and every video and photo in ../shared/media)")
+    parser.add_argument("--pause-every", type=float, default=6.0, help="seconds of audio between pauses (0: none)")
+    parser.add_argument("--pause", type=float, default=1.0, help="seconds the source sends nothing in a pause")
+    parser.add_argument("--max-delay", type=float, default=MAX_DELAY, help="LiveSyncer's max_delay (0: never hold)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--blend", default="paste")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "wav2lip_bench_live")
@@ -93,69 +156,23 @@ def main() -> None:
     if not checkpoint.exists():
         torch.manual_seed(0)
         save_checkpoint(checkpoint, fill_deterministic(Wav2Lip()))
-    avatar = args.avatar or (args.work / "avatar720.mp4")
-    if not avatar.exists():
-        make_avatar(avatar)
-    load_before = os.getloadavg()
     syncer = LipSyncer(checkpoint, precision=args.precision,
                        detector_weights=SHARED / "models" / "retinaface_mobilenet0.25.pth")
-    t0 = time.perf_counter()
-    live = LiveSyncer(avatar, syncer=syncer, blend=args.blend)
-    prepare = time.perf_counter() - t0
-    print(f"avatar prepared in {prepare:.1f} s", flush=True)
-    list(live.stream(iter([speech(1.0)])))  # warm-up: the generator's first call at each batch size is slow
     timer = Timer(syncer.generator)
-    chunk = round(args.chunk * SAMPLE_RATE)
-    wav = speech(args.seconds)
-    handed: list[float] = []
-    stamps, samples, mouths = [], [], []
-    for frame in live.stream(realtime(wav, chunk, handed)):
-        stamps.append(time.perf_counter())
-        samples.append(frame.sample)
-        mouths.append(frame.mouth)
-    load_after = os.getloadavg()
-
-    spoken = [i for i, s in enumerate(samples) if s is not None]
-    first, last = spoken[0], spoken[-1]
-    got = [samples[i] for i in spoken]
-    per_frame = live.samples_of(1)
-    expected = list(range(0, wav.size, per_frame))
-    dropped = len(set(expected) - set(got))
-    repeated = len(got) - len(set(got)) + sum(s is None for s in samples[first:last + 1])
-    latency = np.array([stamps[i] - handed[samples[i] // chunk] for i in spoken]) * 1000
-    # Steady state: the speech frames whose mel window lies inside the audio (the last ones come at its end).
-    steady = np.diff([stamps[i] for i in spoken if samples[i] + 3400 <= wav.size]) * 1000
-    period = 1000 / live.fps
-    gen = np.array([seconds / n for n, seconds in timer.calls]) * 1000
-    batch = np.array([n for n, _ in timer.calls])
-
-    print(f"avatar {avatar.name} {live.width}x{live.height} @ {live.fps:g} fps, generator full size, "
-          f"{syncer.precision}, {torch.get_num_threads()} torch threads, blend {args.blend}")
-    print(f"audio {args.seconds:g} s of real speech in {1000 * args.chunk:g} ms chunks, fed in real time")
-    print(f"load average before {load_before[0]:.2f} {load_before[1]:.2f}, after {load_after[0]:.2f} {load_after[1]:.2f}"
-          f" (2 cores); avatar prepared in {prepare:.1f} s")
+    print(f"generator full size, {syncer.precision}, {torch.get_num_threads()} torch threads, blend {args.blend}, "
+          f"max_delay {args.max_delay:g} s; {args.seconds:g} s of real speech per avatar in "
+          f"{1000 * args.chunk:g} ms chunks, fed in real time, a {args.pause:g} s pause every {args.pause_every:g} s; "
+          f"floor {1000 * LEAD / SAMPLE_RATE:.1f} ms (200 in 20 ms chunks)", flush=True)
+    results = []
+    for avatar in avatars(args.avatar, args.work):
+        results.append(run(avatar, syncer, timer, args))
+        print(f"  {results[-1]['avatar']}: p95 {results[-1]['latency p95 (ms)']} ms", flush=True)
+    names = list(results[0])
+    width = max(len(r["avatar"]) for r in results) + 2
     print()
-    print(f"{'measure':<34}{'value':>12}")
-    rows = [
-        ("frames out", f"{len(samples)}"),
-        ("speech frames", f"{len(spoken)} of {len(expected)}"),
-        ("idle frames before the speech", f"{first}"),
-        ("dropped frames", f"{dropped}"),
-        ("repeated/inserted frames", f"{repeated}"),
-        ("latency p50 (ms)", f"{np.percentile(latency, 50):.1f}"),
-        ("latency p95 (ms)", f"{np.percentile(latency, 95):.1f}"),
-        ("latency max (ms)", f"{latency.max():.1f}"),
-        ("latency floor (ms, model)", f"{1000 * 3400 / SAMPLE_RATE:.1f} (200 in 20 ms chunks)"),
-        (f"frame interval mean (ms, {period:g})", f"{steady.mean():.1f}"),
-        ("frame interval jitter sd (ms)", f"{steady.std():.1f}"),
-        ("frame interval p95 |dev| (ms)", f"{np.percentile(np.abs(steady - period), 95):.1f}"),
-        ("frame interval max (ms)", f"{steady.max():.1f}"),
-        ("generator ms/frame p50", f"{np.percentile(gen, 50):.1f}"),
-        ("generator ms/frame p95", f"{np.percentile(gen, 95):.1f}"),
-        ("generator calls, mean batch", f"{len(batch)}, {batch.mean():.2f}"),
-    ]
-    for name, value in rows:
-        print(f"{name:<34}{value:>12}")
+    print(f"{'':<24}" + "".join(f"{r['avatar']:>{width}}" for r in results))
+    for name in names[1:]:
+        print(f"{name:<24}" + "".join(f"{r[name]:>{width}}" for r in results))
     sys.stdout.flush()
 
 

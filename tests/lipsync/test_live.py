@@ -95,7 +95,7 @@ def speech(media, work) -> Path:
 
 @pytest.fixture(scope="module")
 def live_exact(syncer, clip) -> LiveSyncer:
-    return LiveSyncer(clip, syncer=syncer, silence="off", batch_size=64)
+    return LiveSyncer(clip, syncer=syncer, silence="off", batch_size=64, max_delay=0)
 
 
 @pytest.fixture(scope="module")
@@ -144,7 +144,7 @@ def test_streamed_frames_equal_the_offline_frames(syncer, live_exact, clip, spee
 def test_a_stream_that_starts_with_speech_starts_as_the_file_does(syncer, media, speech) -> None:
     """No idle frame came before the speech, so there is nothing to fade from: the mouth is the file's
     from the first frame (the fade-in after idle frames is test_no_audio_then_speech_...)."""
-    live = LiveSyncer(media / "st_art0.png", syncer=syncer, silence="original", crossfade=4)
+    live = LiveSyncer(media / "st_art0.png", syncer=syncer, silence="original", crossfade=4, max_delay=0)
     offline = list(syncer.frames(media / "st_art0.png", speech, silence="original", crossfade=4))
     out = list(live.stream(pieces(load_audio(speech), 320)))
     assert len(out) == len(offline) and all(f.mouth == 1.0 for f in out)
@@ -243,6 +243,34 @@ def test_a_consumer_that_stops_early_ends_every_thread(avatar, media) -> None:
     assert closed.is_set()
 
 
+def test_a_generator_slower_than_real_time_holds_mouths_and_keeps_the_latency_bounded(work, media) -> None:
+    """A still at 120 frames/s with the full-size generator: no CPU paints 120 faces a second, so without
+    holding, frame k would come ever later. Held frames keep every sample and the mouth's weight; the
+    latency stays near the floor plus max_delay plus one painted frame."""
+    syncer = cpu_syncer(deterministic_generator(work / "full.pth", width=1.0))
+    live = LiveSyncer(media / "st_art0.png", syncer=syncer, fps=120, silence="off", max_delay=0.2)
+    list(live.stream([np.zeros(8000, np.float32)]))  # warm-up: the generator's first calls are slow
+    wav = load_audio(media / "vr_audio1.wav")[:2 * SAMPLE_RATE]
+    handed: list[float] = []
+
+    def source():
+        for part in paced(pieces(wav, 320), 0.02):
+            handed.append(time.perf_counter())
+            yield part
+
+    out, lateness = [], []
+    for frame in live.stream(source()):
+        out.append(frame)
+        lateness.append(time.perf_counter() - handed[frame.sample // 320])
+    assert [f.sample for f in out] == [live.samples_of(j) for j in range(240)]
+    assert np.array_equal(np.concatenate([f.audio for f in out])[:wav.size], wav)
+    held = sum(f.held for f in out)
+    assert 0 < held < 240 and all(f.mouth == 1.0 for f in out)
+    # Painting all 240 would take over 5 s more than the 2 s of speech (the fastest 2-core CPU paints a
+    # full-size face in ~30 ms, 240 x (30 - 8.3) ms); held, no frame is even 2 s late.
+    assert max(lateness) < 2.0, (max(lateness), held)
+
+
 def test_source_errors_and_bad_options_are_clear(avatar, syncer, media) -> None:
     with pytest.raises(Wav2LipError, match="1-D"):
         list(avatar.stream([np.zeros((2, 320), np.float32)]))
@@ -253,7 +281,7 @@ def test_source_errors_and_bad_options_are_clear(avatar, syncer, media) -> None:
 
     with pytest.raises(Wav2LipError, match="microphone"):
         list(avatar.stream(failing()))
-    for bad in ({"crossfade": -1}, {"stall": 0}, {"loop": "bounce"}):
+    for bad in ({"crossfade": -1}, {"stall": 0}, {"max_delay": -0.1}, {"loop": "bounce"}):
         with pytest.raises(Wav2LipError):
             LiveSyncer(media / "st_art0.png", syncer=syncer, **bad)
     with pytest.raises(Wav2LipError, match="box"):
@@ -380,9 +408,9 @@ def test_live_frames_equal_offline_frames_for_each_option_group(checkpoint, rest
     given = {"silence": "off", **options, "batch_size": 1}
     audio = paused if "silence" in options else speech
     offline = list(syncer.frames(clip, audio, **given))
-    live = LiveSyncer(clip, syncer=syncer, **given)
+    live = LiveSyncer(clip, syncer=syncer, max_delay=0, **given)
     out = list(live.stream(pieces(load_audio(audio), 320)))
-    assert len(out) == len(offline) == (78 if audio == paused else 38)
+    assert len(out) == len(offline) == (78 if audio == paused else 38) and not any(f.held for f in out)
     assert all(np.array_equal(f.image, b) for f, b in zip(out, offline))
     if "silence" in options:  # the pause was seen: some frames are the avatar's own mouth
         assert min(f.mouth for f in out) == 0 and max(f.mouth for f in out) == 1

@@ -34,23 +34,24 @@ def run(args: argparse.Namespace) -> int:
                                       args.checkpoint, args.detector_weights, args.speaker_model, args.enhancer_weights])
     # a bad file fails before the models load
     chunks = None if args.audio == "-" else file_chunks(args.audio, stream["chunk"])
-    live = LiveSyncer(args.face, stall=stream["stall"], **from_namespace(args, ModelOptions),
-                      **from_namespace(args, SyncOptions))
+    live = LiveSyncer(args.face, stall=stream["stall"], max_delay=stream["max_delay"],
+                      **from_namespace(args, ModelOptions), **from_namespace(args, SyncOptions))
     if args.audio == "-":
         chunks, rate = pcm_chunks(sys.stdin.buffer.fileno(), stream["pcm_format"]), stream["sample_rate"]
     else:
         rate = SAMPLE_RATE
-    idle = 0
+    idle = held = 0
     with LiveOutput(args.output, live.fps, live.width, live.height, crf=args.crf, preset=args.preset) as out:
         frames = live.stream(chunks, sample_rate=rate)
         try:
             for frame in frames:
                 out.write(frame.image, frame.audio)
                 idle += frame.sample is None
+                held += frame.held
         except KeyboardInterrupt:  # stop: what was made so far is kept
             print("wav2lip: stopped", file=sys.stderr)
         finally:
             frames.close()
-    print(f"{out.frames} frames ({out.frames / live.fps:.2f} s at {live.fps:g} fps), {idle} without speech "
-          f"-> {args.output}", file=sys.stderr)
+    print(f"{out.frames} frames ({out.frames / live.fps:.2f} s at {live.fps:g} fps), {idle} without speech, "
+          f"{held} with a held mouth (behind by over --max-delay) -> {args.output}", file=sys.stderr)
     return 0

@@ -19,6 +19,15 @@ longer than `stall` seconds after the output has caught up with the clock, the s
 as if silence followed, and when audio comes again it continues the same signal, frame-aligned.
 Speech starting and stopping, and pauses in it, fade the generated mouth in and out over `crossfade`
 frames instead of switching it (kernel.Pauses, as offline).
+
+Falling behind. Speech frame j is scheduled when its mel window is complete, and never sooner than one
+frame period after frame j-1 (a source faster than real time is played at real time). On a machine whose
+generator is slower than the frame rate, the frames would fall ever further behind that schedule. Once
+frame j is more than `max_delay` seconds late it is shown with the last painted mouth instead of a new one
+(`LiveFrame.held`; cheap: no generator call), and a batch is never larger than the time left before
+`max_delay` allows: the latency stays bounded and the lip-sync loses frame rate instead. `max_delay=0`
+never holds a frame: every frame is painted, however late (a file fed in pieces then gives the offline
+frames on any machine).
 """
 from __future__ import annotations
 
@@ -45,6 +54,8 @@ from .vad import SpeechDetector
 
 LEAD = (MEL_STEP - 1) * HOP + N_FFT // 2  # samples after a frame's start that its mel window needs (212.5 ms)
 STALL = StreamOptions.stall  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
+MAX_DELAY = StreamOptions.max_delay  # seconds a speech frame may run behind its schedule before its mouth is held
+COST_WEIGHT = 0.3  # weight of the newest batch in the running estimate of the seconds a painted frame costs
 ONE_PASS = 2**62  # frames asked of the avatar for "one pass, however long"
 INBOX_SECONDS = 30.0  # audio buffered ahead of the generator before the source's thread waits
 _SILENT_WINDOW = np.full((N_MELS, MEL_STEP), SILENT_MEL, np.float32)  # the mel of digital silence (the dB floor)
@@ -62,13 +73,14 @@ class LiveFrame:
     time: float  # index / fps, seconds
     sample: int | None
     mouth: float
+    held: bool = False  # the mouth of the last painted frame, shown because the generator fell behind
 
 
 class LiveSyncer:
     """An avatar prepared once (the face boxes and landmarks of one pass), lip-synced live to any number of
     streams.
 
-    face: a still image or a video (looped as `loop` says); stall: see the module's docstring; syncer: a
+    face: a still image or a video (looped as `loop` says); stall, max_delay: see the module's docstring; syncer: a
     `LipSyncer` whose models to share, else one is loaded from the model options (checkpoint, detector,
     device, precision, ...: the fields of `ModelOptions`); cancel: set it to stop the avatar's preparation
     (a client gone meanwhile); other options: the fields of `SyncOptions`, which mean here what they mean
@@ -76,12 +88,14 @@ class LiveSyncer:
     """
 
     def __init__(self, face: str | Path, stall: float = STALL, syncer: LipSyncer | None = None,
-                 cancel: threading.Event | None = None, **options) -> None:
+                 cancel: threading.Event | None = None, max_delay: float = MAX_DELAY, **options) -> None:
         models = {k: options.pop(k) for k in list(options) if k in MODEL_TABLE}
         self.options = SyncOptions.from_kwargs(options)
-        if stall <= 0:
+        if not stall > 0:
             raise Wav2LipError(f"stall must be a positive number of seconds, got {stall}")
-        self.stall = stall
+        if not max_delay >= 0 or math.isinf(max_delay):
+            raise Wav2LipError(f"max_delay must be 0 (never hold) or a positive number of seconds, got {max_delay}")
+        self.stall, self.max_delay = stall, max_delay
         self.face = Path(face)
         self.syncer = syncer or LipSyncer(**models)
         self.source = video_io.open_source(self.face, fps=self.options.fps, loop=self.options.loop)
@@ -285,6 +299,11 @@ class _Session:
         self.k = 0
         self.ended = False
         self.last_chunk = time.perf_counter()
+        self.arrivals: deque[tuple[int, float]] = deque()  # (length of T after a chunk, when it came)
+        self.scheduled: float | None = None  # when speech frame j-1 was due (module docstring)
+        self.cost: float | None = None  # seconds a painted frame costs, running estimate
+        self.last_face: np.ndarray | None = None  # the last painted mouth, for held frames
+        self.finished = 0.0  # when the speech was last finished with silence (the tail's windows complete)
         self.anchor = time.perf_counter() + LEAD / SAMPLE_RATE  # frame 0 is due when speech could first exist
 
     # ---------------------------------------------------------------- audio in
@@ -294,19 +313,20 @@ class _Session:
         """Samples of T so far."""
         return self.mel.samples
 
-    def _append(self, samples: np.ndarray) -> None:
+    def _append(self, samples: np.ndarray, when: float | None = None) -> None:
         columns = self.mel.push(samples)
         if columns.shape[1]:
             self.cols = np.concatenate((self.cols, columns), axis=1)
         self.signal = np.concatenate((self.signal, samples.astype(np.float32)))
         if self.pauses is not None:
             self.pauses.detector.push(samples)
+        self.arrivals.append((self.length, time.perf_counter() if when is None else when))
 
     def _drain(self, timeout: float) -> None:
         """Take what the source sent, waiting up to `timeout` seconds for something."""
         items = self.inbox.take(timeout)
         for chunk, when in items:
-            self._append(chunk)
+            self._append(chunk, when)
             self.last_chunk = when
         if not items and self.inbox.done and not self.ended:
             if self.inbox.error is not None:
@@ -340,6 +360,7 @@ class _Session:
                 self._pad_to(live.samples_of(count))
         for j, start in zip(range(first, count), starts):
             self.tail[j] = columns[:, start - self.col0:start - self.col0 + MEL_STEP]
+        self.finished = time.perf_counter()  # the finished windows are complete from now on
         if self.pauses is not None:
             heard = self._heard_to_the_end((starts[-1] + MEL_STEP) * HOP + N_FFT // 2 if starts else 0)
             self.tail_speech.update((j, self.pauses.speaking(j, heard)) for j in range(first, count))
@@ -378,11 +399,39 @@ class _Session:
     def _source_sample(self, position: int) -> int:
         return position - sum(size for at, size in self.pads if at + size <= position)
 
-    def _make(self, windows: list[np.ndarray | None]) -> list[LiveFrame]:
+    def _ready(self, j: int) -> float:
+        """When speech frame j's mel window was complete: the arrival of the chunk that completed it."""
+        if j in self.tail:
+            return self.finished
+        need = self.live.samples_of(self.j) + LEAD
+        while len(self.arrivals) > 1 and self.arrivals[0][0] < need:
+            self.arrivals.popleft()
+        need = self.live.samples_of(j) + LEAD
+        return next((when for end, when in self.arrivals if end >= need), self.arrivals[-1][1])
+
+    def _due_speech(self, j: int) -> float:
+        """When speech frame j is due: its window complete, one period after frame j-1 at the earliest."""
+        ready = self._ready(j)
+        return ready if self.scheduled is None else max(ready, self.scheduled + self.period)
+
+    def _paint_count(self, ready: int) -> int:
+        """How many of the `ready` speech frames to paint in one batch now (0: hold the next one's mouth)."""
+        if self.live.max_delay == 0:
+            return min(ready, self.batch)
+        budget = self.live.max_delay - (time.perf_counter() - self._due_speech(self.j))
+        if budget < 0 and self.last_face is not None:
+            return 0
+        if self.cost is None:
+            return 1
+        return max(1, min(ready, self.batch, int(budget / self.cost)))
+
+    def _make(self, windows: list[np.ndarray | None], hold: bool = False) -> list[LiveFrame]:
         """Output frames k, k+1, ...: speech frames j, j+1, ... where a window is given, idle frames for None
-        (the avatar's own frames: no audio has come for them)."""
+        (the avatar's own frames: no audio has come for them). `hold`: show the last painted mouth instead
+        of painting one."""
         live = self.live
         made, frames, mel = [], [], {}
+        started = time.perf_counter()
         for window in windows:
             source, image = next(self.avatar)
             box, landmarks = live.boxes[source], live.landmarks[source]
@@ -397,17 +446,29 @@ class _Session:
                 lo, hi = live.samples_of(self.j) - self.signal0, live.samples_of(self.j + 1) - self.signal0
                 audio, sample = self.signal[lo:hi].copy(), self._source_sample(live.samples_of(self.j))
                 mel[self.k] = window
+                self.scheduled = self._due_speech(self.j)
                 self.tail.pop(self.j, None)
                 self.j += 1
             weight = self._weight(target)
             if window is None and weight == 0:
                 box = None
             frames.append(Frame(self.k, source, False, image, box, speech=weight, landmarks=landmarks))
-            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, weight))
+            made.append(LiveFrame(self.k, image, audio, self.k / live.fps, sample, weight, held=hold))
             self.k += 1
-        batch = self.kernel.inputs(frames, lambda indices: np.stack([mel[i] for i in indices])[:, None])
-        for frame in self.kernel.generate(batch):
-            self.kernel.blend(frame)
+        if hold:
+            for frame in frames:
+                if self.kernel.generates(frame):
+                    frame.face = self.last_face
+                self.kernel.blend(frame)
+        else:
+            batch = self.kernel.inputs(frames, lambda indices: np.stack([mel[i] for i in indices])[:, None])
+            for frame in self.kernel.generate(batch):
+                if frame.face is not None:
+                    self.last_face = frame.face
+                self.kernel.blend(frame)
+            if len(batch.mel):
+                cost = (time.perf_counter() - started) / len(batch.mel)
+                self.cost = cost if self.cost is None else self.cost + COST_WEIGHT * (cost - self.cost)
         self.kernel.enhance(frames)
         self._trim()
         return made
@@ -443,7 +504,8 @@ class _Session:
             while len(windows) < self.batch and (window := self._window(self.j + len(windows))) is not None:
                 windows.append(window)
             if windows:
-                yield from self._emit(self._make(windows))
+                count = self._paint_count(len(windows))
+                yield from self._emit(self._make(windows[:max(count, 1)], hold=count == 0))
                 continue
             if self._pending() and self.ended:
                 self._finish_speech()
