@@ -4,6 +4,7 @@ retention, and the pipeline's progress and cancel hooks."""
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -42,7 +43,9 @@ def free_port() -> int:
 class Server:
     """`python -m wav2lip serve` in a subprocess, ready once /api/health answers."""
 
-    def __init__(self, data_dir: Path, checkpoint: Path, weights: Path, *args: str, token: str | None = None):
+    def __init__(self, data_dir: Path, checkpoint: Path, weights: Path, *args: str, token: str | None = None,
+                 file_limit: int | None = None):
+        """`file_limit`: the largest file the server may write (RLIMIT_FSIZE), a disk that fills up."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = data_dir.parent / f"{data_dir.name}-{self.port}.log"
@@ -53,7 +56,8 @@ class Server:
         command = [sys.executable, "-m", "wav2lip", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
                    "--checkpoint", str(checkpoint), "--detector-weights", str(weights), "--device", "cpu", *args]
         with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+            limit = None if file_limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit,) * 2)
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
         self.client = httpx.Client(base_url=self.url, headers=AUTH if token else {}, timeout=60)
         deadline = time.monotonic() + STARTUP_S
         while True:

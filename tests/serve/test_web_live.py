@@ -39,9 +39,10 @@ CHUNK = 320  # 20 ms at 16 kHz
 class LiveServer:
     """create_app under a real uvicorn (WebSockets by wsproto) on a free port, in a thread of this process."""
 
-    def __init__(self, data: Path, checkpoint: Path, weights: Path, token: str | None = None) -> None:
+    def __init__(self, data: Path, checkpoint: Path, weights: Path, token: str | None = None, **app) -> None:
+        """`app`: more arguments of create_app (max_live, ...)."""
         self.queue = JobQueue(data, Models(checkpoint, detector_weights=weights, device="cpu"))
-        self.app = create_app(self.queue, token=token)
+        self.app = create_app(self.queue, token=token, **app)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="wsproto")

@@ -28,6 +28,7 @@ from ..lipsync.options import SyncOptions, options_for, public_table
 from .form import JOBS, TooLarge, boundary_of, parse_options, receive, request_schema
 from .guard import DRAIN_BYTES, HostGuard
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
+from .live import MAX_SESSIONS
 from .live import register as register_live
 
 STATIC = Path(__file__).parent / "static"  # package data
@@ -40,15 +41,21 @@ MAX_AUDIO_MINUTES = 60.0  # default --max-audio-minutes: a job's audio bounds it
 
 
 def _error(status: int, message: str) -> JSONResponse:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (503, 507) else None
     return JSONResponse({"detail": message}, status_code=status, headers=headers)
 
 
+def _no_room(exc: OSError) -> JSONResponse:
+    return _error(507, f"the server cannot store this upload now ({exc.strerror}); try again later")
+
+
 def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 * 2**20,
-               host: str = "127.0.0.1", max_audio_minutes: float = MAX_AUDIO_MINUTES) -> FastAPI:
+               host: str = "127.0.0.1", max_audio_minutes: float = MAX_AUDIO_MINUTES,
+               allow_hosts: tuple[str, ...] = (), max_live: int = MAX_SESSIONS) -> FastAPI:
     """The app: `/` the page, `/api/...` the jobs, `/openapi.json` and `/docs` the API's description.
     With a `token`, every /api/jobs request must send `Authorization: Bearer <token>`. Requests must name
-    the server by a loopback name or `host` (the address it listens on) and come from no other site's page."""
+    the server by a loopback name, `host` (the address it listens on) or one of `allow_hosts` (names a
+    reverse proxy forwards), and come from no other site's page. At most `max_live` live sessions at once."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -86,7 +93,8 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         "required": True, "content": {"multipart/form-data": {"schema": request_schema()}}}},
         responses={400: {"description": "a bad file or option (one line, as the CLI says it)"},
                    401: {"description": "no or wrong token"}, 413: {"description": "upload too large"},
-                   503: {"description": "the queue is full, or as many uploads are arriving (see Retry-After)"}})
+                   503: {"description": "the queue is full, or as many uploads are arriving (see Retry-After)"},
+                   507: {"description": "the server's disk is full (see Retry-After)"}})
     async def submit(request: Request):
         """Upload `face` (video or image) and `audio`, with options as form fields named as the CLI's
         (`blend`, `loop`, `pads`, `box`, `detector`, `smooth`, `fps`, `static`, `precision`, `crf`, ...).
@@ -94,6 +102,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         jobs may wait (--max-queue): the disk they take is bounded as the queue's is."""
         nonlocal uploading
         if queue.full():
+            await _Body(request).drain()
             return _error(503, "the queue is full; try again when a job has finished")
         if uploading >= queue.max_queued:
             await _Body(request).drain()
@@ -115,7 +124,11 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         except Wav2LipError as exc:
             return _error(400, str(exc))
         body = _Body(request)
-        job_id, folder = queue.new_folder()
+        try:
+            job_id, folder = queue.new_folder()
+        except OSError as exc:
+            await body.drain()
+            return _no_room(exc)
         try:
             upload = await receive(body.chunks(), boundary, folder, max_upload)
             options, detector, precision = parse_options(upload.fields)
@@ -146,6 +159,10 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         except ClientDisconnect:
             queue.discard(folder)
             return Response(status_code=400)
+        except OSError as exc:  # the disk is full (or the folder went away): say so, keep serving
+            queue.discard(folder)
+            await body.drain()
+            return _no_room(exc)
         except BaseException:
             queue.discard(folder)
             raise
@@ -194,6 +211,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             "detectors": list(DETECTORS), "precisions": list(PRECISIONS), "options": [opt.name for opt in options_for(JOBS)],
             "models": [f"{detector}/{precision}" for detector, precision in models.loaded],
             "workers": queue.workers, "max_queued": queue.max_queued, "max_upload": max_upload, "uploading": uploading,
+            "max_live": max_live, "live": len(app.state.live_sessions),
             "token_required": token is not None, "jobs": queue.counts(),
         }
 
@@ -217,9 +235,9 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         CDN, and this must work offline."""
         return HTMLResponse((STATIC / "docs.html").read_text(encoding="utf-8"))
 
-    register_live(app, queue, token, max_upload)
+    register_live(app, queue, token, max_upload, max_live)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    app.add_middleware(HostGuard, host=host)
+    app.add_middleware(HostGuard, host=host, allow=allow_hosts)
     return app
 
 

@@ -5,6 +5,9 @@ and delete this server's jobs as if they were its own; its requests still carry 
 `Host`, so a Host that is not one of this server's names is refused. A page of another site may also
 send a form POST or open a WebSocket here (the browser holds neither back); those carry `Origin`,
 refused unless it is this server's own. Clients that are not browsers send no Origin and pass.
+
+Behind a reverse proxy the browser names the proxy: `--allow-host NAME` adds such a name, accepted on
+any port (the proxy's own), with an Origin of that name and port by http or https (the proxy may end TLS).
 """
 from __future__ import annotations
 
@@ -29,6 +32,14 @@ def _address(host: str) -> tuple[str, int | None] | None:
     return parts.hostname, port
 
 
+def host_name(text: str) -> str | None:
+    """`text` as a bare host name (no port, scheme or path), in lower case; None if it is not one."""
+    address = _address(text)
+    if address is None or address[1] is not None or text.endswith(":") or any(c.isspace() for c in text):
+        return None
+    return address[0]
+
+
 def _origin(origin: str) -> tuple[str, str, int] | None:
     """'scheme://name:port' -> (scheme, name in lower case, port, the scheme's own if not given); None for
     'null' (a sandboxed page, a file) and anything else that is not an http(s) origin."""
@@ -48,11 +59,12 @@ def _is_ip(name: str) -> bool:
 class HostGuard:
     """ASGI middleware: 403 with a JSON reason for a Host that is not a name of this server (the
     loopback names, the `--host` given; any IP address when bound to all of them) on its own port, or
-    for an Origin other than the server's own."""
+    an `allow`ed name on any port, or for an Origin other than the server's own."""
 
-    def __init__(self, app, host: str = "127.0.0.1") -> None:
+    def __init__(self, app, host: str = "127.0.0.1", allow: tuple[str, ...] = ()) -> None:
         self.app = app
         self.names = {name.lower() for name in (*LOOPBACK_NAMES, host.strip("[]"))}
+        self.proxied = {name.strip("[]").lower() for name in allow}
         # Bound to every address (0.0.0.0, ::): reached by any of the machine's IPs, never by a foreign name.
         self.any_ip = _is_ip(host.strip("[]")) and ipaddress.ip_address(host.strip("[]")).is_unspecified
 
@@ -75,13 +87,19 @@ class HostGuard:
         if address is None:
             return f"Host {host[:80]!r} is not a host name"
         name, port = address[0], address[1] or (443 if secure else 80)
+        if name in self.proxied:  # the proxy's port, and its scheme: the Origin must name the same place
+            seen = _origin(origin) if origin is not None else None
+            if origin is not None and (seen is None or seen[1:] != (name, address[1] or _DEFAULT_PORTS[seen[0]])):
+                return (f"a page of another site (Origin {origin[:80]!r}) may not use this server; "
+                        "open its own page, or send no Origin")
+            return None
         server = scope.get("server") or ()
         own_port = server[1] if len(server) > 1 else None
         if not (name in self.names or self.any_ip and _is_ip(name)) or own_port not in (None, port):
             names = sorted(self.names - {"0.0.0.0", "::"}) + (["any of this machine's IP addresses"] if self.any_ip else [])
             where = f" on port {own_port}" if own_port is not None else ""
             return (f"Host {host[:80]!r} is not this server's address ({', '.join(names)}{where}); "
-                    "start it with --host NAME to be reached by that name")
+                    "start it with --allow-host NAME to be reached by that name (behind a proxy, say)")
         if origin is not None and _origin(origin) != ("https" if secure else "http", name, port):
             return (f"a page of another site (Origin {origin[:80]!r}) may not use this server; "
                     "open its own page, or send no Origin")

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .. import store
 from ..device import PRECISIONS
 from ..errors import Wav2LipError
 from ..faces import DETECTORS
+from ..faces.detectors import WEIGHT_NAMES
 from ..lipsync.offline import LipSyncer, SyncOptions
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ FACE, AUDIO = "face", "audio"  # upload file names inside a job folder
 MARK = ".made-by-wav2lip"  # in every folder the server makes: it removes no folder without it
 CRASHED = "the server stopped while this job was running; submit it again"
 STOPPED = "the server was shut down while this job was running; submit it again"
+DISK_FULL = "the server could not write this job's files ({}); it keeps serving: submit it again later"
 MAX_MODELS = 2  # generators held at once (the server's own and the one asked for last): each is a full network
 _SWEEP_SECONDS = 60.0  # how often idle workers apply the retention limits
 
@@ -42,6 +45,16 @@ def _remove_uploads(folder: Path) -> None:
     """A finished job needs its uploads no more: only its record and result stay."""
     for name in (FACE, AUDIO):
         (folder / name).unlink(missing_ok=True)
+
+
+def _keep_record_only(folder: Path) -> None:
+    """A job that stopped in the middle (a crash): its uploads and any result, whole or partial, go; a
+    result of a job that is not done is never served, and nothing is left orphaned."""
+    for path in folder.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name not in (MARK, JOB_FILE):
+            path.unlink(missing_ok=True)
 
 
 def make_folder(path: Path) -> Path:
@@ -132,8 +145,12 @@ class Job:
         """job.json, replaced atomically so a crash never leaves half a file."""
         data = {name: getattr(self, name) for name in self._SAVED}
         tmp = self.folder / f".{JOB_FILE}.tmp"
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, self.folder / JOB_FILE)
+        try:
+            tmp.write_text(json.dumps(data, indent=1))
+            os.replace(tmp, self.folder / JOB_FILE)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def load(cls, folder: Path) -> Job:
@@ -168,8 +185,8 @@ class Models:
                          enhancer_weights=enhancer_weights)
         self.speaker_model_name = Path(str(speaker_model)).name if speaker_model else None
         self.detector_weights = detector_weights
-        self.default = LipSyncer(detector=detector, precision=precision, detector_weights=detector_weights,
-                                 **self.args)
+        self.default = LipSyncer(detector=detector, precision=precision,
+                                 detector_weights=_detector_file(detector, detector_weights), **self.args)
         self.default.detector  # noqa: B018 - loaded now, not by the first job
         self.detector, self.precision = detector, self.default.precision
         self.checkpoint_name = Path(str(checkpoint)).name
@@ -197,7 +214,7 @@ class Models:
         key = self.key(detector, precision)
         with self._lock:
             if key not in self._syncers:
-                weights = self.detector_weights if key[0] == self.detector else None
+                weights = _detector_file(key[0], self.detector_weights if key[0] == self.detector else None)
                 syncer = LipSyncer(detector=key[0], precision=key[1], detector_weights=weights, **self.args)
                 syncer.detector  # noqa: B018 - fail now (missing weights) rather than in the job
                 self._syncers[key] = syncer
@@ -206,6 +223,14 @@ class Models:
                 oldest = next(k for k, v in self._syncers.items() if v is not self.default)
                 del self._syncers[oldest]
             return self._syncers[key]
+
+
+def _detector_file(detector: str, weights: str | Path | None) -> Path:
+    """The detector's weights found (or fetched) before a generator is loaded for it: a missing file is
+    refused at once, not after seconds and hundreds of MB spent on a network that cannot run."""
+    if detector not in DETECTORS:
+        raise Wav2LipError(f"unknown face detector {detector!r} (one of {', '.join(DETECTORS)})")
+    return store.resolve(weights if weights is not None else WEIGHT_NAMES[detector])
 
 
 class JobQueue:
@@ -255,7 +280,7 @@ class JobQueue:
                 continue
             if job.status == "running":
                 job.status, job.error, job.finished = "failed", CRASHED, time.time()
-                _remove_uploads(folder)
+                _keep_record_only(folder)
                 job.save()
             elif job.status == "done" and not (job.result and (folder / job.result).is_file()):
                 job.status, job.error = "failed", "the result file is missing"
@@ -340,10 +365,14 @@ class JobQueue:
             thread.join(wait)
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
-        """Called with the lock held."""
+        """Called with the lock held. The uploads go first (room on a full disk); a record that cannot be
+        written stays right in memory, and a restart reports the job as stopped by a crash."""
         job.status, job.error, job.finished = status, error, time.time()
         _remove_uploads(job.folder)
-        job.save()
+        try:
+            job.save()
+        except OSError as exc:
+            log.error("%s: cannot write the job record (%s)", job.folder, exc.strerror)
         self.cond.notify_all()
 
     def _next(self) -> Job | None:
@@ -355,7 +384,11 @@ class JobQueue:
                 return None
             job = self.jobs[self.pending.popleft()]
             job.status, job.started = "running", time.time()
-            job.save()
+            try:
+                job.save()
+            except OSError as exc:
+                self._finish(job, "failed", DISK_FULL.format(exc.strerror))
+                return None
             return job
 
     def _work(self) -> None:
@@ -411,5 +444,5 @@ def sanitize_name(name: str | None, default: str) -> str:
     """A client's file name reduced to something safe to show: its last component, printable, short."""
     name = (name or "").replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if c.isprintable()).strip()
-    return name[:120] or default
+    return name[:120] if name.strip(".") else default  # "..", ".": no name
 

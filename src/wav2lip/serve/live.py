@@ -11,7 +11,8 @@ Protocol at /api/live (JSON text messages, binary messages):
            "sample_rate": Hz, "options": {the CLI's option names: blend, loop, pads, box, ...},
            "token": the server's token, when it has one (or the Authorization header)},
           within START_SECONDS of connecting; only a valid one takes one of the MAX_SESSIONS places
-  client: the avatar file (a still or a short video) as binary messages of at most 1 MiB, `size` bytes in all
+  client: the avatar file (a still or a short video) as binary messages of at most 1 MiB, `size` bytes in all,
+          each byte b by AVATAR_SECONDS + b / AVATAR_RATE after the start message
   server: {"type": "ready", "width", "height", "fps", "sample_rate": 16000, "avatar_frames"}
   client: audio as binary messages (mono PCM of `format` at `sample_rate`, any length, at any pace);
           {"type": "ack", "index": k} for each frame message received; {"type": "end"} when the audio ends
@@ -75,6 +76,8 @@ HARD_WINDOW = 125  # ... from which on whole frames are dropped (5 s at 25 fps)
 JPEG_QUALITY = 85
 MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
 START_SECONDS = 5.0  # the start message must come this soon after connecting (a silent socket holds nothing long)
+AVATAR_SECONDS = 10.0  # after the start message the avatar's bytes may lag this long behind ...
+AVATAR_RATE = 256 * 2**10  # ... this many bytes a second (2 Mbit/s): a trickled avatar holds no place for ever
 MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
 MIN_SAMPLE_RATE = 8_000  # telephone speech; lower would make each message many times larger when resampled
 MAX_SAMPLE_RATE = 192_000
@@ -231,11 +234,21 @@ class Session:
                 "options": (values, detector, precision)}
 
     async def _receive_avatar(self, start: dict) -> None:
+        """The avatar's bytes, which must keep coming at AVATAR_RATE after a grace of AVATAR_SECONDS:
+        a client that trickles them is closed instead of holding one of the few places."""
         make_folder(self.folder)
         size, got = start["size"], 0
+        began = time.monotonic()
         with open(self.folder / "face", "wb") as f:
             while got < size:
-                data = (await self._message()).get("bytes")
+                due = began + AVATAR_SECONDS + got / AVATAR_RATE
+                try:
+                    message = await asyncio.wait_for(self._message(), max(due - time.monotonic(), 0.0))
+                except asyncio.TimeoutError:
+                    raise ClientError(f"the avatar came too slowly ({got} of {size} bytes after "
+                                      f"{time.monotonic() - began:.0f} s; the server waits {AVATAR_SECONDS:g} s "
+                                      f"plus 1 s per {AVATAR_RATE // 2**10} KiB)") from None
+                data = message.get("bytes")
                 if data is None:
                     raise ClientError(f"expected the avatar file's bytes ({size - got} more), got a text message")
                 if len(data) > AVATAR_PIECE or got + len(data) > size:
@@ -390,7 +403,9 @@ class Session:
             for frame in frames:
                 if self.stop.is_set():
                     return
-                post(self._pack(frame))
+                packed = self._pack(frame)
+                if packed is not None:  # a frame dropped whole takes no room in the sender's queue
+                    post(packed)
             post(_END)
         except Wav2LipError as exc:
             post(ClientError(str(exc)))
@@ -425,8 +440,6 @@ class Session:
         """Frame messages to the client until the stream ends (the end message and a normal close) or fails."""
         while True:
             item = await out.get()
-            if item is None:
-                continue
             if item is _END:
                 await self.ws.send_json({"type": "end", "frames": self.made, "dropped": self.dropped})
                 await self.ws.close(1000)
