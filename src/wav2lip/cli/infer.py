@@ -72,7 +72,11 @@ def _read_manifest(path: Path) -> tuple[list[tuple[int, Path, Path, Path]], list
         line = path.read_bytes()[:exc.start].count(b"\n") + 1
         raise Wav2LipError(f"{path}:{line}: not UTF-8 text (save the manifest as UTF-8)") from None
     rows, bad = [], []
-    for number, row in enumerate(csv.reader(text.splitlines()), 1):
+    try:
+        lines = list(csv.reader(text.splitlines()))
+    except csv.Error as exc:  # a field past csv's limit (128 kB): no manifest line is that long
+        raise Wav2LipError(f"{path}: not a manifest of face,audio,output lines ({exc})") from None
+    for number, row in enumerate(lines, 1):
         cells = [c.strip() for c in row]
         if not any(cells) or cells[0].startswith("#"):
             continue

@@ -75,6 +75,9 @@ def _open_audio(path: Path) -> tuple[av.container.InputContainer, av.AudioStream
     if not container.streams.audio:
         container.close()
         raise Wav2LipError(f"{path}: has no audio stream")
+    if container.streams.audio[0].codec_context is None:  # no decoder for its codec tag (or it is damaged)
+        container.close()
+        raise Wav2LipError(f"{path}: its audio stream is in an unknown or damaged format that cannot be decoded")
     return container, container.streams.audio[0]
 
 

@@ -171,13 +171,17 @@ def _open_container(path: Path) -> av.container.InputContainer:
     except av.FFmpegError as e:
         raise Wav2LipError(
             f"{path}: not a readable video, image or audio file, or truncated ({e.strerror or e})") from None
-    for stream in container.streams.video:
-        if stream.codec_context.width and stream.codec_context.height:
-            try:
-                _check_size(path, stream.codec_context.width, stream.codec_context.height)
-            except Wav2LipError:
-                container.close()
-                raise
+    try:
+        for stream in (*container.streams.video, *container.streams.audio):
+            context = stream.codec_context
+            if context is None:  # FFmpeg knows no decoder for the stream's codec tag (or it is damaged)
+                raise Wav2LipError(f"{path}: {stream.type} stream {stream.index} is in an unknown or damaged "
+                                   "format that cannot be decoded")
+            if stream.type == "video" and context.width and context.height:
+                _check_size(path, context.width, context.height)
+    except Wav2LipError:
+        container.close()
+        raise
     return container
 
 
