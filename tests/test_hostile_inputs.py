@@ -268,3 +268,17 @@ def test_manifest_with_a_field_past_the_csv_limit(generator, work):
     result = run_cli("infer", "--manifest", str(manifest), "--checkpoint", str(generator), "--box", "10", "90", "10",
                      "90", "-q", cwd=work)
     assert "field limit" in assert_one_line_error(result, manifest)
+
+
+def test_manifest_path_with_a_nul_byte_is_a_failed_line(generator, faststart, speech, work):
+    """A NUL byte in a manifest path (found by benchmarks/fuzz.py; the OS refuses such names with a
+    ValueError) fails its line in one line; the other lines still run."""
+    folder = work / "nul_manifest"
+    folder.mkdir()
+    manifest = folder / "pairs.csv"
+    manifest.write_text(f"{faststart},{speech},a.mp4\n{faststart},{speech},sub\0dir/b.mp4\n", encoding="utf-8")
+    result = run_cli("infer", "--manifest", str(manifest), "--checkpoint", str(generator), "--box", "10", "90", "10",
+                     "90", "-q", cwd=work)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"{manifest}:2: error: a path holds a NUL byte" in result.stderr
+    assert sorted(os.listdir(folder)) == ["a.mp4", "pairs.csv"]

@@ -2,7 +2,9 @@
 an unwritable cache folder, on real RetinaFace weights and a real clip."""
 from __future__ import annotations
 
+import io
 import logging
+import zipfile
 from pathlib import Path
 
 import cv2
@@ -50,7 +52,8 @@ def test_longer_stream_than_the_entry_is_detected_not_replayed_as_missing(small_
     assert longer[:4] == fresh[:4]  # the covered frames away from the stored run's end are the same boxes
 
 
-@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "wrong arrays", "box outside frame"])
+@pytest.mark.parametrize("damage", ["truncated", "random bytes", "empty", "wrong arrays", "box outside frame",
+                                    "member not an array"])
 def test_damaged_entry_is_ignored_and_replaced(small_clip, frames, detector, tmp_path, damage):
     fresh = _boxes(cached_track(small_clip, frames[:6], detector, cache_dir=tmp_path))
     (entry,) = tmp_path.iterdir()
@@ -61,6 +64,12 @@ def test_damaged_entry_is_ignored_and_replaced(small_clip, frames, detector, tmp
         entry.write_bytes(np.random.default_rng(0).bytes(len(good)))
     elif damage == "empty":
         entry.write_bytes(b"")
+    elif damage == "member not an array":  # numpy hands out such a member's bytes (found by fuzzing)
+        with zipfile.ZipFile(io.BytesIO(good)) as archive:
+            members = {name: archive.read(name) for name in archive.namelist()}
+        with zipfile.ZipFile(entry, "w") as archive:
+            for name, body in members.items():
+                archive.writestr(name, b"not an array" if name == "boxes.npy" else body)
     elif damage == "wrong arrays":
         with open(entry, "wb") as f:
             np.savez(f, boxes=np.zeros((3, 2)))

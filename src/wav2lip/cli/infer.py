@@ -86,6 +86,9 @@ def _read_manifest(path: Path) -> tuple[list[tuple[int, Path, Path, Path]], list
             bad.append((number, f"expected face,audio,output, got {len(cells)} fields"
                         + ("" if len(cells) != 3 else " with an empty one")))
             continue
+        if any("\0" in c for c in cells):  # no file name holds one; the OS would refuse it with a ValueError
+            bad.append((number, "a path holds a NUL byte"))
+            continue
         face, audio, output = (path.parent / c for c in cells)
         rows.append((number, face, audio, output))
     return rows, bad

@@ -127,6 +127,8 @@ def _load(target: Path) -> dict[str, np.ndarray] | None:
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         log.debug("%s: unusable detection cache entry (%s)", target, exc)
         return None
+    if not all(isinstance(array, np.ndarray) for array in entry.values()):  # a member that is no .npy: bytes
+        return None
     n = len(entry["boxes"])
     for name, (shape, kind) in _ARRAYS.items():
         array = entry[name]
