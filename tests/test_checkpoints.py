@@ -115,6 +115,29 @@ def test_narrow_models_round_trip(tmp_path, cls, kind):
     assert inspect_checkpoint(path).kind == kind
 
 
+def test_a_generator_trained_on_an_earlier_window_records_it(tmp_path, small_generator, capsys):
+    """The mel window goes with the weights: saved only when not the authors', loaded without flags,
+    shown by `weights inspect`; a file recording a nonsense window is refused in one line."""
+    from wav2lip.cli import main
+
+    plain = tmp_path / "plain.pth"
+    save_checkpoint(plain, small_generator)
+    assert "mel_offset" not in torch.load(plain, weights_only=True)
+    assert load_model(plain, "wav2lip").mel_offset == 0 and inspect_checkpoint(plain).mel_offset == 0
+    early = tmp_path / "early.pth"
+    save_checkpoint(early, Wav2Lip(width=small_generator.width, mel_offset=-13))
+    assert load_model(early, "wav2lip").mel_offset == -13 and inspect_checkpoint(early).mel_offset == -13
+    assert main(["weights", "inspect", str(early)]) == 0
+    assert "-13 mel steps (-162.5 ms): needs 50 ms of audio after a frame's start" in capsys.readouterr().out
+    for bad in (True, 1.5, "-13", -49, 17):
+        path = tmp_path / "bad.pth"
+        payload = torch.load(early, weights_only=True)
+        payload["mel_offset"] = bad
+        torch.save(payload, path)
+        with pytest.raises(Wav2LipError, match=r"bad\.pth: mel_offset must be a whole number of mel steps"):
+            load_model(path, "wav2lip")
+
+
 @pytest.mark.parametrize("name", FORMAT_KINDS)
 def test_identify_every_network_from_its_keys(formats, name):
     state = {key: torch.zeros(0) for key, _, _ in formats[name]}

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from .constants import MEL_OFFSETS
 from .errors import Wav2LipError
 from .io.files import atomic_output
 
@@ -99,6 +100,7 @@ class CheckpointInfo:
     residual: bool | None = None  # a generator with its residual blocks; None for the other networks
     teacher: dict[str, str] | None = None  # a distilled student's teacher: {"name", "sha256"}
     file_size: int | None = None  # bytes
+    mel_offset: int | None = None  # a generator's mel window start, in mel steps from the frame's; None: others
 
     @property
     def student(self) -> bool:
@@ -330,6 +332,8 @@ def load_model(
         residual = _residual(kind, checkpoint) is not False
     model = build_model(kind, width=width, residual=residual)
     load_state(model, checkpoint.state_dict, path, kind)
+    if kind == "wav2lip":
+        model.mel_offset = mel_offset(checkpoint, path)
     return model.to(device).eval()
 
 
@@ -360,7 +364,17 @@ def inspect_checkpoint(path: str | os.PathLike) -> CheckpointInfo:
         residual=_residual(kind, checkpoint),
         teacher=_teacher(checkpoint) if kind == "wav2lip" else None,
         file_size=Path(path).stat().st_size,
+        mel_offset=mel_offset(checkpoint, path) if kind == "wav2lip" else None,
     )
+
+
+def mel_offset(checkpoint: Checkpoint, path: str | os.PathLike) -> int:
+    """The mel window a generator file records (`Wav2Lip.mel_offset`): 0, the authors', when none."""
+    value = checkpoint.extra.get("mel_offset", 0)
+    if isinstance(value, bool) or not isinstance(value, int) or value not in MEL_OFFSETS:
+        raise Wav2LipError(f"{path}: mel_offset must be a whole number of mel steps from {MEL_OFFSETS.start} to "
+                           f"{MEL_OFFSETS.stop - 1}, got {value!r}")
+    return value
 
 
 def _teacher(checkpoint: Checkpoint) -> dict[str, str] | None:
@@ -384,7 +398,8 @@ def save_checkpoint(
     `extra` entries (plain Python values and tensors only) are stored beside the four standard ones,
     and so is the layout of a model other than the authors': the `width` of a narrow Wav2Lip-family
     model, `residual: False` for a generator without residual blocks (the authors' code ignores both).
-    A distilled student's `extra` holds its `teacher` ({"name", "sha256"}).
+    A distilled student's `extra` holds its `teacher` ({"name", "sha256"}); a generator trained on another
+    mel window than the authors' records its `mel_offset`.
     """
     module = _unwrap(model)
     payload = {
@@ -402,5 +417,7 @@ def save_checkpoint(
         payload["width"] = float(width)
     if getattr(module, "residual", True) is False:
         payload["residual"] = False
+    if getattr(module, "mel_offset", 0):
+        payload["mel_offset"] = int(module.mel_offset)
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)

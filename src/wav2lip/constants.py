@@ -35,6 +35,10 @@ LOSSLESS_CONTAINERS = {".mkv": "matroska"}
 # Output file extension -> container, for `io.streams.LiveOutput` (H.264 + AAC muxed as frames come).
 STREAM_CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska", ".ts": "mpegts", ".flv": "flv"}
 
+# models: where a generator's mel window may start, in mel steps (12.5 ms) from its frame's start (the
+# authors' 0; a live student's negative, needing less audio after the frame: Wav2Lip.mel_offset)
+MEL_OFFSETS = range(-48, 17)
+
 # evaluation, "track" mode: the reference evaluator's pipeline (run_pipeline.py defaults, spec section 10)
 MIN_TRACK = 100  # frames: shots and face tracks must be this long (the reference's --min_track)
 MIN_FACE_SIZE = 100  # pixels: a track's mean box width or height must exceed this (--min_face_size)

@@ -18,6 +18,7 @@ import torch
 from conftest import cpu_syncer, cut_wav, deterministic_generator
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
 from wav2lip.io.audio import SAMPLE_RATE, MelStream, load_audio, melspectrogram, write_wav
+from wav2lip.lipsync.kernel import SILENT_MEL, frame_mel_windows
 from wav2lip.io.streams import file_chunks, pcm_chunks
 from wav2lip.io.video import VideoWriter, open_source, probe
 
@@ -149,6 +150,80 @@ def test_a_stream_that_starts_with_speech_starts_as_the_file_does(syncer, media,
     out = list(live.stream(pieces(load_audio(speech), 320)))
     assert len(out) == len(offline) and all(f.mouth == 1.0 for f in out)
     assert max(int(np.abs(f.image.astype(np.int16) - ref).max()) for f, ref in zip(out, offline)) <= 1
+
+
+# ---------------------------------------------------------------- a generator trained on an earlier window
+
+
+@pytest.fixture(scope="module")
+def early(work) -> Path:
+    """A narrow generator whose checkpoint records a window 13 mel steps early (a live student's)."""
+    from support.deterministic import fill_deterministic
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.generator import Wav2Lip
+
+    path = work / "early.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.25, mel_offset=-13)))
+    return path
+
+
+def test_the_window_a_checkpoint_records_is_the_one_offline_and_live_use(early, clip, paused) -> None:
+    """Offline: frame j hears mel steps [3.2 j - 13, 3.2 j + 3), digital silence before the audio; live gives the
+    same frames bit for bit (the pauses judged on that window too), from the checkpoint alone."""
+    syncer = cpu_syncer(early)
+    assert syncer.mel_offset == -13
+    mel = melspectrogram(load_audio(paused))
+    windows = frame_mel_windows(mel, [0, 5, 10**6], 25, syncer.mel_offset)
+    assert np.array_equal(windows[0, 0, :, :13], np.full((80, 13), SILENT_MEL))
+    assert np.array_equal(windows[0, 0, :, 13:], mel[:, :3])
+    assert np.array_equal(windows[1, 0], mel[:, 3:19]) and np.array_equal(windows[2, 0], mel[:, -16:])
+    given = {"silence": "still", "batch_size": 1}
+    offline = list(syncer.frames(clip, paused, **given))
+    live = LiveSyncer(clip, syncer=syncer, max_delay=0, **given)
+    assert live.lead == 800
+    out = list(live.stream(pieces(load_audio(paused), 320)))
+    assert len(out) == len(offline) == 78
+    assert all(np.array_equal(f.image, b) for f, b in zip(out, offline))
+    assert min(f.mouth for f in out) == 0 and max(f.mouth for f in out) == 1
+
+
+@pytest.mark.parametrize("offset, lead", [(-13, 800), (0, 3400)])
+def test_a_live_frame_needs_only_the_audio_its_window_ends_on(work, media, offset, lead) -> None:
+    """Frame j (a multiple of 5: its window starts on a mel step) comes once samples 640 j + lead have
+    arrived, not one sample sooner, with no more audio (no stall): 50 ms after the frame's start for a
+    window 13 steps early, 212.5 ms for the authors'."""
+    from support.deterministic import fill_deterministic
+    from wav2lip.checkpoints import save_checkpoint
+    from wav2lip.models.generator import Wav2Lip
+
+    path = work / f"lead{offset}.pth"
+    save_checkpoint(path, fill_deterministic(Wav2Lip(width=0.125, mel_offset=offset)))
+    live = LiveSyncer(media / "st_art0.png", syncer=cpu_syncer(path), silence="off", stall=600, max_delay=0)
+    assert live.lead == lead
+    wav = load_audio(media / "vr_audio1.wav")[:16000]
+    got: list[int] = []
+    arrived = threading.Condition()
+    early_ok, late_missing = [], []
+
+    def source():
+        sent = 0
+        for j in (5, 10, 15):
+            need = j * FRAME + lead
+            yield wav[sent:need - 1]
+            sent = need - 1
+            with arrived:  # one sample short of the window: frame j must not come
+                late_missing.append(not arrived.wait_for(lambda: len(got) > j, timeout=0.3))
+            yield wav[sent:need]
+            sent = need
+            with arrived:
+                early_ok.append(arrived.wait_for(lambda: len(got) > j, timeout=30))
+
+    frames = live.stream(source())
+    for frame in frames:
+        with arrived:
+            got.append(frame.sample)
+            arrived.notify_all()
+    assert early_ok == [True] * 3 and late_missing == [True] * 3
 
 
 # ---------------------------------------------------------------- live behaviour

@@ -12,6 +12,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -228,3 +229,33 @@ def test_attention_maps_match_only_for_the_same_activity():
     wider = [torch.cat([x, x], dim=1) for x in a]  # another width, the same attention per position
     assert attention_loss(a, wider).item() < 1e-6
     assert attention_loss(a, [torch.rand_like(x) for x in a]).item() > 0.01
+
+
+def test_a_live_student_hears_an_earlier_window_and_records_it(work, data, teacher, capsys):
+    """--mel-offset -13: the student's per-frame windows start 13 mel steps before the teacher's (which keep
+    the authors' start), the file records it, and every surface reads it from there; a teacher already
+    moved, an offset out of range and an expert with one are refused in one line."""
+    from wav2lip.data.layout import read_file_list
+    from wav2lip.train.data import GeneratorSamples
+
+    samples = GeneratorSamples(read_file_list(data, "train"), seed=1, mel_offset=-13)
+    for i in range(4):
+        target, reference, per_frame, mel, moved = samples[i]
+        assert moved.shape == per_frame.shape == (5, 1, 80, 16)
+        assert all(np.array_equal(m[0, :, 13:], p[0, :, :3]) for m, p in zip(moved, per_frame))
+    assert len(GeneratorSamples(read_file_list(data, "train"), seed=1)[0]) == 4  # the authors' recipe: as before
+    out = work / "live_student.pth"
+    assert _distill(teacher, data, out, "--steps", "2", "--eval-interval", "2", "--mel-offset", "-13",
+                    "--checkpoint-dir", str(work / "live_student_checkpoints")) == 0
+    assert torch.load(out, weights_only=True)["mel_offset"] == -13
+    assert checkpoints.load_model(out, "wav2lip").mel_offset == -13
+    moved_teacher = work / "moved_teacher.pth"
+    checkpoints.save_checkpoint(moved_teacher, fill_deterministic(Wav2Lip(width=TEACHER_WIDTH, mel_offset=-5)))
+    capsys.readouterr()
+    assert _distill(moved_teacher, data, work / "never.pth", "--steps", "2", "--mel-offset", "-13") == 2
+    assert "moved_teacher.pth: the teacher was trained on a mel window -5 steps" in capsys.readouterr().err
+    assert _distill(teacher, data, work / "never.pth", "--steps", "2", "--mel-offset", "-60") == 2
+    assert "mel_offset must be a whole number of mel steps from -48 to 16, got -60" in capsys.readouterr().err
+    with pytest.raises(Wav2LipError, match="expert judges true sync"):
+        make_config("expert", data_root=str(data), mel_offset=-13)
+    assert not (work / "never.pth").exists() and not (work / "never_checkpoints").exists()

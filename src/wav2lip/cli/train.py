@@ -66,6 +66,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generator.add_argument("--init-disc", metavar="PTH", help="discriminator weights to start from (--gan)")
     generator.add_argument("--expert-mode", choices=EXPERT_MODES,
                            help="frozen expert's BatchNorm: train (default, as the reference) or eval")
+    generator.add_argument("--mel-offset", type=int, metavar="STEPS", help=MEL_OFFSET_HELP)
     generator.set_defaults(func=_run, recipe="generator")
 
     student = subparsers.add_parser(
@@ -89,13 +90,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="frozen expert's BatchNorm: train (default, as the reference) or eval")
     student.add_argument("--feature-weight", type=float,
                          help="weight of the decoder attention-map loss beside the L1 (0: off)")
+    student.add_argument("--mel-offset", type=int, metavar="STEPS", help=MEL_OFFSET_HELP)
     student.set_defaults(func=_run_distill, recipe="distill")
 
 
 _FLAGS = ("data_root", "checkpoint_dir", "resume", "init", "steps", "batch_size", "lr", "width",
           "eval_interval", "eval_batches", "checkpoint_interval", "log_interval", "workers", "threads",
           "device", "seed", "precision", "progress", "expert", "gan", "init_disc", "expert_mode", "teacher",
-          "residual", "feature_weight")
+          "residual", "feature_weight", "mel_offset")
+MEL_OFFSET_HELP = ("start the model's mel window this many 12.5 ms steps from its frame's (default 0, the authors'); "
+                   "-13 needs only 50 ms of audio after a frame: a student for `wav2lip live`, which reads it "
+                   "from the checkpoint")
 
 
 def _config(args: argparse.Namespace) -> TrainConfig:

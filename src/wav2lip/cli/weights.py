@@ -63,6 +63,7 @@ def _fetch(args: argparse.Namespace) -> int:
 def _inspect(args: argparse.Namespace) -> int:
     path = store.resolve(args.file, download=False, root=args.weights_dir)
     from ..checkpoints import inspect_checkpoint  # importing torch only once the file is there
+    from ..lipsync.kernel import lead_samples
 
     info = inspect_checkpoint(path)
     print(f"file:       {path}")
@@ -73,8 +74,12 @@ def _inspect(args: argparse.Namespace) -> int:
     if info.student:
         print(f"student:    distilled from {info.teacher['name']} (sha256 {info.teacher['sha256']})")
     residual = None if info.residual is None else "yes" if info.residual else "no (left out)"
+    window = None
+    if info.mel_offset:
+        window = (f"{info.mel_offset:+d} mel steps ({12.5 * info.mel_offset:+g} ms): needs "
+                  f"{lead_samples(info.mel_offset) / 16:g} ms of audio after a frame's start")
     for label, value in (("step", info.step), ("epoch", info.epoch), ("variant", info.variant),
-                         ("width", info.width), ("residual", residual)):
+                         ("width", info.width), ("residual", residual), ("window", window)):
         if value is not None:
             print(f"{label + ':':<11} {value}")
     return 0

@@ -77,11 +77,28 @@ def generator_faces(crops: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate((masked, unit), axis=3).transpose(0, 3, 1, 2))
 
 
-def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float) -> np.ndarray:
+def lead_samples(mel_offset: int = 0) -> int:
+    """Samples after a frame's first sample that its mel window needs: 3400 (212.5 ms) for the authors'
+    window, (mel_offset + 15) * 200 + 400 for a generator trained on a window `mel_offset` steps later."""
+    return (mel_offset + audio_io.MEL_STEP - 1) * audio_io.HOP + audio_io.N_FFT // 2
+
+
+def window_start(j: int, fps: float, mel_offset: int = 0) -> int:
+    """First mel step of video frame j's window (spec section 3), moved by the generator's `mel_offset`."""
+    return int(j * (audio_io.MEL_FPS / fps)) + mel_offset
+
+
+def frame_mel_windows(mel: np.ndarray, frames: Iterable[int], fps: float, mel_offset: int = 0) -> np.ndarray:
     """(N, 1, 80, 16) windows for output frames: the reference's start for each frame it makes,
-    the final window for the frames beyond it (spec section 3)."""
-    starts = [audio_io.mel_window_start(i, fps, mel.shape[1]) for i in frames]
-    return audio_io.mel_windows(mel, starts)
+    the final window for the frames beyond it (spec section 3); a window moved before the audio's start
+    by `mel_offset` hears digital silence there."""
+    if not mel_offset:
+        return audio_io.mel_windows(mel, [audio_io.mel_window_start(i, fps, mel.shape[1]) for i in frames])
+    starts = np.array([min(window_start(i, fps, mel_offset), mel.shape[1] - audio_io.MEL_STEP) for i in frames])
+    pad = max(0, -int(starts.min(initial=0)))
+    if pad:
+        mel = np.concatenate((np.full((mel.shape[0], pad), SILENT_MEL, np.float32), mel), axis=1)
+    return audio_io.mel_windows(mel, starts + pad)
 
 
 def run_generator(model: nn.Module, mel: np.ndarray, faces: np.ndarray, device: torch.device) -> np.ndarray:
@@ -97,9 +114,9 @@ class Pauses:
     own value). One voice-activity detector (vad.SpeechDetector) fed as the audio comes: it needs no audio
     beyond a frame's mel window, so a file and a live stream of it give the same weights."""
 
-    def __init__(self, fps: float, crossfade: int) -> None:
+    def __init__(self, fps: float, crossfade: int, mel_offset: int = 0) -> None:
         self.detector = vad.SpeechDetector()
-        self.fps = fps
+        self.fps, self.mel_offset = fps, mel_offset
         self.step = 1.0 / (crossfade + 1)
         self.weight: float | None = None
 
@@ -112,7 +129,8 @@ class Pauses:
         self.detector.forget(self._steps(j)[0])
 
     def _steps(self, j: int) -> tuple[int, int]:
-        return vad.window_steps(int(j * (audio_io.MEL_FPS / self.fps)), audio_io.HOP, audio_io.MEL_STEP)
+        a, b = vad.window_steps(window_start(j, self.fps, self.mel_offset), audio_io.HOP, audio_io.MEL_STEP)
+        return max(0, a), max(0, b)  # before the audio's start: silence
 
     def next(self, target: float) -> float:
         """The next frame's weight on the way to `target` (rounded so that the ends are exactly 0 and 1)."""
@@ -125,9 +143,9 @@ class Pauses:
         return self.weight
 
 
-def speech_weights(wav: np.ndarray, n_frames: int, fps: float, crossfade: int) -> np.ndarray:
+def speech_weights(wav: np.ndarray, n_frames: int, fps: float, crossfade: int, mel_offset: int = 0) -> np.ndarray:
     """(n_frames,) float32: the weights `Pauses` gives the frames of a whole recording."""
-    pauses = Pauses(fps, crossfade)
+    pauses = Pauses(fps, crossfade, mel_offset)
     pauses.detector.push(wav)
     pauses.detector.finish()
     return np.array([pauses.next(1.0 if pauses.speaking(j) else 0.0) for j in range(n_frames)], np.float32)

@@ -10,7 +10,10 @@ options.
 
 The floor of the latency: frame k's window ends (MEL_STEP - 1) * HOP + N_FFT / 2 = 3400 samples
 (212.5 ms) after the frame's first sample, so no frame can exist before that much audio after it has
-arrived (200 ms when the audio comes in 20 ms chunks, whose last sample arrives with the chunk).
+arrived (200 ms when the audio comes in 20 ms chunks, whose last sample arrives with the chunk). A
+generator trained on an earlier window (a checkpoint's `mel_offset`, e.g. a student distilled for live)
+lowers the floor to kernel.lead_samples(mel_offset): 800 samples (50 ms) at -13; its windows before the
+audio's start hear digital silence, as offline.
 
 Timing. Speech frames are yielded as soon as they are made. An output clock (frame k due at
 anchor + k / fps, moved later whenever a frame comes late) paces everything else: while the source
@@ -45,14 +48,15 @@ import numpy as np
 
 from ..errors import Wav2LipError
 from ..io import video as video_io
-from ..io.audio import HOP, MEL_FPS, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, frame_count_for_audio
-from .kernel import SILENT_MEL, Frame, FrameKernel, Pauses, fixed_box, loop_index, prepare_frame
+from ..io.audio import HOP, MEL_STEP, N_FFT, N_MELS, SAMPLE_RATE, MelStream, frame_count_for_audio
+from .kernel import (SILENT_MEL, Frame, FrameKernel, Pauses, fixed_box, lead_samples, loop_index, prepare_frame,
+                     window_start)
 from .offline import FRAME_QUEUE, LipSyncer, _Run
 from .options import MODEL_TABLE, StreamOptions, SyncOptions
 from .stages import Profile, Stage
 from .vad import SpeechDetector
 
-LEAD = (MEL_STEP - 1) * HOP + N_FFT // 2  # samples after a frame's start that its mel window needs (212.5 ms)
+LEAD = lead_samples(0)  # samples after a frame's start that the authors' mel window needs (212.5 ms)
 STALL = StreamOptions.stall  # seconds a source may pause mid-speech (once the output caught up) before the speech is finished
 MAX_DELAY = StreamOptions.max_delay  # seconds a speech frame may run behind its schedule before its mouth is held
 COST_WEIGHT = 0.3  # weight of the newest batch in the running estimate of the seconds a painted frame costs
@@ -98,6 +102,8 @@ class LiveSyncer:
         self.stall, self.max_delay = stall, max_delay
         self.face = Path(face)
         self.syncer = syncer or LipSyncer(**models)
+        self.mel_offset = self.syncer.mel_offset
+        self.lead = lead_samples(self.mel_offset)  # this generator's floor (module docstring)
         self.source = video_io.open_source(self.face, fps=self.options.fps, loop=self.options.loop)
         self.fps = self.source.fps
         self.still = self.source.is_still or self.options.static
@@ -277,7 +283,8 @@ class _Session:
     def __init__(self, live: LiveSyncer, chunks: Iterable[np.ndarray], sample_rate: int) -> None:
         self.live = live
         self.period = 1.0 / live.fps
-        self.pauses = Pauses(live.fps, live.options.crossfade) if live.options.silence != "off" else None
+        self.pauses = (Pauses(live.fps, live.options.crossfade, live.mel_offset) if live.options.silence != "off"
+                       else None)
         self.kernel = live.kernel()
         self.batch = live.options.batch_size
         self.stop = threading.Event()
@@ -288,8 +295,8 @@ class _Session:
         self.avatar_stage = Stage("avatar", live._avatar, None, FRAME_QUEUE, Profile(), self.stop)
         self.avatar = iter(self.avatar_stage)
         self.mel = MelStream()
-        self.cols = np.zeros((N_MELS, 0), np.float32)  # final mel columns from col0 on
-        self.col0 = 0
+        self.col0 = min(0, live.mel_offset)  # final mel columns from col0 on: silence before the audio's start
+        self.cols = np.full((N_MELS, -self.col0), SILENT_MEL, np.float32)
         self.signal = np.zeros(0, np.float32)  # samples of T from signal0 on
         self.signal0 = 0
         self.pads: list[tuple[int, int]] = []  # (position in T, samples of silence inserted there)
@@ -304,7 +311,7 @@ class _Session:
         self.cost: float | None = None  # seconds a painted frame costs, running estimate
         self.last_face: np.ndarray | None = None  # the last painted mouth, for held frames
         self.finished = 0.0  # when the speech was last finished with silence (the tail's windows complete)
-        self.anchor = time.perf_counter() + LEAD / SAMPLE_RATE  # frame 0 is due when speech could first exist
+        self.anchor = time.perf_counter() + live.lead / SAMPLE_RATE  # frame 0 is due when speech could first exist
 
     # ---------------------------------------------------------------- audio in
 
@@ -348,14 +355,14 @@ class _Session:
         if self.ended and count:
             columns = np.concatenate((self.cols, self.mel.finish()), axis=1)
             n_mel = self.col0 + columns.shape[1]
-            starts = [min(int(j * (MEL_FPS / live.fps)), n_mel - MEL_STEP) for j in range(first, count)]
+            starts = [min(window_start(j, live.fps, live.mel_offset), n_mel - MEL_STEP) for j in range(first, count)]
         else:
             count = math.ceil(n * live.fps / SAMPLE_RATE - 1e-9)
             while live.samples_of(count) < n:
                 count += 1
-            need = (int((count - 1) * (MEL_FPS / live.fps)) + MEL_STEP - 1) * HOP + N_FFT // 2 + HOP
+            need = (window_start(count - 1, live.fps, live.mel_offset) + MEL_STEP - 1) * HOP + N_FFT // 2 + HOP
             columns = np.concatenate((self.cols, self.mel.copy().push(np.zeros(max(0, need - n)))), axis=1)
-            starts = [int(j * (MEL_FPS / live.fps)) for j in range(first, count)]
+            starts = [window_start(j, live.fps, live.mel_offset) for j in range(first, count)]
             if not self.ended:
                 self._pad_to(live.samples_of(count))
         for j, start in zip(range(first, count), starts):
@@ -383,7 +390,7 @@ class _Session:
     def _window(self, j: int) -> np.ndarray | None:
         if j in self.tail:
             return self.tail[j]
-        start = int(j * (MEL_FPS / self.live.fps))
+        start = window_start(j, self.live.fps, self.live.mel_offset)
         if start + MEL_STEP <= self.col0 + self.cols.shape[1]:
             return self.cols[:, start - self.col0:start - self.col0 + MEL_STEP]
         return None
@@ -403,10 +410,10 @@ class _Session:
         """When speech frame j's mel window was complete: the arrival of the chunk that completed it."""
         if j in self.tail:
             return self.finished
-        need = self.live.samples_of(self.j) + LEAD
+        need = self.live.samples_of(self.j) + self.live.lead
         while len(self.arrivals) > 1 and self.arrivals[0][0] < need:
             self.arrivals.popleft()
-        need = self.live.samples_of(j) + LEAD
+        need = self.live.samples_of(j) + self.live.lead
         return next((when for end, when in self.arrivals if end >= need), self.arrivals[-1][1])
 
     def _due_speech(self, j: int) -> float:
@@ -475,7 +482,7 @@ class _Session:
 
     def _trim(self) -> None:
         """Forget mel columns and samples no later frame needs."""
-        start = int(self.j * (MEL_FPS / self.live.fps))
+        start = window_start(self.j, self.live.fps, self.live.mel_offset)
         first = start - MEL_STEP  # the last frames at the end take the final window, which starts up to here
         if first > self.col0:
             self.cols = self.cols[:, first - self.col0:]

@@ -93,9 +93,9 @@ class Result:
 class _Job:
     """One lip-sync run's inputs, decided before any frame is decoded."""
 
-    def __init__(self, face: str | Path, audio: str | Path, options: SyncOptions) -> None:
+    def __init__(self, face: str | Path, audio: str | Path, options: SyncOptions, mel_offset: int = 0) -> None:
         options.check()
-        self.face, self.audio, self.options = Path(face), Path(audio), options
+        self.face, self.audio, self.options, self.mel_offset = Path(face), Path(audio), options, mel_offset
         wav = audio_io.load_audio(self.audio)
         if not np.any(wav):
             raise Wav2LipError(f"{self.audio}: the audio is completely silent: nothing to lip-sync")
@@ -114,7 +114,7 @@ class _Job:
         self.n_frames = audio_io.frame_count_for_audio(wav.size, self.fps)
         self.n_reference = len(audio_io.reference_chunk_starts(self.mel.shape[1], self.fps))
         self.speech = (np.ones(self.n_frames, np.float32) if options.silence == "off"
-                       else speech_weights(wav, self.n_frames, self.fps, options.crossfade))
+                       else speech_weights(wav, self.n_frames, self.fps, options.crossfade, mel_offset))
 
     def prepare(self, image: np.ndarray) -> np.ndarray:
         """The reference's order: resize_factor, rotate, crop; a still image skips all three."""
@@ -286,7 +286,8 @@ class _Run:
             yield self._inputs(batch)
 
     def _inputs(self, batch: list[Frame]) -> Batch:
-        return self.kernel.inputs(batch, lambda indices: frame_mel_windows(self.job.mel, indices, self.job.fps))
+        job = self.job
+        return self.kernel.inputs(batch, lambda indices: frame_mel_windows(job.mel, indices, job.fps, job.mel_offset))
 
     def generate(self, batches: Iterable[Batch]) -> Iterator[Frame]:
         for batch in batches:
@@ -491,10 +492,13 @@ class LipSyncer:
                                    "(use --device cpu --precision fp32, or the torch backend)")
             self.precision = "fp32"
             self.generator = onnx_generator(checkpoint)
+            path = store.resolve(checkpoint)
+            self.mel_offset = checkpoints.mel_offset(checkpoints.read_checkpoint(path), path)
         else:
             self.precision = resolve_precision(precision, self.device)
             checkpoint = store.resolve(checkpoint)
             network = checkpoints.load_model(checkpoint, "wav2lip", device=self.device)
+            self.mel_offset = network.mel_offset  # the window it was trained on (Wav2Lip.mel_offset)
             self.generator = inference_model(network, self.precision, self.device, inplace=True)  # fp32: the network itself
         self._detector = detector if isinstance(detector, FaceDetector) else None
         self._detector_args = {"name": detector, "weights": detector_weights, "batch_size": face_det_batch_size}
@@ -539,7 +543,7 @@ class LipSyncer:
 
     def _run(self, face: str | Path, audio: str | Path, options: dict,
              cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
-        job = _Job(face, audio, SyncOptions.from_kwargs(options))
+        job = _Job(face, audio, SyncOptions.from_kwargs(options), self.mel_offset)
         # The enhancer is loaded (or its file refused) before any frame is made.
         enhancer = self.enhancer if job.options.enhance != "none" else None
         return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel,

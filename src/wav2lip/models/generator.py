@@ -5,6 +5,9 @@ Module paths match the authors' checkpoints (`face_encoder_blocks.0.0.conv_block
 (same layout and key names) to make small models for tests, quick training runs and distilled
 students; `residual=False` leaves out the residual ConvBlocks (about half of the convolutions) while
 every remaining module keeps its index, so the teacher's key names stay valid for what remains.
+`mel_offset` says which audio the network was trained to hear for a frame: the authors' 0.2 s window
+starts at the frame's start (0); a live student's starts `mel_offset` mel steps (12.5 ms each) earlier
+when negative, so it needs less audio after the frame (kernel.lead_samples). It changes no layer.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ MEL_SHAPE = (1, 80, 16)
 class Wav2Lip(nn.Module):
     """Face encoder (96 -> 1), audio encoder (80x16 -> 1x1) and a decoder with skip connections."""
 
-    def __init__(self, width: float = 1.0, residual: bool = True) -> None:
+    def __init__(self, width: float = 1.0, residual: bool = True, mel_offset: int = 0) -> None:
         super().__init__()
         self.width = width
         self.residual = residual
+        self.mel_offset = mel_offset
 
         def c(n: int) -> int:
             return scaled(n, width)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..constants import MEL_OFFSETS
 from ..device import PRECISIONS
 from ..errors import Wav2LipError
 
@@ -31,6 +32,8 @@ class TrainConfig:
     teacher: str | None = None  # distill: the frozen generator whose output the student learns (path or name)
     residual: bool = True  # distill: the student keeps the generator's residual blocks
     feature_weight: float = 0.0  # distill: weight of the decoder-feature (attention map) loss beside the L1
+    mel_offset: int = 0  # generator, distill: the trained model's mel window starts this many mel steps (12.5 ms)
+    # from the frame's start, the authors' 0; -13 needs only 50 ms of audio after a frame (a live student)
     resume: bool = False  # continue from the latest checkpoint in checkpoint_dir, if any
     gan: bool = False  # add the visual quality discriminator (hq_wav2lip recipe)
     width: float = 1.0  # channel scale of the trained networks; 1.0 is the authors' layout
@@ -148,4 +151,9 @@ def make_config(recipe: str, config_file: str | Path | None = None, **overrides:
         raise Wav2LipError(f"expert_mode must be 'eval' or 'train', not {config.expert_mode!r}")
     if config.precision not in PRECISIONS:
         raise Wav2LipError(f"unknown precision {config.precision!r} (one of {', '.join(PRECISIONS)})")
+    if config.mel_offset not in MEL_OFFSETS:
+        raise Wav2LipError(f"mel_offset must be a whole number of mel steps from {MEL_OFFSETS.start} to "
+                           f"{MEL_OFFSETS.stop - 1}, got {config.mel_offset}")
+    if config.mel_offset and recipe == "expert":
+        raise Wav2LipError("mel_offset moves a generator's window; the expert judges true sync on the authors' own")
     return config

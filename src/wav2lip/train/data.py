@@ -114,9 +114,10 @@ class ClipSamples(Dataset):
             self._mels.put(k, mel)
         return mel
 
-    def mel_window(self, k: int, frame: int) -> np.ndarray | None:
-        """(1, 80, 16) mel window of video frame `frame`, None where it runs outside the audio."""
-        start = mel_start(frame, FPS)
+    def mel_window(self, k: int, frame: int, offset: int = 0) -> np.ndarray | None:
+        """(1, 80, 16) mel window of video frame `frame` (moved by `offset` mel steps), None where it runs
+        outside the audio."""
+        start = mel_start(frame, FPS) + offset
         mel = self.mel(k)
         if start < 0 or start + MEL_STEP > mel.shape[1]:
             return None
@@ -174,8 +175,14 @@ class GeneratorSamples(ClipSamples):
 
     Item: target (5, 96, 96, 3) uint8, reference (5, 96, 96, 3) uint8, per-frame mels (5, 1, 80, 16)
     (frame j uses the window of frame j - 1), and the whole window's mel (1, 80, 16) for the sync loss.
+    With a `mel_offset`, a fifth entry: the per-frame mels moved by that many mel steps, for a model
+    trained on another window (the others stay: a teacher's input, the expert's judgement).
     A draw with any frame or mel window missing is dropped and redrawn, as the reference does.
     """
+
+    def __init__(self, clips: list[ClipEntry], seed: int, frame_cache: int = 20_000, mel_offset: int = 0) -> None:
+        super().__init__(clips, seed, frame_cache)
+        self.mel_offset = mel_offset
 
     def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         rng = self.rng(index)
@@ -191,7 +198,12 @@ class GeneratorSamples(ClipSamples):
             per_frame = [self.mel_window(k, frame + j - 1) for j in range(SYNC_T)]
             if any(m is None for m in per_frame):
                 continue
-            return target, reference, np.stack(per_frame), mel
+            if not self.mel_offset:
+                return target, reference, np.stack(per_frame), mel
+            moved = [self.mel_window(k, frame + j - 1, self.mel_offset) for j in range(SYNC_T)]
+            if any(m is None for m in moved):
+                continue
+            return target, reference, np.stack(per_frame), mel, np.stack(moved)
         raise self.exhausted()
 
 

@@ -82,7 +82,8 @@ class DistillRecipe(GeneratorRecipe):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.record = teacher_record(path)
-        self.model = Wav2Lip(width=config.width, residual=config.residual).to(device)
+        check_teacher(self.teacher, path)
+        self.model = Wav2Lip(width=config.width, residual=config.residual, mel_offset=config.mel_offset).to(device)
         if config.init:
             _load_into(self.model, config.init, "wav2lip")
         elif self.teacher.width == config.width:
@@ -101,6 +102,10 @@ class DistillRecipe(GeneratorRecipe):
     def parts(self) -> list[Part]:
         return [Part("", "wav2lip", self.model, self.optimizer, extra={"teacher": self.record})]
 
+    def _teacher_mels(self, batch) -> torch.Tensor:
+        """The teacher's per-frame mels: the authors' windows, whatever the student's mel_offset."""
+        return batch[2].to(self.device, non_blocking=True)
+
     @torch.no_grad()
     def _teacher(self, per_frame: torch.Tensor, faces: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         with decoder_features(self.teacher, self.config.feature_weight > 0) as maps, self.autocast():
@@ -109,7 +114,7 @@ class DistillRecipe(GeneratorRecipe):
 
     def train_step(self, batch) -> dict[str, float]:
         faces, per_frame, mel, truth = self._inputs(batch)
-        target, teacher_maps = self._teacher(per_frame, faces)
+        target, teacher_maps = self._teacher(self._teacher_mels(batch), faces)
         self.train_model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with decoder_features(self.model, self.config.feature_weight > 0) as maps, self.autocast():
@@ -138,7 +143,7 @@ class DistillRecipe(GeneratorRecipe):
     @torch.no_grad()
     def eval_step(self, batch) -> dict[str, float]:
         faces, per_frame, mel, truth = self._inputs(batch)
-        target, _ = self._teacher(per_frame, faces)
+        target, _ = self._teacher(self._teacher_mels(batch), faces)
         generated = self._generate(per_frame, faces)
         metrics = {"l1_teacher": F.l1_loss(generated, target).item(), "l1": F.l1_loss(generated, truth).item()}
         if self.expert is not None:
@@ -152,8 +157,9 @@ class DistillRecipe(GeneratorRecipe):
     def collage(self, batch) -> np.ndarray:
         """Rows of reference | masked | teacher | student | ground truth, one row per frame."""
         n = self.config.collage_items
-        faces, per_frame, _, truth = self._inputs([part[:n] for part in batch])
-        target, _ = self._teacher(per_frame, faces)
+        batch = [part[:n] for part in batch]
+        faces, per_frame, _, truth = self._inputs(batch)
+        target, _ = self._teacher(self._teacher_mels(batch), faces)
         return collage_image([faces[:, 3:], faces[:, :3], target, self._generate(per_frame, faces), truth])
 
 
@@ -162,6 +168,13 @@ def teacher_path(config: TrainConfig) -> Path:
     if not config.teacher:
         raise Wav2LipError("distillation needs a teacher generator (--teacher T.pth)")
     return store.resolve(config.teacher)
+
+
+def check_teacher(teacher: Wav2Lip, path: Path) -> None:
+    """The student's windows are moved from the authors' (its mel_offset), so the teacher must hear those."""
+    if teacher.mel_offset:
+        raise Wav2LipError(f"{path}: the teacher was trained on a mel window {teacher.mel_offset} steps from the "
+                           f"authors'; distil from a generator on the authors' window")
 
 
 def default_checkpoint_dir(out: str | os.PathLike) -> Path:
@@ -181,7 +194,7 @@ def distill(config: TrainConfig, out: str | os.PathLike) -> tuple[dict[str, floa
     if not math.isfinite(config.feature_weight) or config.feature_weight < 0:
         raise Wav2LipError(f"the feature loss weight must be a number >= 0, got {config.feature_weight}")
     path = teacher_path(config)
-    checkpoints.load_model(path, "wav2lip")  # a bad teacher fails here, before any folder is made
+    check_teacher(checkpoints.load_model(path, "wav2lip"), path)  # a bad teacher fails here, before any folder is made
     inputs = [path, config.expert, config.init, config.data_root]
     check_output(out, inputs=inputs, what="student")
     check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])

@@ -53,7 +53,7 @@ class GeneratorRecipe(Recipe):
         super().__init__(config, device, autocast, scaler)
         if not config.expert:
             raise Wav2LipError("training the generator needs a trained lip-sync expert (--expert EXPERT.pth)")
-        self.model = Wav2Lip(width=config.width, residual=config.residual).to(device)
+        self.model = Wav2Lip(width=config.width, residual=config.residual, mel_offset=config.mel_offset).to(device)
         if config.init:
             _load_into(self.model, config.init, "wav2lip")
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.lr, betas=config.betas)
@@ -76,11 +76,14 @@ class GeneratorRecipe(Recipe):
         return parts
 
     def samples(self, clips: list[ClipEntry], seed: int) -> GeneratorSamples:
-        return GeneratorSamples(clips, seed, self.config.frame_cache)
+        return GeneratorSamples(clips, seed, self.config.frame_cache, self.config.mel_offset)
 
     def _inputs(self, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masked target + reference (B,6,T,96,96), per-frame mels, window mel, ground truth (B,3,T,96,96)."""
-        target, reference, per_frame, mel = batch
+        """Masked target + reference (B,6,T,96,96), the model's per-frame mels (moved by its mel_offset),
+        the window's mel (the expert's), ground truth (B,3,T,96,96)."""
+        target, reference, per_frame, mel = batch[:4]
+        if len(batch) == 5:
+            per_frame = batch[4]
         truth = to_device_images(target, self.device)
         masked = truth.clone()
         masked[:, :, :, IMG_SIZE // 2:] = 0
