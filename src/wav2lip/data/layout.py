@@ -25,6 +25,7 @@ import numpy as np
 
 from ..errors import Wav2LipError
 from ..io import audio
+from ..io.arrays import load_npy
 from ..io.files import atomic_output
 
 IMG_SIZE = 96  # face crops are resized to this (spec section 8)
@@ -158,8 +159,8 @@ def clip_mel(folder: Path) -> np.ndarray:
     wav_path, mel_path = folder / "audio.wav", folder / "mel.npy"
     if mel_path.is_file() and (not wav_path.exists() or mel_path.stat().st_mtime >= wav_path.stat().st_mtime):
         try:
-            mel = np.load(mel_path, allow_pickle=False)  # never unpickle: an object array would run code
-        except (ValueError, OSError, EOFError) as exc:
+            mel = load_npy(mel_path)  # never unpickled, its declared size checked before it is allocated
+        except (ValueError, OSError) as exc:
             raise Wav2LipError(f"{mel_path}: not a saved mel spectrogram ({exc}); delete it to recompute it "
                                "from audio.wav") from None
         if not isinstance(mel, np.ndarray) or mel.ndim != 2 or mel.shape[0] != audio.N_MELS \

@@ -12,7 +12,6 @@ import itertools
 import json
 import logging
 import os
-import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
@@ -21,6 +20,7 @@ import numpy as np
 
 from .. import store
 from ..errors import Wav2LipError
+from ..io.arrays import load_npz
 from ..io.files import atomic_output
 from .detectors import Detection, FaceDetector
 from .tracking import FaceTrackOptions, TrackedFace, track
@@ -122,12 +122,9 @@ def _load(target: Path) -> dict[str, np.ndarray] | None:
     try:
         if not target.is_file():
             return None
-        with np.load(target, allow_pickle=False) as data:
-            entry = {name: data[name] for name in (*_ARRAYS, "frame_size")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        entry = load_npz(target, (*_ARRAYS, "frame_size"))  # sizes checked before anything is allocated
+    except (OSError, ValueError, KeyError) as exc:
         log.debug("%s: unusable detection cache entry (%s)", target, exc)
-        return None
-    if not all(isinstance(array, np.ndarray) for array in entry.values()):  # a member that is no .npy: bytes
         return None
     n = len(entry["boxes"])
     for name, (shape, kind) in _ARRAYS.items():
