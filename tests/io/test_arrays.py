@@ -62,3 +62,16 @@ def test_objects_and_foreign_members_are_refused(tmp_path):
     (tmp_path / "z.npz").write_bytes(b"PK\x03\x04" + bytes(40))
     with pytest.raises(ValueError, match="npz"):
         load_npz(tmp_path / "z.npz", ["boxes"])
+
+
+@pytest.mark.parametrize("header", ["{'descr': '<f4', 'fortran_order': False, 'shape': (80,", "{'descr': 'V0', "
+                                    "'fortran_order': False, 'shape': (3,), }", "{'descr': '<f4', 'fortran_order': "
+                                    "False, 'shape': (-3,), }", "['not', 'a', 'dict']"])
+def test_damaged_headers_are_value_errors(tmp_path, header):
+    """Headers the literal parser chokes on (an unclosed bracket raised tokenize.TokenError: fuzzing) or that
+    declare impossible arrays are ValueErrors."""
+    text = (header + " ").ljust(118) + "\n"
+    path = tmp_path / "h.npy"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() + bytes(12))
+    with pytest.raises(ValueError):
+        load_npy(path)

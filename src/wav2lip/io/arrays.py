@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from typing import IO, Iterable
@@ -21,14 +22,17 @@ MAX_BYTES = 1 << 30  # no array we store (mels, face boxes) comes near this
 def _read_checked(f: IO[bytes], available: int, max_bytes: int) -> np.ndarray:
     """The array in `f` (at a .npy's start), `available` bytes long in all."""
     version = np.lib.format.read_magic(f)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-    elif version == (2, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-    else:
+    if version not in ((1, 0), (2, 0)):
         raise ValueError(f"unsupported .npy version {version[0]}.{version[1]}")
+    try:  # the header is a Python literal: a damaged one fails in the parser's own ways
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except (SyntaxError, TypeError, KeyError, OverflowError, tokenize.TokenError) as exc:
+        raise ValueError(f"unreadable .npy header ({exc})") from None
     if dtype.hasobject:
         raise ValueError("holds Python objects, not numbers")
+    if dtype.itemsize == 0 or any(d < 0 for d in shape):
+        raise ValueError(f"declares an impossible array ({dtype}, shape {shape})")
     declared = math.prod(shape) * dtype.itemsize
     present = available - f.tell()
     if declared > max_bytes:
