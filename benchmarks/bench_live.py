@@ -4,12 +4,13 @@ precision, real speech fed in real time in 20 ms chunks, with pauses in which th
 Latency of frame k = the wall time `stream()` yields it - the wall time the chunk holding the frame's first
 audio sample was handed over (a chunk is handed over when its last sample would have been heard, as a
 capture device delivers it). The model's floor: frame k's mel window ends 3400 samples (212.5 ms) after
-the frame's first sample, 200 ms in whole 20 ms chunks. Per avatar: p50/p95/max latency, p95 in the first
+the frame's first sample, 200 ms in whole 20 ms chunks (a student trained on an earlier window: less). Per avatar: p50/p95/max latency, p95 in the first
 second after each pause, frames whose mouth was held (the generator behind by over --max-delay), the
 generator's ms/frame, the load average. Avatars: the 720p loop made here and every video and photo in
 ../shared/media, or the files given.
 
     python benchmarks/bench_live.py [--seconds 30] [--chunk 0.02] [--avatar FILE ...] [--pause-every 6]
+        [--checkpoint STUDENT.pth]
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from wav2lip.checkpoints import save_checkpoint
 from support.deterministic import fill_deterministic
 from wav2lip.models.generator import Wav2Lip
 from wav2lip.io.video import VideoWriter, open_source
-from wav2lip.lipsync.live import LEAD, MAX_DELAY
+from wav2lip.lipsync.kernel import lead_samples
+from wav2lip.lipsync.live import MAX_DELAY
 
 AVATAR_SUFFIXES = {".mp4", ".mkv", ".mov", ".webm", ".avi", ".png", ".jpg", ".jpeg"}
 
@@ -138,42 +140,58 @@ def avatars(given: list[Path] | None, work: Path) -> list[Path]:
     return [loop, *media]
 
 
-def main() -> None:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30.0, help="seconds of speech per avatar")
     parser.add_argument("--chunk", type=float, default=0.02, help="seconds per audio chunk")
     parser.add_argument("--avatar", type=Path, nargs="+", help="avatar videos or images (default: the 720p "
                         "loop made here and every video and photo in ../shared/media)")
+    parser.add_argument("--checkpoint", type=Path, help="generator (default: the full-size one, deterministic "
+                        "weights); a student's recorded mel window sets the floor")
     parser.add_argument("--pause-every", type=float, default=6.0, help="seconds of audio between pauses (0: none)")
     parser.add_argument("--pause", type=float, default=1.0, help="seconds the source sends nothing in a pause")
     parser.add_argument("--max-delay", type=float, default=MAX_DELAY, help="LiveSyncer's max_delay (0: never hold)")
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--blend", default="paste")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "wav2lip_bench_live")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def measure(args: argparse.Namespace) -> tuple[str, list[dict[str, float | str]]]:
+    """Every avatar's figures, and a line saying what ran."""
     args.work.mkdir(parents=True, exist_ok=True)
-    checkpoint = args.work / "deterministic_full.pth"
+    checkpoint = args.checkpoint or args.work / "deterministic_full.pth"
     if not checkpoint.exists():
         torch.manual_seed(0)
         save_checkpoint(checkpoint, fill_deterministic(Wav2Lip()))
     syncer = LipSyncer(checkpoint, precision=args.precision,
                        detector_weights=SHARED / "models" / "retinaface_mobilenet0.25.pth")
     timer = Timer(syncer.generator)
-    print(f"generator full size, {syncer.precision}, {torch.get_num_threads()} torch threads, blend {args.blend}, "
-          f"max_delay {args.max_delay:g} s; {args.seconds:g} s of real speech per avatar in "
-          f"{1000 * args.chunk:g} ms chunks, fed in real time, a {args.pause:g} s pause every {args.pause_every:g} s; "
-          f"floor {1000 * LEAD / SAMPLE_RATE:.1f} ms (200 in 20 ms chunks)", flush=True)
+    floor = lead_samples(syncer.mel_offset) / SAMPLE_RATE
+    what = (f"generator {checkpoint.name}, {syncer.precision}, {torch.get_num_threads()} torch threads, blend "
+            f"{args.blend}, max_delay {args.max_delay:g} s; {args.seconds:g} s of real speech per avatar in "
+            f"{1000 * args.chunk:g} ms chunks, fed in real time, a {args.pause:g} s pause every {args.pause_every:g} s; "
+            f"floor {1000 * floor:.1f} ms (mel offset {syncer.mel_offset})")
+    print(what, flush=True)
     results = []
     for avatar in avatars(args.avatar, args.work):
         results.append(run(avatar, syncer, timer, args))
         print(f"  {results[-1]['avatar']}: p95 {results[-1]['latency p95 (ms)']} ms", flush=True)
-    names = list(results[0])
+    return what, results
+
+
+def table(results: list[dict[str, float | str]]) -> str:
     width = max(len(r["avatar"]) for r in results) + 2
+    lines = [f"{'':<24}" + "".join(f"{r['avatar']:>{width}}" for r in results)]
+    for name in list(results[0])[1:]:
+        lines.append(f"{name:<24}" + "".join(f"{r[name]:>{width}}" for r in results))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    _, results = measure(options())
     print()
-    print(f"{'':<24}" + "".join(f"{r['avatar']:>{width}}" for r in results))
-    for name in names[1:]:
-        print(f"{name:<24}" + "".join(f"{r[name]:>{width}}" for r in results))
-    sys.stdout.flush()
+    print(table(results), flush=True)
 
 
 if __name__ == "__main__":
