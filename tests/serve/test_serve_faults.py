@@ -248,3 +248,25 @@ def test_a_detector_without_weights_is_refused_before_a_generator_loads(tmp_path
     assert models.loaded == [("retinaface", "fp32")]
     with pytest.raises(Wav2LipError, match="missing.pth"):
         Models(generator, detector_weights=tmp_path / "missing.pth", device="cpu")
+
+
+def test_a_stalled_upload_is_cut_off_and_frees_its_place(server) -> None:
+    """Headers and 1 kB of a declared 1 MB, then nothing: a 408 with the reason once the body lags
+    UPLOAD_GRACE_S + bytes / UPLOAD_RATE behind, its folder removed, its upload place free again."""
+    from wav2lip.serve.app import UPLOAD_GRACE_S
+
+    before = job_folders(server)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
+                     "Content-Type: multipart/form-data; boundary=b0b0\r\nContent-Length: 1000000\r\n\r\n".encode()
+                     + b'--b0b0\r\nContent-Disposition: form-data; name="face"; filename="f.mp4"\r\n\r\n' + b"x" * 1000)
+        began = time.monotonic()
+        time.sleep(1.0)
+        assert server.client.get("/api/health").json()["uploading"] == 1
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    waited = time.monotonic() - began
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"came too slowly (1" in answer, answer[:300]
+    assert UPLOAD_GRACE_S - 0.5 < waited < UPLOAD_GRACE_S + 15, waited
+    assert server.client.get("/api/health").json()["uploading"] == 0 and job_folders(server) == before

@@ -6,8 +6,10 @@ checked exactly as `LipSyncer.run` would check them before a job is queued.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import AsyncIterator
@@ -37,6 +39,8 @@ _MEDIA_TYPES = {".mp4": "video/mp4", ".mkv": "video/x-matroska"}
 
 
 RETRY_AFTER_S = 10  # what a 503 asks a client to wait before trying again
+UPLOAD_GRACE_S = 10.0  # an upload's bytes may lag this long behind ...
+UPLOAD_RATE = 32 * 2**10  # ... this many bytes a second (256 kbit/s): a trickle holds no upload place for ever
 MAX_AUDIO_MINUTES = 60.0  # default --max-audio-minutes: a job's audio bounds its decoding, its time and its output
 
 
@@ -92,7 +96,8 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
     @api.post("", status_code=201, summary="Submit a lip-sync job", openapi_extra={"requestBody": {
         "required": True, "content": {"multipart/form-data": {"schema": request_schema()}}}},
         responses={400: {"description": "a bad file or option (one line, as the CLI says it)"},
-                   401: {"description": "no or wrong token"}, 413: {"description": "upload too large"},
+                   401: {"description": "no or wrong token"}, 408: {"description": "the upload came too slowly"},
+                   413: {"description": "upload too large"},
                    503: {"description": "the queue is full, or as many uploads are arriving (see Retry-After)"},
                    507: {"description": "the server's disk is full (see Retry-After)"}})
     async def submit(request: Request):
@@ -159,6 +164,9 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
         except ClientDisconnect:
             queue.discard(folder)
             return Response(status_code=400)
+        except TooSlow as exc:
+            queue.discard(folder)
+            return JSONResponse({"detail": str(exc)}, status_code=408, headers={"Connection": "close"})
         except OSError as exc:  # the disk is full (or the folder went away): say so, keep serving
             queue.discard(folder)
             await body.drain()
@@ -241,18 +249,32 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
     return app
 
 
+class TooSlow(Exception):
+    """The body stopped coming, or comes slower than UPLOAD_RATE after UPLOAD_GRACE_S."""
+
+
 class _Body:
-    """The request body as chunks, remembering whether the client has sent all of it."""
+    """The request body as chunks, remembering whether the client has sent all of it; each byte b must
+    come by UPLOAD_GRACE_S + b / UPLOAD_RATE after the request, or TooSlow (408): a client that stalls
+    or trickles cannot hold one of the --max-queue upload places for ever."""
 
     def __init__(self, request: Request) -> None:
         self.request, self.more = request, True
+        self.began, self.received = time.monotonic(), 0
 
     async def chunks(self) -> AsyncIterator[bytes]:
         while self.more:
-            message = await self.request.receive()
+            due = self.began + UPLOAD_GRACE_S + self.received / UPLOAD_RATE
+            try:
+                message = await asyncio.wait_for(self.request.receive(), max(due - time.monotonic(), 0.001))
+            except asyncio.TimeoutError:
+                raise TooSlow(f"the upload came too slowly ({self.received} bytes in "
+                              f"{time.monotonic() - self.began:.0f} s; the server waits {UPLOAD_GRACE_S:g} s plus "
+                              f"1 s per {UPLOAD_RATE // 2**10} KiB)") from None
             if message["type"] == "http.disconnect":
                 raise ClientDisconnect()
             self.more = message.get("more_body", False)
+            self.received += len(message.get("body", b""))
             if message.get("body"):
                 yield message["body"]
 
@@ -260,7 +282,7 @@ class _Body:
         """Read and drop what is left of a refused body, up to a bound, so the client gets the answer
         instead of a broken pipe."""
         read = 0
-        with contextlib.suppress(ClientDisconnect):
+        with contextlib.suppress(ClientDisconnect, TooSlow):
             async for chunk in self.chunks():
                 read += len(chunk)
                 if read > DRAIN_BYTES:
