@@ -23,6 +23,8 @@ and the steady rate the command reports (frames over the pipeline's own seconds)
     python benchmarks/bench_distill.py e2e [--width 0.25 --no-residual] [--seconds 20]
     python benchmarks/bench_distill.py quality --teacher GEN.pth --expert EXPERT.pth --data PREP \
         --test TEST_DIR --out /tmp/bench_distill [--steps 600] [--json quality.json]
+    python benchmarks/bench_distill.py quality ... --students 1/1 --mel-offset -13 --judge JUDGE.pth
+        # a low-look-ahead student for live at the teacher's width, against the teacher: sync loss, LSE-C
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_train import TestClip, _psnr, sync_losses  # noqa: E402
+from bench_train import TestClip, _psnr, score, sync_losses  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
 from wav2lip.data import synth  # noqa: E402
@@ -154,11 +156,12 @@ def end_to_end(args) -> dict:
 
 def _train_student(args, name: str, width: float, residual: bool) -> Path:
     """Distil one student (resuming if its checkpoints exist); the path of the finished student."""
-    out = Path(args.out) / f"student_{name.replace('/', '_').replace(' ', '_')}.pth"
+    out = Path(args.out) / f"student_{name.replace('/', '_').replace(' ', '_')}_m{args.mel_offset}.pth"
     if out.exists():
         return out
     config = make_config("distill", data_root=args.data, checkpoint_dir=str(default_checkpoint_dir(out)),
                          teacher=args.teacher, expert=args.expert, width=width, residual=residual,
+                         mel_offset=args.mel_offset,
                          steps=args.steps, lr=args.lr, batch_size=args.batch_size, eval_interval=args.eval_interval,
                          checkpoint_interval=args.eval_interval, eval_batches=args.eval_batches, log_interval=50,
                          workers=args.workers, threads=args.threads, precision=args.precision, progress=False,
@@ -177,6 +180,8 @@ def quality(args) -> dict:
                                                                          if (p / "mouth.npy").exists()))]
     names = [n for n in args.students.split(",")]
     layouts = {name: (width, residual) for name, width, residual in _layouts(teacher.width)}
+    layouts["1/1"] = (teacher.width, True)  # the teacher's own layout: a student of another mel window
+    judge = load_model(args.judge, "syncnet") if args.judge else None
     outputs = {"truth": [clip.truth for clip in clips], "teacher": [clip.generate(teacher) for clip in clips]}
     info = {"teacher": {"width": teacher.width, "residual": teacher.residual,
                         "params": sum(p.numel() for p in teacher.parameters())}}
@@ -196,10 +201,14 @@ def quality(args) -> dict:
         rows[name] = {**info.get(name, {}), "mouth_r": float(np.corrcoef(measured, truth)[0, 1]),
                       "psnr_lower_vs_teacher": float(np.mean(psnr)) if np.isfinite(np.mean(psnr)) else None,
                       "sync_loss": sync["train"], "sync_loss_eval_bn": sync["eval"]}
+        if judge is not None:
+            judged = score(clips, generated, expert, judge, args.vshift, "train", args.batch_size)
+            rows[name].update(lse_d=judged["judge_lse_d"], lse_c=judged["judge_lse_c"],
+                              offset_ok=judged["judge_offset_accuracy"])
     base = rows["teacher"]["mouth_r"]
     print(f"\nQuality gap: students distilled from the synthetic teacher {args.teacher} (width {teacher.width:g}, "
-          f"students at fractions of ITS width), {args.steps} steps each, lr {args.lr:g}, batch {args.batch_size}; "
-          f"{len(clips)} held-out synthetic clips\n")
+          f"students at fractions of ITS width, mel window offset {args.mel_offset}), {args.steps} steps each, "
+          f"lr {args.lr:g}, batch {args.batch_size}; {len(clips)} held-out synthetic clips\n")
     print("| row | width | residual | parameters | mouth r | mouth r - teacher's | PSNR lower vs teacher (dB) "
           "| sync loss (BN train) | sync loss (BN eval) |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -210,6 +219,12 @@ def quality(args) -> dict:
         params = f"{row['params'] / 1e3:.1f} k" if "params" in row else "-"
         print(f"| {name} | {width} | {residual} | {params} | {row['mouth_r']:.3f} | {row['mouth_r'] - base:+.3f} | "
               f"{psnr} | {row['sync_loss']:.3f} | {row['sync_loss_eval_bn']:.3f} |")
+    if judge is not None:
+        print(f"\nThe judge ({args.judge}, an expert trained on other data) on the same clips:\n")
+        print("| row | LSE-D | LSE-C | offset found 0 |")
+        print("|---|---|---|---|")
+        for name, row in rows.items():
+            print(f"| {name} | {row['lse_d']:.3f} | {row['lse_c']:.3f} | {row['offset_ok']:.0%} |")
     return {"rows": rows, "settings": vars(args), "load_average": os.getloadavg()}
 
 
@@ -235,6 +250,10 @@ def main() -> None:
     good.add_argument("--out", default="/tmp/bench_distill")
     good.add_argument("--students", default="1/2,1/4,1/4 no-res,1/8", help="comma-separated rows (see speed)")
     good.add_argument("--steps", type=int, default=600)
+    good.add_argument("--mel-offset", type=int, default=0, help="the students' mel window, in mel steps from the "
+                      "authors' (-13: a live student needing 50 ms of audio after a frame)")
+    good.add_argument("--judge", help="an independent expert (bench_train.py's judge): adds LSE-D / LSE-C")
+    good.add_argument("--vshift", type=int, default=15, help="the judge's offset search range, frames")
     good.add_argument("--lr", type=float, default=1e-3)
     good.add_argument("--batch-size", type=int, default=16)
     good.add_argument("--eval-interval", type=int, default=100)

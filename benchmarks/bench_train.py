@@ -38,6 +38,7 @@ from wav2lip.checkpoints import load_model
 from wav2lip.evaluation.sync import offset_search
 from wav2lip.data.layout import IMG_SIZE, MEL_STEP, SYNC_T, clip_mel
 from wav2lip.io.audio import mel_start
+from wav2lip.lipsync.kernel import SILENT_MEL
 from wav2lip.models.syncnet import stack_lower_halves, sync_probability
 from wav2lip.train import checkpoint_path, latest_checkpoint, make_config, train
 
@@ -217,12 +218,17 @@ class TestClip:
 
     @torch.no_grad()
     def generate(self, model: torch.nn.Module) -> np.ndarray:
-        """Every frame generated as in training: its own face masked, a reference, the mel one frame earlier."""
+        """Every frame generated as in training: its own face masked, a reference, the mel one frame earlier
+        (moved by the model's mel_offset; digital silence before the audio's start)."""
         target = self.truth.astype(np.float32) / 255
         masked = target.copy()
         masked[:, IMG_SIZE // 2:] = 0
         x = torch.from_numpy(np.concatenate([masked, self.reference.astype(np.float32) / 255], axis=3))
-        mels = np.stack([self.mel[None, :, mel_start(f - 1):mel_start(f - 1) + MEL_STEP] for f in self.frames])
+        offset = getattr(model, "mel_offset", 0)
+        pad = max(0, -offset)
+        mel = np.concatenate((np.full((self.mel.shape[0], pad), SILENT_MEL, np.float32), self.mel), axis=1)
+        starts = [mel_start(f - 1) + offset + pad for f in self.frames]
+        mels = np.stack([mel[None, :, s:s + MEL_STEP] for s in starts])
         out = model(torch.from_numpy(mels).float(), x.permute(0, 3, 1, 2))
         return (out.permute(0, 2, 3, 1).clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
