@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # support.deterministic: the seed weights' fill
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from fuzzing import runner, seeds as seed_files, targets  # noqa: E402
+from fuzzing import runner, seeds as seed_files, serve, targets  # noqa: E402
 
 
 def _build_seeds(folder: Path) -> dict[str, seed_files.Seed]:
@@ -77,7 +77,8 @@ def _warm_imports() -> None:
 
 
 def run_cases(count: int, case_at: Callable[[int], runner.Case], work: Path, seeds: dict[str, seed_files.Seed],
-              jobs: int, limit_s: float, keep: bool, progress: bool) -> list[tuple[runner.Case, runner.Result]]:
+              jobs: int, limit_s: float, keep: bool, progress: bool,
+              server: serve.Server | None = None) -> list[tuple[runner.Case, runner.Result]]:
     """Run cases 0..count-1 (each made by `case_at` when it starts: a mutant can be megabytes), `jobs` at a
     time; a hang is run again alone (with twice the time) before it counts."""
     pending = list(range(count))
@@ -102,6 +103,13 @@ def run_cases(count: int, case_at: Callable[[int], runner.Case], work: Path, see
             result = runner.judge(case, case_dir, status, peak, timed_out, time.monotonic() - run.started, watched)
             if result.outcome == runner.HANG:
                 result = runner.run_one(case, case_dir, seeds, 2 * limit_s)
+            if server is not None and case.target.startswith("serve:"):
+                verdict = case_dir / "verdict.json"
+                if verdict.exists() and (job := json.loads(verdict.read_text()).get("job")):
+                    server.accepted.add(job)
+                if crash := server.new_tracebacks():
+                    result = runner.Result(runner.TRACEBACK, result.code, result.seconds, result.peak_mb,
+                                           f"in the server's log: {crash}")
             results[k] = (case, result) if result.outcome in runner.FAILURES else (case.light(), result)
             if not keep and result.outcome not in runner.FAILURES:
                 shutil.rmtree(case_dir, ignore_errors=True)
@@ -189,9 +197,25 @@ def main(argv: list[str] | None = None) -> int:
 
             def case_at(k: int) -> runner.Case:
                 return runner.draw(args.seed, args.first + k, chosen, seeds)
-        results = run_cases(count, case_at, work, seeds, args.jobs, args.time_limit, args.keep, not args.quiet)
+        server = None
+        if any(case_at(k).target.startswith("serve:") for k in range(count)):
+            server = serve.Server(work, seeds)
+            os.environ[serve.PORT_VARIABLE] = str(server.port)
+        try:
+            results = run_cases(count, case_at, work, seeds, args.jobs, args.time_limit, args.keep, not args.quiet,
+                                server)
+        finally:
+            if server is not None:
+                server.stop()
         wall = time.monotonic() - began
         failures = [(c, r) for c, r in results if r.outcome in runner.FAILURES]
+        if server is not None:
+            stray = server.stray_folders(server.accepted)
+            print(f"server: peak memory {server.peak_mb:.0f} MB, {len(server.accepted)} jobs accepted, "
+                  f"{len(stray)} job folders nobody was answered 201 for{': ' + ', '.join(stray[:5]) if stray else ''}")
+            if stray:
+                failures.append((runner.Case("serve:data-dir", "", "", 0, []),
+                                 runner.Result(runner.LEFTOVER, None, 0, 0, ", ".join(stray[:5]))))
         saved = []
         if failures and not args.no_save and not args.replay:
             for case, result in failures:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import mutate, targets
+from . import mutate, serve, targets
 from .seeds import Seed
 
 MEMORY_LIMIT = 4 << 30  # bytes of address space per case (the campaign's bound: a bomb must be refused)
@@ -36,8 +36,10 @@ LEFTOVER, CHANGED, NOISY = "leftover", "input changed", "noisy refusal"
 OUTCOMES = [SUCCESS, REFUSED, TRACEBACK, HANG, CRASH, MEMORY, LEFTOVER, CHANGED, NOISY]
 FAILURES = OUTCOMES[2:]
 _TORCH_CACHES = ("torchinductor_",)  # torch's own compile cache in TMPDIR: kept by design, not ours
-_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory", "Cannot allocate memory",
-                 "out of memory", "DefaultCPUAllocator")
+# Allocation failures of Python, C++ and torch. Not FFmpeg's ENOMEM ("Cannot allocate memory"): FFmpeg caps each
+# allocation itself (av_max_alloc) and a damaged header asking past it is refused as a damaged file, with or
+# without our limit (checked on the first such case: 272 MB peak with no limit at all).
+_MEMORY_SIGNS = ("MemoryError", "std::bad_alloc", "can't allocate memory", "out of memory", "DefaultCPUAllocator")
 
 
 @dataclass
@@ -169,9 +171,12 @@ def _child(args: list[str], case_dir: Path, env: dict[str, str], memory: int) ->
         import torch
 
         torch.set_num_threads(1)
-        from wav2lip.cli import main
+        if args[0] == targets.SERVE:
+            code = serve.run_case(args[1], *(Path(a) for a in args[2:5]), case_dir / "verdict.json")
+        else:
+            from wav2lip.cli import main
 
-        code = main(args)
+            code = main(args)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
         if not isinstance(exc.code, (int, type(None))):
@@ -238,6 +243,11 @@ def judge(case: Case, case_dir: Path, status: int | None, peak_mb: float, timed_
     if code is not None and code < 0:
         name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
         return Result(CRASH, code, seconds, peak_mb, f"killed by {name}; {tail}")
+    if target.command == "serve":  # the client child's verdict on what the server answered
+        verdict_file = case_dir / "verdict.json"
+        if verdict_file.exists() and "Traceback" not in stderr:
+            verdict = json.loads(verdict_file.read_text())
+            return Result(verdict["outcome"], code, seconds, peak_mb, verdict["detail"])
     if peak_mb * 2**20 > memory or any(sign in stderr for sign in _MEMORY_SIGNS):
         return Result(MEMORY, code, seconds, peak_mb, tail)
     if "Traceback (most recent call last)" in stderr:

@@ -170,8 +170,12 @@ def _texts(root: Path) -> list[Seed]:
 def _data(root: Path) -> list[Seed]:
     from wav2lip.data import synth
 
+    from wav2lip.io.audio import load_audio, melspectrogram
+
     synth.write_dataset(root / "dataset", 3, seed=4, seconds=1.0, clips_per_speaker=3, val_fraction=0.34,
                         test_fraction=0.0)
+    for wav in sorted((root / "dataset").rglob("audio.wav")):  # as preprocess leaves it: the mel beside the audio
+        np.save(wav.with_name("mel.npy"), melspectrogram(load_audio(wav)).astype(np.float32))
     synth.write_dataset(root / "raw", 1, layout="videos", seed=6, seconds=1.0)
     for extra in (root / "raw").rglob("*.npy"):
         extra.unlink()
@@ -203,6 +207,9 @@ def build(root: Path) -> dict[str, Seed]:
     root.mkdir(parents=True)
     seeds = _media(root) + _weights(root) + _texts(root) + _data(root)
     seeds += _cache(root)
+    from .serve import write_seed
+
+    seeds.append(write_seed(root, {s.name: s for s in seeds}))
     (root / "seeds.json").write_text(json.dumps([[s.name, str(s.path), s.kind] for s in seeds], indent=1))
     return {s.name: s for s in seeds}
 

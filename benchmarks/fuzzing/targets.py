@@ -141,6 +141,13 @@ def _train(recipe: str, data: str = "dataset", *extra: str, expert: str = "exper
     return build
 
 
+SERVE = "@serve"  # argv[0] of a case the child sends to the campaign's server instead of running the CLI
+
+
+def _serve(role: str) -> Variant:
+    return lambda p: [SERVE, role, M, p.seed("face.mp4"), p.seed("speech.wav")]
+
+
 TARGETS: tuple[Target, ...] = (
     Target("infer:face", ("video", "image"), _FACE_VARIANTS, 0.15),
     Target("infer:audio", ("audio", "video"), (_infer("face.mp4", M, "--box", *BOX),
@@ -168,6 +175,9 @@ TARGETS: tuple[Target, ...] = (
     Target("train:dataset", ("dataset",), (_train("expert", M), _train("generator", M)), 0.04),
     Target("train:config", ("config",), (_train("expert", config=M),), 0.03),
     Target("train:expert", ("expert", "generator"), (_train("generator", expert=M),), 0.02),
+    Target("serve:form", ("form",), (_serve("form"),), 0.03),
+    Target("serve:face", ("video", "image"), (_serve("face"),), 0.03),
+    Target("serve:audio", ("audio", "video"), (_serve("audio"),), 0.02),
     Target("inspect:checkpoint", ("generator", "expert", "detector", "enhancer"),
            (lambda p: ["weights", "inspect", M],), 0.07),
 )

@@ -107,6 +107,9 @@ class FaceDetector:
         batch = torch.from_numpy(np.stack(frames)).to(self.device)
         with torch.inference_mode():
             dets = self._run(batch)
+        # Damaged weights can give inf/NaN boxes: a detection that is not a finite box is not a face.
+        dets = [[d for d in frame_dets if np.isfinite(d.box).all() and np.isfinite(d.score)
+                 and (d.landmarks is None or np.isfinite(d.landmarks).all())] for frame_dets in dets]
         if scale != 1.0:
             sx, sy = width / frames[0].shape[1], height / frames[0].shape[0]
             for frame_dets in dets:
