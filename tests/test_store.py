@@ -395,3 +395,14 @@ def test_a_redirect_from_https_to_http_is_refused(tmp_path, server, monkeypatch,
         secure.server_close()
     assert server.requests == []  # the plain-http copy was never asked for
     assert not (tmp_path / "cache" / "tiny.pth").exists()
+
+
+def test_both_released_generators_are_verified_by_size_and_digest(tmp_path):
+    """A download or a file in the current folder named like the authors' generators is used only when it
+    is their file: both records carry a size and a SHA-256 (wav2lip.pth's from two public mirrors)."""
+    for name in ("wav2lip.pth", "wav2lip_gan.pth"):
+        entry = store.KNOWN[name]
+        assert entry.size and entry.size > 400_000_000 and len(entry.sha256 or "") == 64
+        impostor = tmp_path / name
+        impostor.write_bytes(b"\0" * 1000)
+        assert store.check(impostor, entry) == f"is 1,000 bytes, expected {entry.size:,}"

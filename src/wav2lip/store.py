@@ -61,7 +61,7 @@ KNOWN: dict[str, WeightFile] = {
         WeightFile(
             "wav2lip.pth", "wav2lip",
             (f"{_CAMENDURU}/wav2lip.pth", f"{_JUSTINJOHN}/wav2lip.pth"),
-            None, None,
+            435_807_851, "b78b681b68ad9fe6c6fb1debc6ff43ad05834a8af8a62ffc4167b7b34ef63c37",
             "Wav2Lip generator without the GAN (most accurate lip shapes, blurrier)",
             _AUTHORS_PAGE,
         ),
