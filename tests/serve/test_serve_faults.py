@@ -270,3 +270,16 @@ def test_a_stalled_upload_is_cut_off_and_frees_its_place(server) -> None:
     assert answer.startswith(b"HTTP/1.1 408 ") and b"came too slowly (1" in answer, answer[:300]
     assert UPLOAD_GRACE_S - 0.5 < waited < UPLOAD_GRACE_S + 15, waited
     assert server.client.get("/api/health").json()["uploading"] == 0 and job_folders(server) == before
+
+
+def test_clients_name_enhancers_never_files_on_the_server() -> None:
+    """`enhance` may name a fitted enhancer file on the command line; from a job form or a live start message
+    a path would make the server read its own files as weights: only the names pass."""
+    from wav2lip.serve.form import CLIENT_ENHANCERS, parse_options
+
+    for surface in ("jobs", "live_socket"):
+        for value in ("/etc/passwd", "../../weights/enhancer.pth", "C:\\enhancer.pth", "~/.cache/wav2lip/x.pth"):
+            with pytest.raises(Wav2LipError, match="this server takes one of none, gfpgan"):
+                parse_options({"enhance": value}, surface)
+        assert parse_options({"enhance": "none"}, surface)[0] == {"enhance": "none"}
+    assert "none" in CLIENT_ENHANCERS

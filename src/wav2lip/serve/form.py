@@ -16,6 +16,7 @@ from .jobs import AUDIO, FACE, sanitize_name
 FILES = (FACE, AUDIO)
 JOBS = "jobs"  # the option table's surface for the job form
 _MAX_FIELDS = 64
+CLIENT_ENHANCERS = ("none", "gfpgan", "self")  # the names a client may give; no paths on the server
 _MAX_FIELD_BYTES = 1024
 
 
@@ -35,7 +36,11 @@ def request_schema() -> dict:
 
 
 def parse_options(fields: dict[str, str], surface: str = JOBS) -> tuple[dict, str | None, str | None]:
-    """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one."""
+    """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one.
+    A client names enhancers, never files: a path would have the server read its own files as weights."""
+    enhance = fields.get("enhance", "none").strip()
+    if enhance not in CLIENT_ENHANCERS:
+        raise Wav2LipError(f"enhance={enhance[:80]!r}: this server takes one of {', '.join(CLIENT_ENHANCERS)}")
     run, models = parse_fields(fields, surface)
     return run, models.get("detector"), models.get("precision")
 
