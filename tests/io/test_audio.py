@@ -236,3 +236,28 @@ def test_a_few_samples_give_frames_not_an_stft_error():
     for n in (1, 2, 399, 400, 401):
         wav = np.sin(np.arange(n) / 3).astype(np.float32) * 0.5
         assert audio.melspectrogram(wav).shape == (audio.N_MELS, 1 + n // audio.HOP)
+
+
+def test_tags_that_are_not_utf8_do_not_stop_the_sound(tmp_path):
+    """A WAV whose INFO title holds bytes that are not UTF-8 (found by benchmarks/fuzz.py: PyAV raised
+    UnicodeDecodeError on opening it) is decoded like the same file without the tag, by load_audio and by
+    the live command's file_chunks."""
+    import struct
+
+    from wav2lip.io.streams import file_chunks
+
+    plain = tmp_path / "plain.wav"
+    with wave.open(str(plain), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((np.sin(np.arange(8000) / 9) * 8000).astype("<i2").tobytes())
+    data = plain.read_bytes()
+    tag = b"INAM" + struct.pack("<I", 6) + b"\xff\xfebad"
+    body = data[12:] + b"LIST" + struct.pack("<I", 4 + len(tag)) + b"INFO" + tag
+    tagged = tmp_path / "tagged.wav"
+    tagged.write_bytes(b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body)
+    expected = audio.load_audio(plain)
+    assert np.array_equal(audio.load_audio(tagged), expected)
+    assert audio.audio_seconds(tagged) == audio.audio_seconds(plain)
+    assert np.array_equal(np.concatenate(list(file_chunks(tagged, realtime=False))), expected)

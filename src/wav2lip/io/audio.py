@@ -69,7 +69,7 @@ def _open_audio(path: Path) -> tuple[av.container.InputContainer, av.AudioStream
     if path.stat().st_size == 0:
         raise Wav2LipError(f"{path}: file is empty (0 bytes)")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), metadata_errors="ignore")  # damaged tags must not stop the sound
     except av.error.FFmpegError as exc:
         raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
     if not container.streams.audio:

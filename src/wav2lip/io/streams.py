@@ -30,12 +30,13 @@ def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = T
     if path.stat().st_size == 0:
         raise Wav2LipError(f"{path}: file is empty (0 bytes)")
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), metadata_errors="ignore")  # damaged tags must not stop the sound
     except av.FFmpegError as exc:
         raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
-    if not container.streams.audio:
+    if not container.streams.audio or container.streams.audio[0].codec_context is None:
         container.close()
-        raise Wav2LipError(f"{path}: has no audio stream")
+        raise Wav2LipError(f"{path}: has no audio stream" if not container.streams.audio else
+                           f"{path}: its audio stream is in an unknown or damaged format that cannot be decoded")
     return _play(path, container, max(1, round(chunk * SAMPLE_RATE)), realtime)
 
 
