@@ -207,9 +207,10 @@ def build(root: Path) -> dict[str, Seed]:
     root.mkdir(parents=True)
     seeds = _media(root) + _weights(root) + _texts(root) + _data(root)
     seeds += _cache(root)
-    from .serve import write_seed
+    from .serve import write_live_seeds, write_seed
 
     seeds.append(write_seed(root, {s.name: s for s in seeds}))
+    seeds += write_live_seeds(root, {s.name: s for s in seeds})
     (root / "seeds.json").write_text(json.dumps([[s.name, str(s.path), s.kind] for s in seeds], indent=1))
     return {s.name: s for s in seeds}
 

@@ -152,16 +152,104 @@ def submit(port: int, body: bytes, limit_s: float = JOB_LIMIT_S) -> dict:
 
 
 PORT_VARIABLE = "WAV2LIP_FUZZ_PORT"  # the campaign's server, for the forked children
+LIVE_CHUNK = 1600  # samples per audio message (0.1 s at 16 kHz)
+
+
+def start_message(avatar_size: int, options: dict | None = None) -> bytes:
+    """The live socket's start message as the Live page sends it."""
+    return json.dumps({"type": "start", "avatar": {"name": "avatar.png", "size": avatar_size}, "format": "s16le",
+                       "sample_rate": 16000, "options": options or {"box": " ".join(BOX), "blend": "feather"}},
+                      indent=1).encode()
+
+
+def write_live_seeds(root: Path, seeds: dict[str, Seed]) -> list[Seed]:
+    """The start message (for the still avatar) and the speech as the raw PCM the socket carries."""
+    from wav2lip.io.audio import load_audio
+
+    (root / "live_start.json").write_bytes(start_message(seeds["still.png"].path.stat().st_size))
+    pcm = (load_audio(seeds["speech.wav"].path) * 32767).astype("<i2").tobytes()
+    (root / "speech.pcm").write_bytes(pcm)
+    return [Seed("live_start.json", root / "live_start.json", "start"), Seed("speech.pcm", root / "speech.pcm", "pcm")]
+
+
+def _live_session(port: int, start: bytes, avatar: bytes, pcm: bytes, limit_s: float = JOB_LIMIT_S) -> dict:
+    """One session on /api/live: start, avatar, audio, end; read to the close. The verdict."""
+    import struct
+
+    import websocket
+
+    try:
+        ws = websocket.create_connection(f"ws://127.0.0.1:{port}/api/live", timeout=limit_s)
+    except (OSError, websocket.WebSocketException) as exc:
+        return _verdict("crash", f"no connection: {type(exc).__name__}: {exc}")
+    ready, frames, error = False, 0, None
+    try:
+        # a start message that is no UTF-8 text cannot go as a text message: it goes as binary, as a client could
+        ws.send(start, opcode=websocket.ABNF.OPCODE_TEXT if _utf8(start) else websocket.ABNF.OPCODE_BINARY)
+        for at in range(0, len(avatar), 2**20):
+            ws.send_binary(avatar[at:at + 2**20])
+        for at in range(0, len(pcm), 2 * LIVE_CHUNK):
+            ws.send_binary(pcm[at:at + 2 * LIVE_CHUNK])
+        ws.send(json.dumps({"type": "end"}))
+    except (OSError, websocket.WebSocketException):
+        pass  # the server may close early on a bad start; what it said is read below
+    try:
+        while True:
+            opcode, data = ws.recv_data(control_frame=True)
+            if opcode == websocket.ABNF.OPCODE_CLOSE:
+                code = struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
+                break
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                message = json.loads(data)
+                ready = ready or message.get("type") == "ready"
+                if message.get("type") == "error":
+                    error = message.get("message")
+            elif opcode == websocket.ABNF.OPCODE_BINARY:
+                frames += 1
+                index = json.loads(data[4:4 + struct.unpack("<I", data[:4])[0]])["index"]
+                ws.send(json.dumps({"type": "ack", "index": index}))
+    except websocket.WebSocketTimeoutException:
+        return _verdict("hang", f"no close within {limit_s:.0f} s ({frames} frames)")
+    except (OSError, websocket.WebSocketException) as exc:
+        return _verdict("crash", f"the connection dropped: {type(exc).__name__}: {exc}")
+    finally:
+        ws.close()
+    if code == 1000 and ready and error is None:
+        return _verdict("success", f"{frames} frames")
+    if code in (1008, 1013) and isinstance(error, str) and error and "\n" not in error:
+        return _verdict("refused", f"{code}: {error}")
+    if code == 1011:
+        return _verdict("traceback", f"closed 1011 (the server's fault): {error}")
+    return _verdict("noisy refusal", f"closed {code}, error {error!r}, ready {ready}, {frames} frames")
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 def run_case(role: str, mutant: Path, face: Path, audio: Path, verdict: Path) -> int:
     """In the forked child: build and send the body for `role`, write the verdict; exit code 0."""
     data = mutant.read_bytes()
+    port = int(os.environ[PORT_VARIABLE])
+    if role.startswith("live-"):
+        still = face.with_name("still.png").read_bytes()
+        pcm = face.with_name("speech.pcm").read_bytes()
+        if role == "live-start":
+            verdict.write_text(json.dumps(_live_session(port, data, still, pcm)))
+        elif role == "live-avatar":
+            verdict.write_text(json.dumps(_live_session(port, start_message(len(data)), data, pcm)))
+        else:
+            verdict.write_text(json.dumps(_live_session(port, start_message(len(still)), still, data)))
+        return 0
     if role == "form":
         body = data
     elif role == "face":
         body = form_body((mutant.name, data), (audio.name, audio.read_bytes()))
     else:
         body = form_body((face.name, face.read_bytes()), (mutant.name, data))
-    verdict.write_text(json.dumps(submit(int(os.environ[PORT_VARIABLE]), body)))
+    verdict.write_text(json.dumps(submit(port, body)))
     return 0

@@ -178,6 +178,9 @@ TARGETS: tuple[Target, ...] = (
     Target("serve:form", ("form",), (_serve("form"),), 0.03),
     Target("serve:face", ("video", "image"), (_serve("face"),), 0.03),
     Target("serve:audio", ("audio", "video"), (_serve("audio"),), 0.02),
+    Target("serve:live-start", ("start",), (_serve("live-start"),), 0.02),
+    Target("serve:live-avatar", ("video", "image"), (_serve("live-avatar"),), 0.02),
+    Target("serve:live-audio", ("pcm",), (_serve("live-audio"),), 0.01),
     Target("inspect:checkpoint", ("generator", "expert", "detector", "enhancer"),
            (lambda p: ["weights", "inspect", M],), 0.07),
 )
