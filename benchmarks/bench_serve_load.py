@@ -16,7 +16,7 @@ network's quality, is measured here):
   again on the same folder: what became of each accepted job, whether a result is served for a job not
   done, and what is left in the folder that should not be (uploads of finished jobs, partial files,
   folders without a record).
-- disk full: the data folder on a 24 MiB tmpfs (root) or, failing that, RLIMIT_FSIZE of 24 MiB on the
+- disk full: the data folder on a 12 MiB tmpfs (root) or, failing that, RLIMIT_FSIZE of 12 MiB on the
   server (writes past it fail with EFBIG instead of ENOSPC; the table says which). A lossless job whose
   result does not fit, an upload that does not fit, then a job that fits.
 - security: hostile file names, oversized headers and forms, the token on a server bound to 0.0.0.0
@@ -204,7 +204,7 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
     server = Server(work / "load", checkpoint, "--max-queue", str(max_queue), "--max-upload-mb", "64")
     answers: list[httpx.Response] = []
     errors: list[str] = []
-    go = threading.Barrier(clients + big, timeout=120)
+    go = threading.Barrier(clients, timeout=120)
     trickling = threading.Event()
 
     def client(k: int) -> None:
@@ -226,7 +226,6 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
 
     def big_upload() -> None:
         try:
-            go.wait()
             big_answers.append(httpx.post(f"{server.url}/api/jobs", content=hundred_mb(), timeout=600,
                                           headers={"Content-Type": MULTIPART}).status_code)
         except Exception as exc:
@@ -260,6 +259,8 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
                 health_ms.append((time.monotonic() - t0) * 1000)
                 time.sleep(0.25)
 
+    server.wait(server.accept(name="alone.mp4"))  # one job by itself first: the memory a job takes
+    alone_peak = server.rss_peak
     slow_threads = [threading.Thread(target=slow_upload) for _ in range(slow)]
     for thread in slow_threads:
         thread.start()
@@ -269,8 +270,8 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
     bursting.set()
     poller = threading.Thread(target=poll_health)
     poller.start()
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
-    threads += [threading.Thread(target=big_upload) for _ in range(big)]
+    threads = [threading.Thread(target=big_upload) for _ in range(big)]  # first, so they stream beside the rest
+    threads += [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -290,7 +291,7 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
     seen = track(server, accepted, timeout=1800)
     for thread in slow_threads:
         thread.join()
-    listed = {job["id"]: job for job in server.http.get("/api/jobs").json()}
+    listed = {job["id"]: job for job in server.http.get("/api/jobs").json() if job["face"] != "alone.mp4"}
     done = sum(listed.get(i, {}).get("status") == "done" for i in accepted)
     failed = [listed[i] for i in accepted if listed.get(i, {}).get("status") == "failed"]
     lost = sum(i not in listed for i in accepted)
@@ -306,7 +307,8 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
          (f"; client errors: {len(errors)} ({errors[0][:60]})" if errors else "; client errors: 0")),
         ("load: 503 with Retry-After", f"{with_retry} of {codes.get(503, 0)}"),
         ("load: 100 MB uploads", ", ".join(map(str, big_answers)) + " (413: cut off at the limit)"),
-        ("load: server memory peak (RSS)", f"{server.rss_peak / mib:.0f} MiB"),
+        ("load: server memory peak (RSS)", f"{server.rss_peak / mib:.0f} MiB under load; {alone_peak / mib:.0f} MiB "
+                                           "with one job alone before"),
         ("load: job folder peak", f"{server.disk_peak / mib:.1f} MiB (bound: --max-queue x 64 MiB uploads + jobs)"),
         ("load: accepted jobs", f"{len(accepted)}: done {done}, failed {len(failed)}, lost {lost}, twice {twice}, "
                                 f"unfinished {unfinished}"),
@@ -378,11 +380,11 @@ def small_disk(where: Path, size_mib: int):
 
 
 def disk_full(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
-    size = 24
+    size = 12
     with small_disk(work / "small-disk", size) as how:
         data = work / "small-disk" / "data"
         server = Server(data, checkpoint, file_limit=None if how == "tmpfs" else size * 2**20)
-        job = server.submit(box="150 470 140 380", lossless="true")  # FFV1 RGB of 4.9 s at 524x524: ~50 MB
+        job = server.submit(box="150 470 140 380", lossless="true")  # FFV1 RGB of 5 s at 524x524: ~17 MB
         failed = server.wait(job.json()["id"]) if job.status_code == 201 else {"status": job.status_code, "error": job.text}
         huge = work / "huge.mp4"
         huge.write_bytes(os.urandom((size + 8) * 2**20))
@@ -393,7 +395,7 @@ def disk_full(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
         orphans = leftovers(data)
         server.stop()
         huge.unlink()
-    what = "a 24 MiB tmpfs (ENOSPC)" if how == "tmpfs" else "RLIMIT_FSIZE 24 MiB on the server (EFBIG)"
+    what = f"a {size} MiB tmpfs (ENOSPC)" if how == "tmpfs" else f"RLIMIT_FSIZE {size} MiB on the server (EFBIG)"
     return [
         ("disk full: how", what),
         ("disk full: a job whose result does not fit", f"{failed['status']}: {(failed.get('error') or '')[:90]}"),
