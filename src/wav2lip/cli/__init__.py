@@ -21,7 +21,8 @@ from typing import Iterator
 from ..errors import Wav2LipError
 
 # Subcommand modules, in the order `wav2lip --help` lists them.
-SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess", "serve", "live"]
+SUBCOMMANDS: list[str] = ["weights", "export", "detect", "synth_data", "infer", "evaluate", "train", "preprocess", "serve", "live",
+                          "fit_enhancer"]
 
 # OS errors about the user's files and disks (not bugs): reported as one line like a Wav2LipError.
 USER_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOENT,

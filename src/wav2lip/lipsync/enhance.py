@@ -12,6 +12,8 @@ continuously with the landmarks (the reference's least-median fit can jump betwe
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import cv2
 import numpy as np
 import torch
@@ -29,6 +31,13 @@ MASK_EDGE = 2  # the warped mask's first erosion, in pixels (spec/GFPGAN.md sect
 # RetinaFace faces of ../shared/fixtures/retinaface_real_frames.npz, made left-right symmetric.
 BOX_LANDMARKS = np.array([[0.276, 0.39], [0.724, 0.39], [0.5, 0.56], [0.317, 0.75], [0.683, 0.75]])
 ENHANCE_BATCH = 4  # faces per network call
+
+
+class Enhancer(Protocol):
+    """What the kernel's enhance step calls: GFPGAN's `FaceEnhancer` or a fitted `SelfEnhancer`."""
+
+    def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
+                blend: str, strength: float) -> None: ...
 
 
 def similarity(points: np.ndarray, target: np.ndarray = TEMPLATE) -> np.ndarray:

@@ -30,7 +30,20 @@ from .mask import MASKS, MaskShape
 
 BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator, faster than torch fp32 on CPUs
 BLEND_MODES = ("paste", "feather")  # the reference's hard rectangle, or a soft mask (blend.BLENDS does each)
-ENHANCERS = ("none", "gfpgan")  # mouth restoration after blending (lipsync.enhance)
+
+
+class _NamesOrFile(tuple):
+    """The enhancer names, which every surface lists; `in` (argparse's and `Option.check`'s test) also takes
+    the path of a fitted enhancer file (a name with a folder in it or ending .pth), which the command line
+    accepts and the server refuses (serve.form)."""
+
+    def __contains__(self, value: object) -> bool:
+        return tuple.__contains__(self, value) or isinstance(value, str) and (
+            value.endswith(".pth") or "/" in value or "\\" in value)
+
+
+# Mouth restoration after blending (lipsync.self_enhance.load_enhancer), or a fitted enhancer file.
+ENHANCERS = _NamesOrFile(("none", "gfpgan", "self"))
 LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter than the audio: again, or back and forth
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
@@ -222,8 +235,10 @@ class SyncOptions:
     colour_match: bool = option(True, "feather: match the generated colours to the surrounding skin",
                                 label="Colour-match the mouth", group="mouth", surfaces=RUN,
                                 flag="--no-colour-match", aliases=("--no-color-match",))
-    enhance: str = option("none", "gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU)",
-                          label="Restore the mouth", group="mouth", surfaces=RUN, choices=ENHANCERS, noun="enhancer")
+    enhance: str = option("none", "gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU); "
+                          "self: an enhancer fitted to this face video (minutes on first use, then cached); or the "
+                          "PATH of a `wav2lip fit-enhancer` file", label="Restore the mouth", group="mouth",
+                          surfaces=RUN, choices=ENHANCERS, noun="enhancer")
     enhance_strength: float = option(1.0, "mix of restored and plain mouth: 0 plain, 1 restored",
                                      label="Restoration strength", group="mouth", surfaces=RUN, minimum=0.0,
                                      maximum=1.0, metavar="S")

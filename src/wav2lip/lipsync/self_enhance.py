@@ -1,0 +1,417 @@
+"""A mouth enhancer fitted to one person from their own face video (`wav2lip fit-enhancer`, `--enhance self`).
+
+The generator paints a 96-px face that is then stretched to the face box, so a 300-px box shows a
+blurry mouth. This module learns, from the face video alone, to turn that 96-px face into the lower
+face at 2x to 4x the size, for this person only: training pairs are the video's own frames, the input
+made the way the enhance step will see the generator's face (the reference's 96-px crop, stretched to
+the box and read back to 96 px) and then degraded as generator output is (blur, noise, colour shifts:
+`Degradation`), the target the real lower face at the larger size. At run time the enhancer reads the
+painted face back from the blended frame, so it never sees the real mouth of that frame: it cannot leak
+the source's mouth into the output, only sharpen the one the generator painted.
+
+An enhancer file (`FILE.enhancer.pth`) is a plain tensor checkpoint (`torch.load(weights_only=True)`
+reads it, no code runs) holding the network's weights, its shape and how it was fitted: the face
+file's SHA-256, frames, steps, seconds and the final loss. `--enhance self` fits one on first use and
+keeps it in the model store's cache folder under the face file's content hash.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import store
+from ..checkpoints import read_checkpoint
+from ..errors import Wav2LipError
+from ..faces import FaceDetector, FaceTrackOptions, track
+from ..faces.cache import file_digest
+from ..io.files import atomic_output
+from ..io.video import open_source
+from ..models.generator import FACE_SIZE
+from ..models.mouth_enhancer import SCALES, MouthEnhancer
+from .enhance import Enhancer, FaceEnhancer, paint_mask
+from .kernel import crop_face
+
+KIND = "wav2lip-mouth-enhancer"  # the file's "kind" entry: what `load` accepts
+VERSION = 1
+TOP = 40  # first row of the 96-px face the enhancer sees: the painted lower half (48..) and 8 rows of context
+SEAM = 8  # rows over which the enhanced face fades in at its top edge (TOP .. TOP + SEAM), so no seam shows
+CHANNELS, BLOCKS = 24, 3  # the network's size: 150+ faces/s at 96 -> 192 on two cores (bench_self_enhance)
+PATCH = 32  # training crops: PATCH x PATCH input pixels
+BATCH = 24
+LR = 2e-3
+MAX_FRAMES = 400  # frames sampled evenly from the video for training pairs
+DEFAULT_MINUTES = 1.5  # training time of `fit-enhancer` and `--enhance self` (detection comes on top)
+MAX_STEPS = 6000
+RUN_BATCH = 32  # faces per network call at run time
+
+
+@dataclass(frozen=True)
+class Degradation:
+    """What makes the video's own faces look like the generator's output: a Gaussian blur of random
+    sigma (the generator's L1-trained faces are smoother than real ones), Gaussian noise, and a small
+    per-channel gain and offset (its colours drift from the source's). Drawn per training sample;
+    `bench_self_enhance.py` prints the blur, noise and colour statistics of these pairs beside those of
+    real generator output against its truth."""
+
+    blur: tuple[float, float] = (0.0, 1.2)  # sigma in 96-px pixels, uniform
+    blur_chance: float = 0.8
+    noise: tuple[float, float] = (0.0, 3.0)  # standard deviation in grey levels, uniform
+    gain: float = 0.04  # per channel, uniform in 1 +- gain
+    offset: float = 4.0  # per channel, grey levels, uniform in +- offset
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """(B, 3, H, W) in [0, 1] -> degraded copies, quantised to 8 bits as a painted face is."""
+        b = x.shape[0]
+        u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
+        sigma = (self.blur[0] + u(b) * (self.blur[1] - self.blur[0])) * (u(b) < self.blur_chance)
+        x = gaussian_blur(x, sigma)
+        x = x * (1 + (2 * u(b, 3, 1, 1) - 1) * self.gain) + (2 * u(b, 3, 1, 1) - 1) * self.offset / 255
+        noise = self.noise[0] + u(b, 1, 1, 1) * (self.noise[1] - self.noise[0])
+        x = x + torch.randn(x.shape, generator=generator) * noise / 255
+        return (x.clamp(0, 1) * 255).round() / 255
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of (B, C, H, W) with its own sigma (B,) (0: unchanged), reflecting at the edges."""
+    b, c, h, w = x.shape
+    radius = 3
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    s = sigma.clamp_min(1e-3)[:, None]
+    k = torch.exp(-0.5 * (t[None] / s) ** 2)
+    k = k / k.sum(dim=1, keepdim=True)  # (B, 7); sigma 0 gives the unit impulse
+    k = k.repeat_interleave(c, dim=0)  # (B * C, 7)
+    flat = F.pad(x.reshape(1, b * c, h, w), (radius,) * 4, mode="reflect")
+    flat = F.conv2d(flat, k[:, None, None, :], groups=b * c)
+    flat = F.conv2d(flat, k[:, None, :, None], groups=b * c)
+    return flat.reshape(b, c, h, w)
+
+
+# ---------------------------------------------------------------- training pairs
+
+
+def painted_input(face96: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """The 96-px face as the enhance step reads it back from a frame: stretched to the box as the paste
+    blend does (INTER_LINEAR), then shrunk to 96 px again (INTER_AREA)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    stretched = cv2.resize(face96, (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR)
+    return read_back(stretched)
+
+
+def read_back(region: np.ndarray) -> np.ndarray:
+    """A face box's pixels -> the 96-px face the enhancer takes."""
+    return cv2.resize(region, (FACE_SIZE, FACE_SIZE), interpolation=cv2.INTER_AREA)
+
+
+def target_face(frame: np.ndarray, box: np.ndarray, scale: int) -> np.ndarray:
+    """The real face box at scale x 96 px (INTER_AREA: no aliasing), the enhancer's lower rows."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    side = FACE_SIZE * scale
+    interpolation = cv2.INTER_AREA if min(x2 - x1, y2 - y1) >= side else cv2.INTER_CUBIC
+    return cv2.resize(frame[y1:y2, x1:x2], (side, side), interpolation=interpolation)[TOP * scale:]
+
+
+def choose_scale(box_sides: list[float]) -> int:
+    """The output scale for the video's typical face box: its side over 96, rounded, within SCALES."""
+    side = float(np.median(box_sides)) if box_sides else FACE_SIZE * SCALES[0]
+    return int(min(max(round(side / FACE_SIZE), SCALES[0]), SCALES[-1]))
+
+
+@dataclass
+class Pairs:
+    """Training pairs of one video: lower faces, BGR uint8."""
+
+    inputs: np.ndarray  # (N, 96 - TOP, 96, 3): what the enhancer sees
+    targets: np.ndarray  # (N, scale * (96 - TOP), scale * 96, 3): the real lower face
+    scale: int
+    frames: int  # frames read (with or without a face)
+
+
+def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: tuple[int, int] | None = None,
+               scale: int | None = None, max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None,
+               on_frame: Callable[[], None] | None = None) -> Pairs:
+    """The pairs of the frames [start, stop) of `video` (all by default) where a face is found, at most
+    `max_frames` of them, spread evenly. Boxes as `infer` makes them (default pads and smoothing), or
+    the fixed `box` (x1, y1, x2, y2) without a detector."""
+    source = open_source(video)
+    start, stop = frames if frames is not None else (0, source.n_frames_estimate)
+    every = max(1, math.ceil((stop - start) / max_frames))
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    read = 0
+    if box is not None and not (0 <= box[0] < box[2] <= source.width and 0 <= box[1] < box[3] <= source.height):
+        raise Wav2LipError(f"{video}: the face box {box} (x1 y1 x2 y2) is not inside its "
+                           f"{source.width}x{source.height} frame")
+    for item in track(source.frames(stop), detector, FaceTrackOptions(fixed_box=box)):
+        read += 1
+        if on_frame is not None:
+            on_frame()
+        if item.index >= start and (item.index - start) % every == 0 and item.box is not None:
+            x1, y1, x2, y2 = (int(v) for v in item.box)
+            if x2 - x1 >= 8 and y2 - y1 >= 8:
+                kept.append((item.frame, item.box))
+    if not kept:
+        raise Wav2LipError(f"{video}: no face found in the frames to fit an enhancer on")
+    scale = scale or choose_scale([min(b[2] - b[0], b[3] - b[1]) for _, b in kept])
+    inputs = np.stack([painted_input(crop_face(f, b), b)[TOP:] for f, b in kept])
+    targets = np.stack([target_face(f, b, scale) for f, b in kept])
+    return Pairs(inputs, targets, scale, read)
+
+
+# ---------------------------------------------------------------- fitting
+
+
+@dataclass
+class FitRecord:
+    """How an enhancer was fitted (kept in its file)."""
+
+    source: str  # the face file's name
+    source_sha256: str
+    frames: int  # training pairs (faces)
+    first: int  # the frame range they came from
+    last: int
+    scale: int
+    steps: int
+    seconds: float
+    loss: float  # mean absolute error of the last steps, grey levels, on degraded inputs
+    bicubic_loss: float  # the same for the plain bicubic upscale: what the training improved on
+
+
+def to_tensor(bgr: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) BGR uint8 -> (N, 3, H, W) RGB float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(bgr[..., ::-1])).permute(0, 3, 1, 2).float() / 255
+
+
+def from_tensor(rgb: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) RGB about [0, 1] -> (N, H, W, 3) BGR uint8, rounded."""
+    img = (rgb.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return np.ascontiguousarray(img.permute(0, 2, 3, 1).numpy()[..., ::-1])
+
+
+def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS, seed: int = 0,
+          degradation: Degradation = Degradation(),
+          on_step: Callable[[int, float], None] | None = None) -> tuple[MouthEnhancer, int, float, float]:
+    """Fit a MouthEnhancer on random crops of the pairs for `minutes` or `steps`, whichever ends first
+    (learning rate on a cosine to zero over the larger of the two fractions). Returns the network, the
+    steps taken, its mean L1 over the last steps and the bicubic upscale's, in grey levels."""
+    torch.manual_seed(seed)
+    rng = torch.Generator().manual_seed(seed)
+    model = MouthEnhancer(CHANNELS, BLOCKS, pairs.scale)
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    inputs, targets = to_tensor(pairs.inputs), to_tensor(pairs.targets)
+    s, (h, w) = pairs.scale, inputs.shape[2:]
+    ph, pw = min(PATCH, h), min(PATCH, w)
+    budget = max(minutes, 1e-6) * 60
+    started = time.perf_counter()
+    recent: list[tuple[float, float]] = []
+    step = 0
+    while step < steps:
+        done = max(step / steps, (time.perf_counter() - started) / budget)
+        if done >= 1:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * done))
+        pick = torch.randint(len(inputs), (BATCH,), generator=rng)
+        ys = torch.randint(h - ph + 1, (BATCH,), generator=rng)
+        xs = torch.randint(w - pw + 1, (BATCH,), generator=rng)
+        flip = torch.rand(BATCH, generator=rng) < 0.5
+        x = degradation(inputs[pick], rng)
+        x = torch.stack([x[i, :, y:y + ph, c:c + pw] for i, (y, c) in enumerate(zip(ys, xs))])
+        t = torch.stack([targets[p, :, y * s:(y + ph) * s, c * s:(c + pw) * s] for p, y, c in zip(pick, ys, xs)])
+        x[flip], t[flip] = x[flip].flip(-1), t[flip].flip(-1)
+        out = model(x)
+        loss = (out - t).abs().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        with torch.no_grad():
+            base = (F.interpolate(x, scale_factor=s, mode="bicubic", align_corners=False) - t).abs().mean()
+        recent = (recent + [(float(loss.detach()) * 255, float(base) * 255)])[-50:]
+        if on_step is not None:
+            on_step(step, recent[-1][0])
+    if not recent:
+        raise Wav2LipError("fitting the enhancer took no step (give it more time or steps)")
+    return model.eval(), step, float(np.mean([r[0] for r in recent])), float(np.mean([r[1] for r in recent]))
+
+
+def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float = DEFAULT_MINUTES,
+        steps: int = MAX_STEPS, frames: tuple[int, int] | None = None, scale: int | None = None,
+        max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None, progress: bool = False,
+        seed: int = 0) -> tuple[MouthEnhancer, FitRecord]:
+    """Fit an enhancer to the face in `face` (a video or an image): pairs, then training. `box`: a fixed
+    face box (x1, y1, x2, y2) instead of detection. `progress` shows a bar for each phase on stderr."""
+    face = Path(face)
+    started = time.perf_counter()
+    digest = file_sha256(face)
+    bar = _bar(progress, open_source(face).n_frames_estimate if frames is None else frames[1], "frame",
+               f"enhancer: faces of {face.name}")
+    pairs = face_pairs(face, detector, frames, scale, max_frames, box, on_frame=bar.update if bar else None)
+    if bar is not None:
+        bar.close()
+    bar = _bar(progress, steps, "step", "enhancer: fitting")
+
+    def shown(step: int, loss: float) -> None:
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss:.2f}")
+
+    try:
+        model, taken, loss, base = train(pairs, minutes, steps, seed, on_step=shown)
+    finally:
+        if bar is not None:
+            bar.close()
+    first, last = frames if frames is not None else (0, pairs.frames)
+    record = FitRecord(face.name, digest, len(pairs.inputs), first, last, pairs.scale, taken,
+                       round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4))
+    return model, record
+
+
+def _bar(enabled: bool, total: int, unit: str, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=desc, dynamic_ncols=True, smoothing=0.1)
+
+
+def file_sha256(path: Path) -> str:
+    """The content hash that names a cached enhancer (and that a fitted file records)."""
+    try:
+        return file_digest(path)
+    except OSError as exc:
+        raise Wav2LipError(f"{path}: cannot read the face file ({exc.strerror})") from None
+
+
+# ---------------------------------------------------------------- the file
+
+
+def save(path: str | os.PathLike, model: MouthEnhancer, record: FitRecord) -> Path:
+    """Write the enhancer file atomically (nothing at `path` if it fails)."""
+    path = Path(path)
+    payload = {"kind": KIND, "version": VERSION, "state_dict": model.state_dict(),
+               "config": {"channels": model.channels, "blocks": model.blocks, "scale": model.scale, "top": TOP},
+               "fit": asdict(record)}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+    return path
+
+
+def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnhancer:
+    """Read an enhancer file: plain tensors only (a file that would run code is refused), its kind,
+    shape and values checked; every problem one line naming the file."""
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    extra = checkpoint.extra
+    if extra.get("kind") != KIND:
+        raise Wav2LipError(f"{path}: not a mouth enhancer (fit one with `wav2lip fit-enhancer FACE -o FILE`)")
+    if extra.get("version") != VERSION:
+        raise Wav2LipError(f"{path}: mouth enhancer format {extra.get('version')!r}, this version reads {VERSION}")
+    config, record = extra.get("config"), extra.get("fit")
+    ints = ("channels", "blocks", "scale", "top")
+    if not isinstance(config, dict) or any(type(config.get(k)) is not int for k in ints) \
+            or config["top"] != TOP or config["scale"] not in SCALES or not (1 <= config["channels"] <= 256) \
+            or not (0 <= config["blocks"] <= 32) or not isinstance(record, dict):
+        raise Wav2LipError(f"{path}: damaged mouth enhancer (its shape entry {config!r} is not one this version builds)")
+    model = MouthEnhancer(config["channels"], config["blocks"], config["scale"])
+    try:
+        model.load_state_dict(checkpoint.state_dict)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[-1].strip()
+        raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights do not fit its shape ({first})") from None
+    if not all(torch.isfinite(t).all() for t in checkpoint.state_dict.values()):
+        raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights hold NaN or infinite values")
+    return SelfEnhancer(model, device, record)
+
+
+def cache_path(face: str | os.PathLike) -> Path:
+    """Where `--enhance self` keeps the enhancer fitted to this face file (by its content hash)."""
+    return store.cache_dir() / "enhancers" / f"{file_sha256(Path(face))}.enhancer.pth"
+
+
+def fitted_for(face: str | os.PathLike, detector: Callable[[], FaceDetector], device: str | torch.device = "cpu",
+               progress: bool = False, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS) -> SelfEnhancer:
+    """`--enhance self`: the enhancer fitted to `face`, from the cache, or fitted now and cached. A
+    cached file that cannot be read is fitted again."""
+    target = cache_path(face)
+    if target.is_file():
+        try:
+            return load(target, device)
+        except Wav2LipError:
+            pass
+    target.parent.mkdir(parents=True, exist_ok=True)
+    model, record = fit(face, detector(), minutes, steps, progress=progress)
+    save(target, model, record)
+    return SelfEnhancer(model, device, asdict(record))
+
+
+def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceEnhancer],
+                  detector: Callable[[], FaceDetector], device: str | torch.device = "cpu",
+                  progress: bool = False) -> Enhancer | None:
+    """The enhancer an `enhance` option value names, for a run on `face`: None for "none", GFPGAN
+    (`gfpgan()`: the caller loads it once) for "gfpgan", the enhancer fitted to `face` for "self"
+    (fitted on first use with `detector()`, then cached), else a `wav2lip fit-enhancer` file."""
+    if spec == "none":
+        return None
+    if spec == "gfpgan":
+        return gfpgan()
+    if spec == "self":
+        return fitted_for(face, detector, device, progress)
+    return load(spec, device)
+
+
+# ---------------------------------------------------------------- at run time
+
+
+class SelfEnhancer:
+    """A loaded mouth enhancer, used as the kernel uses GFPGAN's `FaceEnhancer` (the same `enhance`)."""
+
+    def __init__(self, model: MouthEnhancer, device: str | torch.device = "cpu", record: dict | None = None) -> None:
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.scale = model.scale
+        self.record = record or {}
+
+    def upscale(self, lower: np.ndarray) -> np.ndarray:
+        """(B, 96 - TOP, 96, 3) BGR uint8 lower faces -> (B, scale x that, 3) BGR uint8."""
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(lower), RUN_BATCH):
+                x = to_tensor(lower[start:start + RUN_BATCH]).to(self.device)
+                out.append(from_tensor(self.model(x).cpu()))
+        return np.concatenate(out) if out else np.zeros((0, *(self.scale * np.array(lower.shape[1:3])), 3), np.uint8)
+
+    def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
+                blend: str, strength: float) -> None:
+        """Sharpen the painted lower face of each frame in place: read the box back to 96 px, upscale
+        its lower rows, put them back under the generator's paint mask times `strength` (landmarks
+        unused: the face box places it)."""
+        boxes = [np.asarray(b).astype(int) for b in boxes]
+        lower = np.stack([read_back(f[b[1]:b[3], b[0]:b[2]])[TOP:] for f, b in zip(frames, boxes)])
+        for frame, box, face in zip(frames, boxes, self.upscale(lower)):
+            put_lower(frame, box, face, blend, strength)
+
+
+def put_lower(frame: np.ndarray, box: np.ndarray, face: np.ndarray, blend: str, strength: float) -> None:
+    """Blend an upscaled lower face (rows TOP.. of the 96-px face, at any scale) into the box of `frame`
+    in place, under the paint mask, fading in over its top SEAM rows."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    h, w = y2 - y1, x2 - x1
+    top = round(h * TOP / FACE_SIZE)
+    if h - top <= 0 or w <= 0:
+        return
+    resized = cv2.resize(face, (w, h - top), interpolation=cv2.INTER_AREA if face.shape[1] > w else cv2.INTER_CUBIC)
+    weight = paint_mask(blend, h, w)[top:] * np.float32(strength)
+    seam = max(1, round(h * SEAM / FACE_SIZE))
+    weight[:seam] *= ((np.arange(seam, dtype=np.float32) + 0.5) / seam)[:, None]
+    region = frame[y1 + top:y2, x1:x2]
+    plain = region.astype(np.float32)
+    region[:] = np.clip(plain + (resized.astype(np.float32) - plain) * weight[..., None] + 0.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,194 @@
+"""The person-specific mouth enhancer (lipsync/self_enhance.py, `wav2lip fit-enhancer`, `--enhance self`): fitted
+on a real shared clip with tiny settings, its file read back, cached by the face's content, kept to the painted
+lower face, and hostile enhancer files refused in one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from wav2lip.errors import Wav2LipError
+from wav2lip.faces import create_detector
+from wav2lip.lipsync import self_enhance
+from wav2lip.lipsync.kernel import crop_face
+from wav2lip.lipsync.options import SyncOptions
+
+TINY = {"minutes": 1.0, "steps": 12, "frames": (0, 25), "max_frames": 6}
+
+
+@pytest.fixture(scope="module")
+def detector(models_dir):
+    return create_detector("retinaface", weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def fitted(media, detector, work):
+    """An enhancer fitted on 6 faces of a real clip in 12 steps, and its file."""
+    model, record = self_enhance.fit(media / "vr_face5.mp4", detector, **TINY)
+    path = self_enhance.save(work / "face5.enhancer.pth", model, record)
+    return model, record, path
+
+
+def test_fit_records_how_it_was_fitted_and_the_file_gives_the_same_network(fitted, media) -> None:
+    model, record, path = fitted
+    assert record.source == "vr_face5.mp4" and record.source_sha256 == self_enhance.file_sha256(media / "vr_face5.mp4")
+    assert (record.frames, record.first, record.last, record.steps) == (5, 0, 25, 12)  # every 5th frame
+    assert record.scale in (2, 3, 4) and record.loss > 0 and record.bicubic_loss > 0
+    loaded = self_enhance.load(path)
+    assert loaded.record == record.__dict__
+    faces = np.random.default_rng(0).integers(0, 256, (3, 96 - self_enhance.TOP, 96, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(loaded.upscale(faces), self_enhance.SelfEnhancer(model).upscale(faces))
+    assert loaded.upscale(faces).shape == (3, record.scale * (96 - self_enhance.TOP), record.scale * 96, 3)
+
+
+def test_an_untrained_enhancer_is_the_bicubic_upscale() -> None:
+    """The detail branch starts at zero: training only adds to a plain upscale."""
+    x = torch.rand(2, 3, 56, 96)
+    out = self_enhance.MouthEnhancer(scale=2)(x)
+    base = torch.nn.functional.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(out, base)
+
+
+def test_enhance_changes_only_the_painted_lower_face(fitted, media) -> None:
+    from wav2lip.io.video import open_source
+
+    frame = next(iter(open_source(media / "vr_face5.mp4").frames(1)))
+    box = np.array([150, 120, 390, 400])
+    enhanced = frame.copy()
+    self_enhance.SelfEnhancer(fitted[0]).enhance([enhanced], [box], [None], "paste", 1.0)
+    changed = np.argwhere(np.any(enhanced != frame, axis=2))
+    assert len(changed) > 1000
+    top = 120 + round(280 * self_enhance.TOP / 96)
+    assert changed[:, 0].min() >= top and changed[:, 0].max() < 400
+    assert changed[:, 1].min() >= 150 and changed[:, 1].max() < 390
+    feathered = frame.copy()
+    self_enhance.SelfEnhancer(fitted[0]).enhance([feathered], [box], [None], "feather", 0.5)
+    assert 0 < np.count_nonzero(np.any(feathered != frame, axis=2)) < len(changed)
+
+
+def test_training_inputs_are_the_painted_face_read_back_and_degraded(media, detector) -> None:
+    from wav2lip.io.video import open_source
+
+    frame = next(iter(open_source(media / "vr_face5.mp4").frames(1)))
+    box = np.array([150, 120, 390, 400])
+    face = crop_face(frame, box)
+    read = self_enhance.painted_input(face, box)
+    assert read.shape == (96, 96, 3) and np.abs(read.astype(int) - face).mean() < 3  # the round trip keeps the face
+    x = self_enhance.to_tensor(np.stack([read[self_enhance.TOP:]] * 4))
+    gen = torch.Generator().manual_seed(0)
+    assert torch.equal(self_enhance.gaussian_blur(x, torch.zeros(4)), x)
+    blurred = self_enhance.gaussian_blur(x, torch.full((4,), 1.0))
+    assert (blurred[..., 1:] - blurred[..., :-1]).abs().mean() < 0.8 * (x[..., 1:] - x[..., :-1]).abs().mean()
+    degraded = self_enhance.Degradation()(x, gen)
+    assert degraded.shape == x.shape and not torch.equal(degraded, x)
+    assert torch.equal(degraded, (degraded * 255).round() / 255)  # 8-bit, as a painted face
+
+
+def test_enhance_self_fits_once_and_then_reuses_the_file_of_the_face(media, detector, work, monkeypatch) -> None:
+    monkeypatch.setenv("WAV2LIP_HOME", str(work / "home"))
+    from wav2lip.io.video import VideoWriter, open_source
+
+    face = work / "face5 start.mkv"  # the clip's first 12 frames: the whole of it is fitted on
+    source = open_source(media / "vr_face5.mp4")
+    with VideoWriter(face, source.fps, source.width, source.height, lossless=True) as writer:
+        for frame in source.frames(12):
+            writer.write(frame)
+    calls = []
+
+    def counting():
+        calls.append(1)
+        return detector
+
+    first = self_enhance.fitted_for(face, counting, minutes=1.0, steps=3)
+    target = self_enhance.cache_path(face)
+    assert calls == [1] and target.parent == work / "home" / "enhancers" and target.is_file()
+    assert target.name.startswith(self_enhance.file_sha256(face)) and first.record["steps"] == 3
+    again = self_enhance.fitted_for(face, counting, minutes=1.0, steps=3)  # from the cache: no detection
+    assert calls == [1] and again.record == first.record
+    faces = np.zeros((1, 96 - self_enhance.TOP, 96, 3), np.uint8)
+    np.testing.assert_array_equal(again.upscale(faces), first.upscale(faces))
+    target.write_bytes(target.read_bytes()[:100])  # a damaged cache entry is fitted again
+    self_enhance.fitted_for(face, counting, minutes=1.0, steps=3)
+    assert calls == [1, 1] and self_enhance.load(target).record["steps"] == 3
+    assert self_enhance.load_enhancer("self", face, lambda: pytest.fail("GFPGAN loaded"), counting).record == \
+        self_enhance.load(target).record
+
+
+def test_the_enhance_option_names_none_gfpgan_self_or_a_file(fitted) -> None:
+    for value in ("none", "gfpgan", "self", str(fitted[2]), "face.enhancer.pth", "./fitted"):
+        assert SyncOptions.from_kwargs({"enhance": value}).enhance == value
+    with pytest.raises(Wav2LipError, match=r"unknown enhancer 'gfgpan' \(one of none, gfpgan, self\)"):
+        SyncOptions.from_kwargs({"enhance": "gfgpan"})
+    gfpgan = object()
+    assert self_enhance.load_enhancer("none", "x.mp4", lambda: gfpgan, lambda: None) is None
+    assert self_enhance.load_enhancer("gfpgan", "x.mp4", lambda: gfpgan, lambda: None) is gfpgan
+    loaded = self_enhance.load_enhancer(str(fitted[2]), "x.mp4", lambda: gfpgan, lambda: None)
+    assert loaded.record == fitted[1].__dict__
+    with pytest.raises(Wav2LipError, match="gfgpan: no such file"):
+        self_enhance.load_enhancer("gfgpan", "x.mp4", lambda: gfpgan, lambda: None)
+
+
+@pytest.mark.parametrize("kind", ["wrong shape", "wrong config", "truncated", "code", "generator", "not torch", "nan"])
+def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> None:
+    path = work / f"{kind.replace(' ', '_')}.enhancer.pth"
+    payload = torch.load(fitted[2], weights_only=True)
+    if kind == "wrong shape":
+        payload["state_dict"]["head.weight"] = torch.zeros(5, 3, 3, 3)
+        torch.save(payload, path)
+    elif kind == "wrong config":
+        payload["config"]["scale"] = 7
+        torch.save(payload, path)
+    elif kind == "truncated":
+        path.write_bytes(fitted[2].read_bytes()[: fitted[2].stat().st_size // 2])
+    elif kind == "code":
+        marker = work / "code ran"
+
+        class Boom:
+            def __reduce__(self):
+                return os.system, (f"touch '{marker}'",)
+
+        torch.save({"kind": self_enhance.KIND, "state_dict": Boom()}, path)
+    elif kind == "generator":
+        from conftest import deterministic_generator
+
+        deterministic_generator(path, width=0.0625)
+    elif kind == "not torch":
+        path.write_text("hello\n")
+    else:
+        payload["state_dict"]["tail.bias"] = torch.full_like(payload["state_dict"]["tail.bias"], float("nan"))
+        torch.save(payload, path)
+    with pytest.raises(Wav2LipError) as info:
+        self_enhance.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)) and "\n" not in message
+    expected = {"wrong shape": "do not fit its shape", "wrong config": "shape entry", "truncated": "truncated",
+                "code": "refused", "generator": "not a mouth enhancer", "not torch": "not a PyTorch",
+                "nan": "NaN"}[kind]
+    assert expected in message
+    if kind == "code":
+        assert not (work / "code ran").exists()
+
+
+def test_fit_enhancer_command_writes_the_file_and_refuses_bad_input_in_one_line(media, models_dir, work) -> None:
+    out = work / "cli.enhancer.pth"
+    weights = str(models_dir / "retinaface_mobilenet0.25.pth")
+    cmd = [sys.executable, "-m", "wav2lip", "fit-enhancer", str(media / "vr_face3.mp4"), "-o", str(out),
+           "--steps", "4", "--frames", ":10", "--detector-weights", weights, "-q"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"{out}: fitted on") and "4 steps" in done.stdout
+    record = self_enhance.load(out).record
+    assert (record["source"], record["first"], record["last"], record["steps"]) == ("vr_face3.mp4", 0, 10, 4)
+    for args, words in (([str(work / "missing.mp4")], "missing.mp4"),
+                        ([str(media / "vr_face3.mp4"), "--box", "0", "900", "0", "900"], "not inside"),
+                        ([str(media / "vr_audio1.wav")], "vr_audio1.wav")):
+        bad = work / "bad.enhancer.pth"
+        done = subprocess.run([sys.executable, "-m", "wav2lip", "fit-enhancer", *args, "-o", str(bad),
+                               "--steps", "2", "--detector-weights", weights, "-q"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert not bad.exists()
