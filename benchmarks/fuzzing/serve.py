@@ -25,6 +25,13 @@ FIELDS = {"box": " ".join(BOX), "blend": "feather", "precision": "fp32", "crf": 
 JOB_LIMIT_S = 60.0  # an accepted job on the seed files takes about a second
 
 
+def available() -> bool:
+    """Whether a server and a WebSocket client can run here (the `serve` extra and websocket-client)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) for name in ("fastapi", "uvicorn", "multipart", "websocket"))
+
+
 def form_body(face: tuple[str, bytes], audio: tuple[str, bytes], fields: dict[str, str] = FIELDS) -> bytes:
     """A multipart/form-data body as a browser sends it."""
     parts = [b"--" + BOUNDARY + b"\r\nContent-Disposition: form-data; name=\"" + k.encode() + b"\"\r\n\r\n"

@@ -19,7 +19,8 @@ CLEAN = {"success", "refused"}
 # The fast subset leaves out the targets that take seconds a case (training steps, GFPGAN); the campaign runs them.
 FAST = ["infer:face", "infer:audio", "infer:checkpoint", "infer:manifest", "infer:cache", "infer:detector",
         "detect:video", "detect:detector", "evaluate:video", "evaluate:audio", "evaluate:expert", "preprocess:raw",
-        "live:face", "live:audio", "train:config", "train:expert", "inspect:checkpoint"]
+        "live:face", "live:audio", "train:config", "train:expert", "inspect:checkpoint", "serve:form", "serve:face",
+        "serve:live-start"]
 
 
 def fuzz(tmp_path: Path, *args: str) -> list[dict]:
