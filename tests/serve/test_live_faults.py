@@ -200,3 +200,36 @@ def test_sessions_at_once_each_get_their_own_frames(server, still, speech) -> No
         sound = np.concatenate([audio for _, audio in spoken])[:speech.size]
         np.testing.assert_allclose(sound, (speech * (0.3 + 0.2 * k))[:sound.size], atol=1e-4)
     assert server.idle()
+
+
+@pytest.mark.parametrize("options", [{"[" * 200_000: 1}, {"blend": "x" * 200_000}])
+def test_errors_echo_a_clients_text_short(server, options) -> None:
+    """A start message's option names and values come back in the one-line error cut short, not 200 kB
+    (found by the fuzzer)."""
+    client = Client(server)
+    client.ws.send(json.dumps({"type": "start", "avatar": {"name": "a.png", "size": 10}, "options": options}))
+    message, code = client.error()
+    assert code == 1008 and len(message) < 200, len(message)
+    assert server.idle()
+
+
+def test_an_avatar_with_tags_that_are_not_utf8_is_measured(work) -> None:
+    """A video avatar's length counted from its packets: tags that are not UTF-8 are ignored, not a
+    UnicodeDecodeError (found by reading after the fuzzer found it in io/audio)."""
+    import av
+
+    from wav2lip.serve.live import _longer_than
+
+    path = work / "tags.mkv"
+    with av.open(str(path), "w", options={"write_crc32": "0"}) as container:
+        container.metadata["title"] = "ZZZZZZZZ"
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for i in range(60):
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((64, 64, 3), i, np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+    data = path.read_bytes()
+    assert data.count(b"ZZZZZZZZ") == 1
+    path.write_bytes(data.replace(b"ZZZZZZZZ", b"\xff\xfe\xfd\xfc" * 2))
+    assert _longer_than(path, 2.0, 25.0) and not _longer_than(path, 3.0, 25.0)

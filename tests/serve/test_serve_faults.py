@@ -283,3 +283,28 @@ def test_clients_name_enhancers_never_files_on_the_server() -> None:
                 parse_options({"enhance": value}, surface)
         assert parse_options({"enhance": "none"}, surface)[0] == {"enhance": "none"}
     assert "none" in CLIENT_ENHANCERS
+
+
+def test_job_records_that_cannot_be_written_stop_no_worker(work, checkpoint, weights, media, speech) -> None:
+    """A job's record cannot be written (its temporary file's name taken by a folder: a write that fails, as on
+    a full disk) when a running job ends and when a waiting one starts: both end failed or cancelled with a
+    reason in the API, the worker lives on, and the next job is done."""
+    srv = Server(work / "unwritable", checkpoint, weights, "--max-queue", "4")
+    try:
+        running = srv.submit(media / "vr_face2.mp4", media / "mt_yongen.wav", detect_every=1).json()["id"]
+        waiting = srv.submit(media / "vr_face5.mp4", speech, box=BOX).json()["id"]
+        srv.wait(running, until=("running",))
+        for job_id in (running, waiting):
+            (server_data(srv) / "jobs" / job_id / f".{JOB_FILE}.tmp").mkdir()
+        assert srv.client.delete(f"/api/jobs/{running}").json()["status"] == "cancelled"
+        failed = srv.wait(waiting)
+        assert failed["status"] == "failed" and "could not write this job's files" in failed["error"], failed
+        after = srv.submit(media / "vr_face5.mp4", speech, box=BOX)
+        assert after.status_code == 201 and srv.wait(after.json()["id"])["status"] == "done"
+    finally:
+        srv.stop()
+
+
+def test_a_long_field_name_is_echoed_short(server, media, speech) -> None:
+    response = server.submit(media / "vr_face5.mp4", speech, **{"o" * 5000: "1"})
+    assert response.status_code == 400 and len(response.json()["detail"]) < 200, response.text[:300]

@@ -18,6 +18,7 @@ JOBS = "jobs"  # the option table's surface for the job form
 _MAX_FIELDS = 64
 CLIENT_ENHANCERS = ("none", "gfpgan", "self")  # the names a client may give; no paths on the server
 _MAX_FIELD_BYTES = 1024
+_MAX_NAME = 64  # longer than any option's name
 
 
 class TooLarge(Exception):
@@ -38,6 +39,11 @@ def request_schema() -> dict:
 def parse_options(fields: dict[str, str], surface: str = JOBS) -> tuple[dict, str | None, str | None]:
     """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one.
     A client names enhancers, never files: a path would have the server read its own files as weights."""
+    for name, value in fields.items():  # what is echoed back in an error stays one short line
+        if len(name) > _MAX_NAME:
+            raise Wav2LipError(f"unknown option {name[:40]!r}... ({len(name)} characters)")
+        if len(value.encode()) > _MAX_FIELD_BYTES:
+            raise Wav2LipError(f"form field {name!r} is longer than {_MAX_FIELD_BYTES} bytes")
     enhance = fields.get("enhance", "none").strip()
     if enhance not in CLIENT_ENHANCERS:
         raise Wav2LipError(f"enhance={enhance[:80]!r}: this server takes one of {', '.join(CLIENT_ENHANCERS)}")
@@ -82,10 +88,10 @@ async def receive(chunks: AsyncIterator[bytes], boundary: bytes, folder: Path, l
         if disposition != b"form-data" or not name:
             errors.append("a part of the body has no form-data name")
         elif name in upload.names or name in upload.fields:
-            errors.append(f"{name!r} is given twice")
+            errors.append(f"{name[:40]!r} is given twice")
         elif b"filename" in params or name in FILES:
             if name not in FILES:
-                errors.append(f"unexpected file {name!r} (send only face and audio files)")
+                errors.append(f"unexpected file {name[:40]!r} (send only face and audio files)")
                 return
             client_name = params.get(b"filename", b"").decode("utf-8", "replace")
             upload.names[name] = sanitize_name(client_name, name)

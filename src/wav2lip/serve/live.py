@@ -457,7 +457,7 @@ def _longer_than(path: Path, seconds: float, fps: float) -> bool:
     its packets (read, not decoded) up to that point: the length its header does not give."""
     packets = 0
     try:
-        with av.open(str(path)) as container:
+        with av.open(str(path), metadata_errors="ignore") as container:  # tags that are not UTF-8
             for packet in container.demux(container.streams.video[0]):
                 packets += packet.size > 0
                 if packets > seconds * fps:
