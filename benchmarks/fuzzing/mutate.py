@@ -310,7 +310,7 @@ def _drop_unit(data: bytes, rng: Rng) -> bytes:
 
 
 def _swap_units(data: bytes, rng: Rng) -> bytes:
-    units = [u for u in structures(data)]
+    units = structures(data)
     if len(units) < 2:
         return _bit_flips(data, rng)
     a, b = sorted(rng.choice(len(units), 2, replace=False))

@@ -130,8 +130,8 @@ def _train(recipe: str, data: str = "dataset", *extra: str, expert: str = "exper
     def build(p: Paths) -> list[str]:
         d = data if data == M else str(p.inputs / "dataset")
         args = [f"train-{recipe}", "--data-root", d, "--checkpoint-dir", str(p.out / "ckpt"), "--no-progress"]
-        if config is not None:
-            args += ["--config", config if config == M else p.seed(config)]
+        if config is not None:  # --steps bounds the run whatever the file says (flags win over the file)
+            args += ["--config", config if config == M else p.seed(config), "--steps", "1"]
         else:
             args += ["--steps", "1", "--batch-size", "2", "--width", str(WIDTH), "--workers", "0", "--threads", "1",
                      "--eval-interval", "1", "--eval-batches", "1", "--checkpoint-interval", "1", "--device", "cpu"]
