@@ -69,6 +69,8 @@ class Client:
 
     def read(self, ack: bool = True) -> tuple[str, object]:
         opcode, data = self.ws.recv_data(control_frame=True)
+        while opcode in (websocket.ABNF.OPCODE_PING, websocket.ABNF.OPCODE_PONG):  # uvicorn's keepalive (answered)
+            opcode, data = self.ws.recv_data(control_frame=True)
         if opcode == websocket.ABNF.OPCODE_CLOSE:
             return "close", struct.unpack("!H", data[:2])[0] if len(data) >= 2 else None
         if opcode == websocket.ABNF.OPCODE_TEXT:
