@@ -272,17 +272,17 @@ def test_a_stalled_upload_is_cut_off_and_frees_its_place(server) -> None:
     assert server.client.get("/api/health").json()["uploading"] == 0 and job_folders(server) == before
 
 
-def test_clients_name_enhancers_never_files_on_the_server() -> None:
+def test_clients_name_enhancers_never_files_on_the_server(server, media, speech) -> None:
     """`enhance` may name a fitted enhancer file on the command line; from a job form or a live start message
     a path would make the server read its own files as weights: only the names pass."""
-    from wav2lip.serve.form import CLIENT_ENHANCERS, parse_options
+    from wav2lip.serve.form import parse_client_options
 
-    for surface in ("jobs", "live_socket"):
-        for value in ("/etc/passwd", "../../weights/enhancer.pth", "C:\\enhancer.pth", "~/.cache/wav2lip/x.pth"):
-            with pytest.raises(Wav2LipError, match="this server takes one of none, gfpgan"):
-                parse_options({"enhance": value}, surface)
-        assert parse_options({"enhance": "none"}, surface)[0] == {"enhance": "none"}
-    assert "none" in CLIENT_ENHANCERS
+    for value in ("/etc/passwd", "../../weights/enhancer.pth", "C:\\enhancer.pth", "~/.cache/wav2lip/x.pth"):
+        response = server.submit(media / "vr_face5.mp4", speech, enhance=value)
+        assert response.status_code == 400 and "this server takes one of none, gfpgan" in response.json()["detail"]
+        with pytest.raises(Wav2LipError, match="this server takes one of none, gfpgan"):
+            parse_client_options({"enhance": value}, "live_socket")  # what the live socket calls
+    assert parse_client_options({"enhance": "none"}, "live_socket")[0] == {"enhance": "none"}
 
 
 def test_job_records_that_cannot_be_written_stop_no_worker(work, checkpoint, weights, media, speech) -> None:

@@ -27,7 +27,7 @@ from ..errors import Wav2LipError
 from ..faces import DETECTORS
 from ..device import PRECISIONS
 from ..lipsync.options import SyncOptions, options_for, public_table
-from .form import JOBS, TooLarge, boundary_of, parse_options, receive, request_schema
+from .form import JOBS, TooLarge, boundary_of, parse_client_options, receive, request_schema
 from .guard import DRAIN_BYTES, HostGuard
 from .jobs import AUDIO, FACE, Job, JobQueue, QueueFull
 from .live import MAX_SESSIONS
@@ -136,7 +136,7 @@ def create_app(queue: JobQueue, token: str | None = None, max_upload: int = 500 
             return _no_room(exc)
         try:
             upload = await receive(body.chunks(), boundary, folder, max_upload)
-            options, detector, precision = parse_options(upload.fields)
+            options, detector, precision = parse_client_options(upload.fields)
             recorded = asdict(SyncOptions.from_kwargs(options))  # the defaults too: the job says what ran
             job = Job(job_id, folder, recorded, "", "", upload.names[FACE], upload.names[AUDIO])
             job.detector, job.precision = queue.models.key(detector, precision)

@@ -37,18 +37,23 @@ def request_schema() -> dict:
 
 
 def parse_options(fields: dict[str, str], surface: str = JOBS) -> tuple[dict, str | None, str | None]:
-    """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one.
-    A client names enhancers, never files: a path would have the server read its own files as weights."""
+    """Form fields -> (SyncOptions keyword arguments, detector, precision); Wav2LipError on a bad one."""
     for name, value in fields.items():  # what is echoed back in an error stays one short line
         if len(name) > _MAX_NAME:
             raise Wav2LipError(f"unknown option {name[:40]!r}... ({len(name)} characters)")
         if len(value.encode()) > _MAX_FIELD_BYTES:
             raise Wav2LipError(f"form field {name!r} is longer than {_MAX_FIELD_BYTES} bytes")
+    run, models = parse_fields(fields, surface)
+    return run, models.get("detector"), models.get("precision")
+
+
+def parse_client_options(fields: dict[str, str], surface: str = JOBS) -> tuple[dict, str | None, str | None]:
+    """`parse_options` for a remote client, who names enhancers, never files: a path would have the server
+    read its own files as weights."""
     enhance = fields.get("enhance", "none").strip()
     if enhance not in CLIENT_ENHANCERS:
         raise Wav2LipError(f"enhance={enhance[:80]!r}: this server takes one of {', '.join(CLIENT_ENHANCERS)}")
-    run, models = parse_fields(fields, surface)
-    return run, models.get("detector"), models.get("precision")
+    return parse_options(fields, surface)
 
 
 @dataclass

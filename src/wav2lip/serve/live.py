@@ -63,7 +63,7 @@ from ..errors import Wav2LipError
 from ..io.streams import PCM_TYPES
 from ..lipsync.live import LiveFrame, LiveSyncer
 from ..io.video import probe
-from .form import parse_options
+from .form import parse_client_options
 from .jobs import JobQueue, made_here, make_folder, sanitize_name
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class Session:
         if not isinstance(options, dict):
             raise ClientError('"options" must be an object of option names and values')
         try:
-            values, detector, precision = parse_options({str(k): _as_text(v) for k, v in options.items()}, LIVE)
+            values, detector, precision = parse_client_options({str(k): _as_text(v) for k, v in options.items()}, LIVE)
             detector, precision = self.jobs.models.key(detector, precision)
         except Wav2LipError as exc:
             raise ClientError(str(exc)) from None
