@@ -282,3 +282,21 @@ def test_manifest_path_with_a_nul_byte_is_a_failed_line(generator, faststart, sp
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"{manifest}:2: error: a path holds a NUL byte" in result.stderr
     assert sorted(os.listdir(folder)) == ["a.mp4", "pairs.csv"]
+
+
+def test_refused_training_leaves_no_checkpoint_folder(tmp_path):
+    """A damaged mel.npy refuses training in one line naming it, and the checkpoint folder the run made
+    (with a parent) is gone again (found by benchmarks/fuzz.py: an empty folder was left behind)."""
+    from wav2lip.data import synth
+
+    root = tmp_path / "prep"
+    synth.write_dataset(root, 3, seed=2, seconds=1.2, clips_per_speaker=3, val_fraction=0.34, test_fraction=0.0)
+    mels = []
+    for wav in sorted(root.rglob("audio.wav")):
+        mels.append(wav.with_name("mel.npy"))
+        mels[-1].write_bytes(b"\x00\x00\x80\xc0" * 40)  # newer than audio.wav, so training reads it
+    result = run_cli("train-expert", "--data-root", str(root), "--checkpoint-dir", str(tmp_path / "runs" / "ckpt"),
+                     "--steps", "1", "--batch-size", "2", "--width", "0.125", "--workers", "0", "--no-progress",
+                     cwd=tmp_path)
+    assert "not a saved mel spectrogram" in assert_one_line_error(result, *mels)
+    assert not (tmp_path / "runs").exists()

@@ -6,7 +6,10 @@ Run under `torchrun --nproc-per-node N -m wav2lip train ...` for several GPUs or
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+import contextlib
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterator
 
 from ..constants import PRECISIONS
 from ..io.files import check_folder
@@ -115,12 +118,28 @@ def _print_last(metrics: dict[str, float]) -> None:
         print("last evaluation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
 
+@contextlib.contextmanager
+def _unmade_on_failure(folder: str | os.PathLike) -> Iterator[None]:
+    """The checkpoint folder (and its parents) this run creates are removed again if the run fails before
+    writing anything in them: a refused run leaves nothing behind (found by benchmarks/fuzz.py)."""
+    path = Path(folder).absolute()
+    made = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for p in made:
+            with contextlib.suppress(OSError):  # not empty: the run wrote something worth keeping
+                p.rmdir()
+        raise
+
+
 def _run(args: argparse.Namespace) -> int:
     from ..train import train
 
     config = _config(args)
-    check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
-    _print_last(train(config))
+    with _unmade_on_failure(config.checkpoint_dir):
+        check_folder(config.checkpoint_dir, "checkpoint folder", inputs=[config.data_root])
+        _print_last(train(config))
     return 0
 
 
@@ -130,7 +149,8 @@ def _run_distill(args: argparse.Namespace) -> int:
     config = _config(args)
     if not config.checkpoint_dir:
         config.checkpoint_dir = str(default_checkpoint_dir(args.out))
-    metrics, written = distill(config, args.out)
+    with _unmade_on_failure(config.checkpoint_dir):
+        metrics, written = distill(config, args.out)
     _print_last(metrics)
     if written is not None:
         print(f"student: {written}")
