@@ -430,7 +430,8 @@ class _Session:
             return 0
         if self.cost is None:
             return 1
-        return max(1, min(ready, self.batch, int(budget / self.cost)))
+        fits = max(1, min(ready, self.batch, int(budget / self.cost)))
+        return 1 << (fits.bit_length() - 1)  # a power of two: few batch shapes, each slow only on its first call
 
     def _make(self, windows: list[np.ndarray | None], hold: bool = False) -> list[LiveFrame]:
         """Output frames k, k+1, ...: speech frames j, j+1, ... where a window is given, idle frames for None
