@@ -259,9 +259,9 @@ def judge(case: Case, case_dir: Path, status: int | None, peak_mb: float, timed_
         return Result(CHANGED, code, seconds, peak_mb, ", ".join(changed))
     stray = _stray(case_dir / "in") + _stray(case_dir / "out") + _stray(case_dir / "home")
     stray += [f"tmp/{p.name}" for p in (case_dir / "tmp").iterdir() if not p.name.startswith(_TORCH_CACHES)]
-    if code != 0 and not target.batch:  # a batch command keeps what its good items made, and its report
+    if code != 0:  # a batch command keeps what its good items made, training what its finished steps wrote
         stray += [f"out/{p.relative_to(case_dir / 'out')}" for p in (case_dir / "out").rglob("*")
-                  if p.is_file() or not any(p.iterdir())]
+                  if (not (target.batch or target.resumable) and p.is_file()) or (p.is_dir() and not any(p.iterdir()))]
     if stray:
         return Result(LEFTOVER, code, seconds, peak_mb, ", ".join(stray[:5]))
     if code == 0:

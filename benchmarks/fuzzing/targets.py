@@ -48,6 +48,7 @@ class Target:
     variants: tuple[Variant, ...]
     weight: float  # share of the campaign's cases
     batch: bool = False  # reports one line per item (manifest lines, folder videos), not one line in all
+    resumable: bool = False  # a run that fails after some steps keeps their log and checkpoints (training)
     copies: tuple[str, ...] = ()  # seeds copied beside the mutant (a manifest's relative paths)
 
     @property
@@ -172,9 +173,9 @@ TARGETS: tuple[Target, ...] = (
     Target("live:face", ("video", "image"), (_live(M, "speech.wav"), _live(M, "speech.wav", "--blend", "feather")),
            0.04),
     Target("live:audio", ("audio", "video"), (_live("still.png", M),), 0.02),
-    Target("train:dataset", ("dataset",), (_train("expert", M), _train("generator", M)), 0.04),
-    Target("train:config", ("config",), (_train("expert", config=M),), 0.03),
-    Target("train:expert", ("expert", "generator"), (_train("generator", expert=M),), 0.02),
+    Target("train:dataset", ("dataset",), (_train("expert", M), _train("generator", M)), 0.04, resumable=True),
+    Target("train:config", ("config",), (_train("expert", config=M),), 0.03, resumable=True),
+    Target("train:expert", ("expert", "generator"), (_train("generator", expert=M),), 0.02, resumable=True),
     Target("serve:form", ("form",), (_serve("form"),), 0.03),
     Target("serve:face", ("video", "image"), (_serve("face"),), 0.03),
     Target("serve:audio", ("audio", "video"), (_serve("audio"),), 0.02),
