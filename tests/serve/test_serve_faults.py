@@ -231,6 +231,11 @@ def test_allow_host_answers_to_a_proxys_name_only(tmp_path, capsys, monkeypatch)
     assert "--allow-host lips.example lets other machines in: give --token" in capsys.readouterr().err
     assert main(["serve", "--allow-host", "https://lips.example:443", "--token", "t"]) == 2
     assert "give a host name alone" in capsys.readouterr().err
+    assert main(["serve", "--max-live", "0"]) == 2 and "--max-live must be at least 1" in capsys.readouterr().err
+    from wav2lip.cli.serve import MAX_LIVE
+    from wav2lip.serve.live import MAX_SESSIONS
+
+    assert MAX_LIVE == MAX_SESSIONS  # the flag's default, spelt in the CLI so that --help loads no server
 
 
 def test_a_detector_without_weights_is_refused_before_a_generator_loads(tmp_path, checkpoint, weights,

@@ -10,7 +10,7 @@ Protocol at /api/live (JSON text messages, binary messages):
   client: {"type": "start", "avatar": {"name": str, "size": bytes}, "format": "f32le" | "s16le",
            "sample_rate": Hz, "options": {the CLI's option names: blend, loop, pads, box, ...},
            "token": the server's token, when it has one (or the Authorization header)},
-          within START_SECONDS of connecting; only a valid one takes one of the MAX_SESSIONS places
+          within START_SECONDS of connecting; only a valid one takes one of the --max-live places
   client: the avatar file (a still or a short video) as binary messages of at most 1 MiB, `size` bytes in all,
           each byte b by AVATAR_SECONDS + b / AVATAR_RATE after the start message
   server: {"type": "ready", "width", "height", "fps", "sample_rate": 16000, "avatar_frames"}
@@ -74,7 +74,7 @@ IN_SECONDS = 2.0  # audio buffered between the socket and LiveSyncer before the 
 WINDOW = 25  # frame messages unacknowledged from which on pictures are dropped (1 s at 25 fps)
 HARD_WINDOW = 125  # ... from which on whole frames are dropped (5 s at 25 fps)
 JPEG_QUALITY = 85
-MAX_SESSIONS = 2  # live sessions at once: each one is real-time work for the CPU
+MAX_SESSIONS = 2  # live sessions at once by default (serve --max-live): each is real-time work for the CPU
 START_SECONDS = 5.0  # the start message must come this soon after connecting (a silent socket holds nothing long)
 AVATAR_SECONDS = 10.0  # after the start message the avatar's bytes may lag this long behind ...
 AVATAR_RATE = 256 * 2**10  # ... this many bytes a second (2 Mbit/s): a trickled avatar holds no place for ever
