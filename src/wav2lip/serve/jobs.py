@@ -366,7 +366,8 @@ class JobQueue:
 
     def _finish(self, job: Job, status: str, error: str | None = None) -> None:
         """Called with the lock held. The uploads go first (room on a full disk); a record that cannot be
-        written stays right in memory, and a restart reports the job as stopped by a crash."""
+        written stays right in memory (a restart finds the one written last: a running job is then failed
+        as crashed) and the worker goes on."""
         job.status, job.error, job.finished = status, error, time.time()
         _remove_uploads(job.folder)
         try:
