@@ -83,9 +83,10 @@ def test_training_inputs_are_the_painted_face_read_back_and_degraded(media, dete
     assert torch.equal(self_enhance.gaussian_blur(x, torch.zeros(4)), x)
     blurred = self_enhance.gaussian_blur(x, torch.full((4,), 1.0))
     assert (blurred[..., 1:] - blurred[..., :-1]).abs().mean() < 0.8 * (x[..., 1:] - x[..., :-1]).abs().mean()
-    degraded = self_enhance.Degradation()(x, gen)
+    degraded = self_enhance.Degradation(chance=1.0)(x, gen)
     assert degraded.shape == x.shape and not torch.equal(degraded, x)
     assert torch.equal(degraded, (degraded * 255).round() / 255)  # 8-bit, as a painted face
+    assert torch.equal(self_enhance.Degradation(chance=0.0)(x, gen), x)  # the clean share: as read back
 
 
 def test_enhance_self_fits_once_and_then_reuses_the_file_of_the_face(media, detector, work, monkeypatch) -> None:

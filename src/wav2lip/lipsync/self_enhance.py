@@ -57,25 +57,28 @@ RUN_BATCH = 32  # faces per network call at run time
 @dataclass(frozen=True)
 class Degradation:
     """What makes the video's own faces look like the generator's output: a Gaussian blur of random
-    sigma (the generator's L1-trained faces are smoother than real ones), Gaussian noise, and a small
-    per-channel gain and offset (its colours drift from the source's). Drawn per training sample;
+    sigma (its L1-trained faces are smoother than real ones), a little Gaussian noise, and a small
+    per-channel gain and offset (its colours drift from the source's). A `chance` of the samples are
+    degraded, the rest left clean, so that a sharp painted face is not over-sharpened either.
     `bench_self_enhance.py` prints the blur, noise and colour statistics of these pairs beside those of
     real generator output against its truth."""
 
-    blur: tuple[float, float] = (0.0, 1.2)  # sigma in 96-px pixels, uniform
-    blur_chance: float = 0.8
-    noise: tuple[float, float] = (0.0, 3.0)  # standard deviation in grey levels, uniform
-    gain: float = 0.04  # per channel, uniform in 1 +- gain
-    offset: float = 4.0  # per channel, grey levels, uniform in +- offset
+    chance: float = 0.5
+    blur: tuple[float, float] = (0.0, 0.8)  # sigma in 96-px pixels, uniform
+    noise: tuple[float, float] = (0.0, 1.5)  # standard deviation in grey levels, uniform
+    gain: float = 0.02  # per channel, uniform in 1 +- gain
+    offset: float = 2.0  # per channel, grey levels, uniform in +- offset
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(B, 3, H, W) in [0, 1] -> degraded copies, quantised to 8 bits as a painted face is."""
         b = x.shape[0]
         u = lambda *shape: torch.rand(*shape, generator=generator)  # noqa: E731
-        sigma = (self.blur[0] + u(b) * (self.blur[1] - self.blur[0])) * (u(b) < self.blur_chance)
+        on = (u(b) < self.chance).float()
+        sigma = (self.blur[0] + u(b) * (self.blur[1] - self.blur[0])) * on
         x = gaussian_blur(x, sigma)
-        x = x * (1 + (2 * u(b, 3, 1, 1) - 1) * self.gain) + (2 * u(b, 3, 1, 1) - 1) * self.offset / 255
-        noise = self.noise[0] + u(b, 1, 1, 1) * (self.noise[1] - self.noise[0])
+        on = on[:, None, None, None]
+        x = x * (1 + (2 * u(b, 3, 1, 1) - 1) * self.gain * on) + (2 * u(b, 3, 1, 1) - 1) * self.offset / 255 * on
+        noise = (self.noise[0] + u(b, 1, 1, 1) * (self.noise[1] - self.noise[0])) * on
         x = x + torch.randn(x.shape, generator=generator) * noise / 255
         return (x.clamp(0, 1) * 255).round() / 255
 
@@ -320,7 +323,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
     if not isinstance(config, dict) or any(type(config.get(k)) is not int for k in ints) \
             or config["top"] != TOP or config["scale"] not in SCALES or not (1 <= config["channels"] <= 256) \
             or not (0 <= config["blocks"] <= 32) or not isinstance(record, dict):
-        raise Wav2LipError(f"{path}: damaged mouth enhancer (its shape entry {config!r} is not one this version builds)")
+        raise Wav2LipError(f"{path}: damaged mouth enhancer (its shape entry {config!r} is not one this "
+                           "version builds)")
     model = MouthEnhancer(config["channels"], config["blocks"], config["scale"])
     try:
         model.load_state_dict(checkpoint.state_dict)

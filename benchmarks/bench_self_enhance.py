@@ -1,0 +1,342 @@
+"""Issue 24's targets for the person-specific mouth enhancer (`fit-enhancer`, `--enhance self`), one table.
+
+1. Real clips (no real generator weights exist here): the enhancer is fitted on the first 80% of each
+   clip and scored on the last 20%, where its input is the real face shrunk to the generator's 96 px,
+   i.e. what a perfect generator would paint. Rows: today's paste (the 96-px face resized to the box),
+   GFPGAN v1.4 on that paste (needs GFPGANv1.4.pth in the model store or --gfpgan), and the fitted
+   enhancer on it, each against the real frames: PSNR and SSIM of the lower face and its sharpness
+   ratio (evaluation/reconstruct.py's measures), and flicker: the mean absolute change of the mouth
+   region between consecutive frames on the stillest 8-frame stretch of the held-out part (grey levels;
+   the real video's own change beside it).
+2. Synthetic clips whose true mouth is known (data/synth.py), face boxes at 192 px: a generator trained
+   by benchmarks/bench_train.py (--train-dir, its --out folder) paints the 96-px face from the clip's
+   audio; plain (resized) and enhanced (an enhancer fitted on the first 80% of the clip's own video)
+   against the truth. Also the mouth opening's correlation with the generator's own face (does the
+   enhancer keep the mouth the generator painted) and the LSE-C of bench_train's judge expert on plain and
+   enhanced output. Skipped, saying so, without a --train-dir holding bench_train's checkpoints.
+3. Degradations: how the fitting's degraded inputs differ from their real target (blur: sharpness of
+   input over target at 96 px; noise: the standard deviation of the high-pass difference; colour: the mean
+   absolute per-channel mean shift), beside the same statistics of the generator's output against its
+   truth on the synthetic clips: similar numbers say the pairs look like generator output.
+4. Speed (2 threads): fitting on a 20 s 720p clip (detection included), the network alone at 96 -> 192 px
+   (faces/s), and `infer` at 720p end to end with a fitted enhancer (a generator of the real size with
+   the fixtures' deterministic weights; frames/s of the run, models loaded before).
+
+    python benchmarks/bench_self_enhance.py                      # every clip in ../shared/media, about 12 min
+    python benchmarks/bench_self_enhance.py --fast               # shorter fits, about 3 min
+    python benchmarks/bench_self_enhance.py clip.mp4 --train-dir /tmp/bench_train --json out.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_infer import SHARED, make_inputs  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # support.deterministic: test weights
+from wav2lip import LipSyncer, store  # noqa: E402
+from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
+from wav2lip.errors import Wav2LipError  # noqa: E402
+from wav2lip.evaluation.reconstruct import lower_face, sharpness, ssim  # noqa: E402
+from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
+from wav2lip.io.video import open_source  # noqa: E402
+from wav2lip.lipsync import self_enhance  # noqa: E402
+from wav2lip.lipsync.blend import paste  # noqa: E402
+from wav2lip.lipsync.enhance import FaceEnhancer  # noqa: E402
+from wav2lip.lipsync.kernel import crop_face  # noqa: E402
+
+RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
+SPEECH = SHARED / "media" / "vr_audio1.wav"
+MOUTH = (0.25, 0.62, 0.75, 0.92)  # x1, y1, x2, y2 of the mouth inside a face box, as fractions (bench_enhance)
+STILL = 8  # frames of the still stretch that flicker is measured on
+HELD_OUT = 0.8  # fit on frames [0, 80%), score on [80%, 100%)
+SYNTH_SIZE = 192  # synthetic face box side
+
+
+@dataclass
+class Score:
+    """PSNR (pooled), SSIM (mean) and sharpness ratio of lower faces against the real ones, and flicker."""
+
+    sse: float = 0.0
+    pixels: int = 0
+    ssims: list = field(default_factory=list)
+    sharp: float = 0.0
+    sharp_real: float = 0.0
+    mouths: list = field(default_factory=list)
+
+    def add(self, out: np.ndarray, real: np.ndarray, box: np.ndarray) -> None:
+        a, b = lower_face(out, box), lower_face(real, box)
+        diff = a.astype(np.float64) - b
+        self.sse += float(np.sum(diff * diff))
+        self.pixels += diff.size
+        ga, gb = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY) for x in (a, b))
+        self.ssims.append(ssim(ga, gb))
+        self.sharp += sharpness(ga)
+        self.sharp_real += sharpness(gb)
+        self.mouths.append(mouth(out, box))
+
+    def row(self, still: slice) -> dict:
+        mse = self.sse / max(self.pixels, 1)
+        return {"psnr": 10 * math.log10(255 ** 2 / mse) if mse else float("inf"),
+                "ssim": float(np.mean(self.ssims)), "sharpness": self.sharp / self.sharp_real,
+                "flicker": flicker(self.mouths[still])}
+
+
+def mouth(image: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
+    """The mouth region of a face box, grey, resized to a fixed size (boxes move by a pixel or two)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    region = image[y1 + int(MOUTH[1] * h):y1 + int(MOUTH[3] * h), x1 + int(MOUTH[0] * w):x1 + int(MOUTH[2] * w)]
+    return cv2.resize(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY), (size, size // 2), interpolation=cv2.INTER_AREA)
+
+
+def flicker(mouths: list[np.ndarray]) -> float:
+    return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]))
+
+
+def stillest(mouths: list[np.ndarray], n: int = STILL) -> slice:
+    """The n consecutive frames whose real mouth changes least."""
+    change = [np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]
+    sums = np.convolve(change, np.ones(n - 1), "valid")
+    start = int(np.argmin(sums))
+    return slice(start, start + n)
+
+
+def degradation_stats(painted: np.ndarray, truth: np.ndarray) -> dict:
+    """How 96-px faces differ from their truth: blur (sharpness ratio), high-pass noise, colour shift."""
+    grey = lambda x: cv2.cvtColor(x, cv2.COLOR_BGR2GRAY).astype(np.float64)  # noqa: E731
+    sharp = np.mean([sharpness(grey(p)) for p in painted]) / np.mean([sharpness(grey(t)) for t in truth])
+    noise = np.mean([np.std((grey(p) - cv2.GaussianBlur(grey(p), (0, 0), 1.0))
+                            - (grey(t) - cv2.GaussianBlur(grey(t), (0, 0), 1.0))) for p, t in zip(painted, truth)])
+    colour = np.mean(np.abs(painted.astype(np.float64).mean(axis=(1, 2)) - truth.astype(np.float64).mean(axis=(1, 2))))
+    return {"blur": float(sharp), "noise": float(noise), "colour": float(colour)}
+
+
+def degraded_pairs(pairs: self_enhance.Pairs, n: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Degraded inputs and their truth at 96 px (the lower rows the enhancer sees)."""
+    pick = np.linspace(0, len(pairs.inputs) - 1, min(n, len(pairs.inputs))).astype(int)
+    x = self_enhance.Degradation()(self_enhance.to_tensor(pairs.inputs[pick]), torch.Generator().manual_seed(1))
+    truth = np.stack([cv2.resize(t, (t.shape[1] // pairs.scale, t.shape[0] // pairs.scale),
+                                 interpolation=cv2.INTER_AREA) for t in pairs.targets[pick]])
+    return self_enhance.from_tensor(x), truth
+
+
+# ---------------------------------------------------------------- 1. real clips
+
+
+def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, minutes: float) -> dict:
+    items = list(track(open_source(path).frames(), detector, FaceTrackOptions()))
+    cut = int(len(items) * HELD_OUT)
+    started = time.perf_counter()
+    model, record = self_enhance.fit(path, detector, minutes, frames=(0, cut))
+    fit_s = time.perf_counter() - started
+    enhancer = self_enhance.SelfEnhancer(model)
+    scores = {name: Score() for name in ("real", "paste", "gfpgan", "self") if name != "gfpgan" or gfpgan}
+    for item in items[cut:]:
+        if item.box is None:
+            continue
+        plain = paste(item.frame.copy(), item.box, crop_face(item.frame, item.box))
+        outputs = {"real": item.frame, "paste": plain, "self": plain.copy()}
+        enhancer.enhance([outputs["self"]], [item.box], [item.landmarks], "paste", 1.0)
+        if gfpgan is not None:
+            outputs["gfpgan"] = plain.copy()
+            gfpgan.enhance([outputs["gfpgan"]], [item.box], [item.landmarks], "paste", 1.0)
+        for name, score in scores.items():
+            score.add(outputs[name], item.frame, item.box)
+    still = stillest(scores["real"].mouths)
+    return {"clip": path.name, "fit_s": fit_s, "fit": record.__dict__,
+            "rows": {name: score.row(still) for name, score in scores.items()},
+            "degraded": degradation_stats(*degraded_pairs(self_enhance.face_pairs(path, detector, (0, cut))))}
+
+
+# ---------------------------------------------------------------- 2. synthetic clips
+
+
+def synthetic_clips(train_dir: Path, n: int, minutes: float, folder: Path) -> dict:
+    """Generator output on held-out synthetic clips, plain and enhanced, against the truth."""
+    from bench_train import TestClip, write_test_clips
+    from wav2lip.data import synth
+    from wav2lip.evaluation.sync import offset_search
+    from wav2lip.io.video import VideoWriter
+    from wav2lip.train import latest_checkpoint
+
+    generator_ckpt = latest_checkpoint(train_dir / "gen_expert") or latest_checkpoint(train_dir / "gen_gan")
+    judge_ckpt = latest_checkpoint(train_dir / "judge")
+    if generator_ckpt is None or judge_ckpt is None:
+        return {"skipped": f"no generator or judge checkpoints under {train_dir} (run benchmarks/bench_train.py "
+                           f"--out {train_dir} first)"}
+    generator, judge = load_model(generator_ckpt, "wav2lip").eval(), load_model(judge_ckpt, "syncnet").eval()
+    rows = {name: Score() for name in ("plain", "self")}
+    opening = {"generator": [], "self": []}
+    lse_c = {"plain": [], "self": []}
+    painted_all, truth_all, degraded = [], [], []
+    for k, clip_folder in enumerate(write_test_clips(folder / "test", n, 5.0, seed=3)):
+        clip = TestClip(clip_folder, seed=k)
+        big = np.stack(list(synth.make_clip(3 * 1_000_003 + k, 5.0).frames(SYNTH_SIZE)))[clip.frames]
+        painted = clip.generate(generator)
+        cut = int(len(big) * HELD_OUT)
+        video = folder / f"synth_{k}.mkv"
+        with VideoWriter(video, 25, SYNTH_SIZE, SYNTH_SIZE, lossless=True) as writer:
+            for frame in big[:cut]:
+                writer.write(frame)
+        box = (0, 0, SYNTH_SIZE, SYNTH_SIZE)
+        model, _ = self_enhance.fit(video, None, minutes, box=box)
+        enhancer = self_enhance.SelfEnhancer(model)
+        outs = {"plain": [], "self": []}
+        for face, truth in zip(painted, big):
+            plain = paste(np.zeros_like(truth), np.array(box), face)
+            enhanced = plain.copy()
+            enhancer.enhance([enhanced], [np.array(box)], [None], "paste", 1.0)
+            for name, out in (("plain", plain), ("self", enhanced)):
+                outs[name].append(cv2.resize(out, (96, 96), interpolation=cv2.INTER_AREA))
+                if len(outs[name]) > cut:
+                    rows[name].add(out, truth, np.array(box))
+        opening["generator"] += [synth.mouth_opening(f) for f in painted[cut:]]
+        opening["self"] += [synth.mouth_opening(f) for f in outs["self"][cut:]]
+        for name in lse_c:
+            audio_emb, face_emb = clip.embed(judge, np.stack(outs[name]))
+            lse_c[name].append(offset_search(face_emb, audio_emb, 15).confidence)
+        read_back = np.stack([self_enhance.painted_input(f, np.array(box)) for f in painted[cut:]])
+        painted_all.append(read_back[:, self_enhance.TOP:])  # as the enhancer sees the generator's face
+        truth_all.append(clip.truth[cut:, self_enhance.TOP:])
+        pairs = self_enhance.face_pairs(video, None, box=box)
+        degraded.append(degraded_pairs(pairs))
+    still = slice(0, STILL)
+    return {"generator": str(generator_ckpt), "judge": str(judge_ckpt), "clips": n,
+            "rows": {name: score.row(still) for name, score in rows.items()},
+            "mouth_r": float(np.corrcoef(opening["generator"], opening["self"])[0, 1]),
+            "lse_c": {name: float(np.mean(v)) for name, v in lse_c.items()},
+            "generator_vs_truth": degradation_stats(np.concatenate(painted_all), np.concatenate(truth_all)),
+            "degraded": degradation_stats(np.concatenate([d[0] for d in degraded]),
+                                          np.concatenate([d[1] for d in degraded]))}
+
+
+# ---------------------------------------------------------------- 4. speed
+
+
+def speed(folder: Path, detector, minutes: float, seconds: float) -> dict:
+    from support.deterministic import fill_deterministic
+    from wav2lip.models.generator import Wav2Lip
+
+    video, audio = make_inputs(folder, seconds, SHARED / "media" / "vr_face2.mp4", SPEECH, 720)
+    started = time.perf_counter()
+    model, record = self_enhance.fit(video, detector, minutes)
+    fit_s = time.perf_counter() - started
+    enhancer = self_enhance.SelfEnhancer(model)
+    network = self_enhance.SelfEnhancer(self_enhance.MouthEnhancer(self_enhance.CHANNELS, self_enhance.BLOCKS, 2))
+    faces = np.random.default_rng(0).integers(0, 256, (256, 96 - self_enhance.TOP, 96, 3), dtype=np.uint8)
+    network.upscale(faces[:32])
+    t0 = time.perf_counter()
+    network.upscale(faces)
+    faces_per_s = len(faces) / (time.perf_counter() - t0)
+    checkpoint = folder / "generator.pth"
+    save_checkpoint(checkpoint, fill_deterministic(Wav2Lip()))
+    syncer = LipSyncer(checkpoint, detector=detector, device="cpu")
+    # LipSyncer loads GFPGAN for any --enhance but "none" until it asks self_enhance.load_enhancer (the
+    # change docs/benchmarks.md names); here the fitted enhancer takes GFPGAN's place in its cache.
+    syncer._enhancer = enhancer
+    runs = {name: syncer.run(video, audio, folder / f"out_{name}.mp4", enhance=value, cache=False).speed
+            for name, value in (("plain", "none"), ("self", "gfpgan"))}
+    return {"fit_s": fit_s, "fit_steps": record.steps, "clip_s": seconds, "faces_per_s": faces_per_s,
+            "infer_fps": runs}
+
+
+# ---------------------------------------------------------------- the table
+
+
+def fmt(value, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_table(result: dict) -> None:
+    print("\n1. real clips: fit on the first 80%, scored on the last 20%; input = the real face at 96 px")
+    print(f"{'clip':<14}{'row':<8}{'PSNR':>7}{'SSIM':>8}{'sharp':>7}{'flicker':>9}   targets: self above paste "
+          f"and GFPGAN; sharpness 0.8..1.2; flicker <= paste")
+    for clip in result["real"]:
+        for name, row in clip["rows"].items():
+            psnr = "" if name == "real" else fmt(row["psnr"])
+            ssim_ = "" if name == "real" else fmt(row["ssim"], ".4f")
+            sharp = "" if name == "real" else fmt(row["sharpness"])
+            print(f"{clip['clip']:<14}{name:<8}{psnr:>7}{ssim_:>8}{sharp:>7}{fmt(row['flicker']):>9}")
+        rows = clip["rows"]
+        others = [r for n, r in rows.items() if n in ("paste", "gfpgan")]
+        ok = all(rows["self"]["psnr"] > r["psnr"] and rows["self"]["ssim"] > r["ssim"] for r in others)
+        print(f"{'':<14}fit {clip['fit_s']:.0f} s, {clip['fit']['steps']} steps, loss {clip['fit']['loss']:.2f} "
+              f"(bicubic {clip['fit']['bicubic_loss']:.2f}); quality {'MET' if ok else 'NOT met'}, sharpness "
+              f"{'MET' if 0.8 <= rows['self']['sharpness'] <= 1.2 else 'NOT met'}, flicker "
+              f"{'MET' if rows['self']['flicker'] <= rows['paste']['flicker'] else 'NOT met'}")
+    synthetic = result["synthetic"]
+    print("\n2. synthetic clips: a bench_train generator's output, plain and enhanced, against the truth")
+    if "skipped" in synthetic:
+        print("   skipped:", synthetic["skipped"])
+    else:
+        for name, row in synthetic["rows"].items():
+            print(f"{'synthetic':<14}{name:<8}{fmt(row['psnr']):>7}{fmt(row['ssim'], '.4f'):>8}"
+                  f"{fmt(row['sharpness']):>7}{fmt(row['flicker']):>9}")
+        print(f"   mouth opening r(enhanced, generator) = {synthetic['mouth_r']:.3f} (target >= 0.95); LSE-C plain "
+              f"{synthetic['lse_c']['plain']:.2f}, enhanced {synthetic['lse_c']['self']:.2f} (target: at most 0.1 "
+              f"lower)")
+    print("\n3. degradations (96 px, lower face): blur = sharpness over the truth's, noise = high-pass std, "
+          "colour = mean channel shift")
+    lines = [(clip["clip"] + " pairs", clip["degraded"]) for clip in result["real"]]
+    if "skipped" not in synthetic:
+        lines += [("synthetic pairs", synthetic["degraded"]), ("generator output", synthetic["generator_vs_truth"])]
+    for name, stats in lines:
+        print(f"   {name:<22} blur {stats['blur']:.2f}  noise {stats['noise']:.2f}  colour {stats['colour']:.2f}")
+    s = result["speed"]
+    print(f"\n4. speed, {torch.get_num_threads()} threads (load average {result['load_average'][0]:.1f}): fit on a "
+          f"{s['clip_s']:.0f} s 720p clip {s['fit_s']:.0f} s ({s['fit_steps']} steps; target <= 180 s); network "
+          f"96 -> 192: {s['faces_per_s']:.0f} faces/s (target >= 150); infer 720p: {s['infer_fps']['plain']:.1f} "
+          f"frames/s plain, {s['infer_fps']['self']:.1f} with the enhancer (target >= 20)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("clips", nargs="*", type=Path, help="face videos (default: every video in ../shared/media)")
+    parser.add_argument("--fast", action="store_true", help="shorter fits and runs (about 3 minutes)")
+    parser.add_argument("--minutes", type=float, help="fitting time per clip (default 0.75, --fast 0.25)")
+    parser.add_argument("--gfpgan", help="GFPGAN v1.4 weights (default: the model store's, when present)")
+    parser.add_argument("--train-dir", type=Path, default=Path("/tmp/bench_train"),
+                        help="bench_train.py's --out folder, for the synthetic clips")
+    parser.add_argument("--synthetic", type=int, help="synthetic clips (default 3, --fast 1)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    minutes = args.minutes or (0.25 if args.fast else 0.75)
+    clips = args.clips or sorted(p for p in (SHARED / "media").glob("*.mp4"))
+    detector = create_detector("retinaface", weights=RETINAFACE, device="cpu")
+    gfpgan = None
+    try:
+        weights = store.resolve(args.gfpgan or "GFPGANv1.4.pth", download=False)
+        gfpgan = FaceEnhancer(load_model(weights, "gfpgan"), torch.device("cpu"))
+    except Wav2LipError as exc:
+        print(f"GFPGAN left out: {exc}")
+    result: dict = {"settings": {**vars(args), "clips": [str(c) for c in clips], "minutes": minutes}}
+    with tempfile.TemporaryDirectory(prefix="bench_self_enhance-") as tmp:
+        folder = Path(tmp)
+        result["real"] = [real_clip(Path(c), detector, gfpgan, minutes) for c in clips]
+        result["synthetic"] = synthetic_clips(args.train_dir, args.synthetic or (1 if args.fast else 3), minutes,
+                                              folder)
+        result["speed"] = speed(folder, detector, 0.25 if args.fast else self_enhance.DEFAULT_MINUTES,
+                                8.0 if args.fast else 20.0)
+    result["load_average"] = os.getloadavg()
+    print_table(result)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1, default=str))
+
+
+if __name__ == "__main__":
+    main()
