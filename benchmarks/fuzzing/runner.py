@@ -140,7 +140,8 @@ def prepare(case: Case, case_dir: Path, seeds: dict[str, Seed]) -> tuple[list[st
     if target.name.startswith("train:") and seed.kind != "dataset":
         shutil.copytree(seeds["dataset"].path, paths.inputs / "dataset")
     args = targets.argv(target, case.variant, paths, target_arg)
-    watched = {paths.inputs: _digest(paths.inputs)}
+    # Each input file as it was (new files beside them are outputs a manifest may direct there, not changes).
+    watched = {p: _digest(p) for p in paths.inputs.rglob("*") if p.is_file()}
     if seed.kind != "cache":  # a damaged cache entry is replaced by design
         watched[mutant] = _digest(mutant)
     root = os.path.commonpath([str(s.path) for s in seeds.values()])
