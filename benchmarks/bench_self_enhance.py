@@ -139,8 +139,9 @@ def degraded_pairs(pairs: self_enhance.Pairs, n: int = 64) -> tuple[np.ndarray, 
 def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, minutes: float) -> dict:
     items = list(track(open_source(path).frames(), detector, FaceTrackOptions()))
     cut = int(len(items) * HELD_OUT)
-    started = time.perf_counter()
-    model, record = self_enhance.fit(path, detector, minutes, frames=(0, cut))
+    started = time.perf_counter()  # self_enhance.fit's two steps, the pairs kept for their statistics
+    pairs = self_enhance.face_pairs(path, detector, (0, cut))
+    model, steps, loss, bicubic = self_enhance.train(pairs, minutes)
     fit_s = time.perf_counter() - started
     enhancer = self_enhance.SelfEnhancer(model)
     scores = {name: Score() for name in ("real", "paste", "gfpgan", "self") if name != "gfpgan" or gfpgan}
@@ -156,9 +157,13 @@ def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, minutes: float)
         for name, score in scores.items():
             score.add(outputs[name], item.frame, item.box)
     still = stillest(scores["real"].mouths)
-    return {"clip": path.name, "fit_s": fit_s, "fit": record.__dict__,
+    print(f"{path.name}: fitted in {fit_s:.0f} s ({steps} steps), scored {len(scores['real'].mouths)} frames",
+          file=sys.stderr, flush=True)
+    return {"clip": path.name, "fit_s": fit_s,
+            "fit": {"faces": len(pairs.inputs), "scale": pairs.scale, "steps": steps, "loss": loss,
+                    "bicubic_loss": bicubic},
             "rows": {name: score.row(still) for name, score in scores.items()},
-            "degraded": degradation_stats(*degraded_pairs(self_enhance.face_pairs(path, detector, (0, cut))))}
+            "degraded": degradation_stats(*degraded_pairs(pairs))}
 
 
 # ---------------------------------------------------------------- 2. synthetic clips
@@ -192,7 +197,8 @@ def synthetic_clips(train_dir: Path, n: int, minutes: float, folder: Path) -> di
             for frame in big[:cut]:
                 writer.write(frame)
         box = (0, 0, SYNTH_SIZE, SYNTH_SIZE)
-        model, _ = self_enhance.fit(video, None, minutes, box=box)
+        pairs = self_enhance.face_pairs(video, None, box=box)
+        model = self_enhance.train(pairs, minutes)[0]
         enhancer = self_enhance.SelfEnhancer(model)
         outs = {"plain": [], "self": []}
         for face, truth in zip(painted, big):
@@ -211,7 +217,6 @@ def synthetic_clips(train_dir: Path, n: int, minutes: float, folder: Path) -> di
         read_back = np.stack([self_enhance.painted_input(f, np.array(box)) for f in painted[cut:]])
         painted_all.append(read_back[:, self_enhance.TOP:])  # as the enhancer sees the generator's face
         truth_all.append(clip.truth[cut:, self_enhance.TOP:])
-        pairs = self_enhance.face_pairs(video, None, box=box)
         degraded.append(degraded_pairs(pairs))
     still = slice(0, STILL)
     return {"generator": str(generator_ckpt), "judge": str(judge_ckpt), "clips": n,

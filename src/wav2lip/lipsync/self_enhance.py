@@ -48,6 +48,7 @@ CHANNELS, BLOCKS = 24, 3  # the network's size: 150+ faces/s at 96 -> 192 on two
 PATCH = 32  # training crops: PATCH x PATCH input pixels
 BATCH = 24
 LR = 2e-3
+WARMUP = 100  # steps over which the learning rate rises to LR
 MAX_FRAMES = 400  # frames sampled evenly from the video for training pairs
 DEFAULT_MINUTES = 1.5  # training time of `fit-enhancer` and `--enhance self` (detection comes on top)
 MAX_STEPS = 6000
@@ -202,8 +203,8 @@ def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS
           degradation: Degradation = Degradation(),
           on_step: Callable[[int, float], None] | None = None) -> tuple[MouthEnhancer, int, float, float]:
     """Fit a MouthEnhancer on random crops of the pairs for `minutes` or `steps`, whichever ends first
-    (learning rate on a cosine to zero over the larger of the two fractions). Returns the network, the
-    steps taken, its mean L1 over the last steps and the bicubic upscale's, in grey levels."""
+    (learning rate warming up, then on a cosine to zero over the larger of the two fractions). Returns the
+    network, the steps taken, its mean L1 over the last steps and the bicubic upscale's, in grey levels."""
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     model = MouthEnhancer(CHANNELS, BLOCKS, pairs.scale)
@@ -219,8 +220,8 @@ def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS
         done = max(step / steps, (time.perf_counter() - started) / budget)
         if done >= 1:
             break
-        for group in optimizer.param_groups:
-            group["lr"] = LR * 0.5 * (1 + math.cos(math.pi * done))
+        for group in optimizer.param_groups:  # a warm-up: Adam's first steps would throw the zero detail far off
+            group["lr"] = LR * min(1.0, (step + 1) / WARMUP) * 0.5 * (1 + math.cos(math.pi * done))
         pick = torch.randint(len(inputs), (BATCH,), generator=rng)
         ys = torch.randint(h - ph + 1, (BATCH,), generator=rng)
         xs = torch.randint(w - pw + 1, (BATCH,), generator=rng)
