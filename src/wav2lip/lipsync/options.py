@@ -323,13 +323,13 @@ class StreamOptions:
     stall: float = option(0.1, "a source pausing this long mid-speech finishes the speech with silence",
                           label="Stall", group="audio in", surfaces={"live"}, minimum=1e-3, unit="s",
                           metavar="SECONDS")
-
-
-def _table_of(cls: type) -> dict[str, Option]:
     max_delay: float = option(0.2, "a frame running this far behind real time shows the last painted mouth "
                               "instead of a new one, so a slow machine loses frame rate, not latency (0: never)",
                               label="Max delay", group="audio in", surfaces={"live"}, minimum=0.0, unit="s",
                               metavar="SECONDS")
+
+
+def _table_of(cls: type) -> dict[str, Option]:
     result = {}
     for f in fields(cls):
         if "option" in f.metadata:
