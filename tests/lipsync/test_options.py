@@ -34,7 +34,7 @@ def other_value(opt: Option):
             value = min(value, int(opt.maximum) - 1)
     elif opt.kind is float:
         value = {"fps": 30.0, "mask_top": 0.5, "mask_softness": 0.5, "enhance_strength": 0.5, "chunk": 0.04,
-                 "stall": 0.3}[opt.name]
+                 "stall": 0.3, "max_delay": 0.5}[opt.name]
     else:
         value = f"{opt.name}.pth"
     text = " ".join(map(str, value)) if isinstance(value, tuple) else str(value).lower() if isinstance(value, bool) \
