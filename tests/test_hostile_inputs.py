@@ -300,3 +300,20 @@ def test_refused_training_leaves_no_checkpoint_folder(tmp_path):
                      cwd=tmp_path)
     assert "not a saved mel spectrogram" in assert_one_line_error(result, *mels)
     assert not (tmp_path / "runs").exists()
+
+
+def test_manifest_outputs_thousands_of_folders_deep(generator, faststart, speech, work):
+    """Output paths 1,900 folders deep (found by benchmarks/fuzz.py: pathlib's mkdir(parents=True) recursed
+    past Python's limit) are written; 3,000 deep, past the OS's 4096-byte path limit, fail their line in one
+    line and leave no folder; the other lines run."""
+    folder = work / "deep_manifest"
+    folder.mkdir()
+    manifest = folder / "pairs.csv"
+    manifest.write_text(f"{faststart},{speech},a.mp4\n{faststart},{speech},{'d/' * 1900}b.mp4\n"
+                        f"{faststart},{speech},{'e/' * 3000}c.mp4\n", encoding="utf-8")
+    result = run_cli("infer", "--manifest", str(manifest), "--checkpoint", str(generator), "--box", "10", "90", "10",
+                     "90", "-q", cwd=work)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert f"{manifest}:3: error:" in result.stderr and "2 of 3 lines done" in result.stderr
+    assert (folder / ("d/" * 1900 + "b.mp4")).is_file()
+    assert sorted(os.listdir(folder)) == ["a.mp4", "d", "pairs.csv"]

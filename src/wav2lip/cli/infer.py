@@ -5,6 +5,7 @@ Every option of the authors' inference script exists; their spellings are accept
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import sys
 from pathlib import Path
@@ -155,23 +156,25 @@ def _run_manifest(syncer: LipSyncer, manifest: Path, rows: list, bad: list, opti
             failed += 1
             print(f"{manifest}:{number}: error: {exc}", file=sys.stderr)
             continue
-        if output.is_file():
-            skipped += 1
-            print(f"{manifest}:{number}: {output} exists, skipped", file=sys.stderr)
-            continue
-        made = [p for p in reversed(output.parents) if not p.exists()]
-        try:
+        made: list[Path] = []
+        try:  # a path too long for the OS fails its line here (ENAMETOOLONG), not the whole manifest
+            if output.is_file():
+                skipped += 1
+                print(f"{manifest}:{number}: {output} exists, skipped", file=sys.stderr)
+                continue
+            made = [p for p in reversed(output.parents) if not p.exists()]
             if output.exists():
                 kind = "a folder" if output.is_dir() else "not a regular file"
                 raise Wav2LipError(f"{output}: is {kind}, not an output file")
-            output.parent.mkdir(parents=True, exist_ok=True)
+            for folder in made:  # one level at a time: mkdir(parents=True) recurses once per missing level
+                folder.mkdir(exist_ok=True)
             check_output_path(output, [manifest], options["lossless"])
             _report(syncer.run(face, audio, output, **options), profile)
         except (Wav2LipError, OSError) as exc:
             failed += 1
             print(f"{manifest}:{number}: error: {exc}", file=sys.stderr)
             for folder in reversed(made):  # folders made for this line, if it left them empty
-                if folder.is_dir() and not any(folder.iterdir()):
+                with contextlib.suppress(OSError):  # not empty, never made, or a path the OS refuses
                     folder.rmdir()
     total = len(rows) + len(bad)
     rank, world = rank_and_world()
