@@ -21,7 +21,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # n
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -112,7 +111,7 @@ def run_cases(count: int, case_at: Callable[[int], runner.Case], work: Path, see
                                            f"in the server's log: {crash}")
             results[k] = (case, result) if result.outcome in runner.FAILURES else (case.light(), result)
             if not keep and result.outcome not in runner.FAILURES:
-                shutil.rmtree(case_dir, ignore_errors=True)
+                runner.remove(case_dir)
             done += 1
             if result.outcome in runner.FAILURES:
                 print(f"  case {case.index} {case.target} {case.seed}{'/' + case.member if case.member else ''}"
@@ -236,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if failures else 0
     finally:
         if args.work is None and not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            runner.remove(work)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ def _png_header(path: Path, width: int, height: int) -> Path:
 @pytest.fixture(scope="module")
 def hostile(work, faststart, media) -> dict[str, Path]:
     """Name -> a generated hostile media file (or folder, or FIFO)."""
+    import cv2
+
     data = faststart.read_bytes()
     mdat = data.find(b"mdat")
     files = {
@@ -72,6 +74,8 @@ def hostile(work, faststart, media) -> dict[str, Path]:
         paths[name] = path
     paths["huge png"] = _png_header(work / "huge.png", 16000, 16000)
     paths["huger png"] = _png_header(work / "huger.png", 20000, 20000)
+    paths["tall png"] = work / "tall.png"  # 2 megapixels, but taller than H.264 allows (fuzzing: a tall GIF)
+    cv2.imwrite(str(paths["tall png"]), np.full((20000, 100, 3), 128, np.uint8))
     paths["folder"] = work / "a_folder.mp4"
     paths["folder"].mkdir()
     paths["fifo"] = work / "pipe.mp4"
@@ -317,3 +321,15 @@ def test_manifest_outputs_thousands_of_folders_deep(generator, faststart, speech
     assert f"{manifest}:3: error:" in result.stderr and "2 of 3 lines done" in result.stderr
     assert (folder / ("d/" * 1900 + "b.mp4")).is_file()
     assert sorted(os.listdir(folder)) == ["a.mp4", "d", "pairs.csv"]
+    subprocess.run(["rm", "-rf", str(folder / "d")], check=True)  # pytest's own clean-up recurses once per level
+
+
+def test_face_taller_than_h264_allows(hostile, generator, speech, work):
+    """A face 20,000 pixels tall (2 megapixels; found by benchmarks/fuzz.py as a GIF whose height field was
+    set to 65535: x264 failed to open, a traceback) is refused before any work, naming the output and why."""
+    output = work / "tall_out" / "result.mp4"
+    output.parent.mkdir()
+    result = run_cli("infer", "--face", str(hostile["tall png"]), "--audio", str(speech), "-o", str(output),
+                     "--checkpoint", str(generator), "--box", "10", "90", "10", "90", "-q", cwd=work)
+    assert "too large for H.264" in assert_one_line_error(result, output)
+    assert os.listdir(output.parent) == []

@@ -16,6 +16,7 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import sys
 import time
 import traceback
@@ -92,7 +93,7 @@ def draw(seed: int, index: int, chosen: list[targets.Target], seeds: dict[str, S
     source = seeds[name].path
     member = ""
     if source.is_dir():
-        files = sorted(str(p.relative_to(source)) for p in source.rglob("*") if p.is_file())
+        files = sorted(str(p.relative_to(source)) for p in walk(source) if p.is_file())
         member = files[int(rng.integers(len(files)))]
         source = source / member
     data = source.read_bytes()
@@ -102,9 +103,30 @@ def draw(seed: int, index: int, chosen: list[targets.Target], seeds: dict[str, S
     return Case(target.name, name, member, int(rng.integers(len(target.variants))), edits, names, index)
 
 
+def walk(folder: Path) -> list[Path]:
+    """Everything under `folder`, without recursion: a mutant may direct an output thousands of folders deep,
+    past what rglob's nested generators (or shutil.rmtree) survive. Paths the OS refuses are skipped."""
+    found, stack = [], [folder]
+    while stack:
+        try:
+            entries = list(os.scandir(stack.pop()))
+        except OSError:
+            continue
+        for entry in entries:
+            found.append(Path(entry.path))
+            if entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+    return sorted(found)
+
+
+def remove(path: Path) -> None:
+    """Remove a case folder, however deep a mutant made it (shutil.rmtree recurses once per level)."""
+    subprocess.run(["rm", "-rf", "--", str(path)], check=False)
+
+
 def _digest(path: Path) -> str:
     if path.is_dir():
-        return "folder:" + ",".join(f"{p.relative_to(path)}={_digest(p)}" for p in sorted(path.rglob("*"))
+        return "folder:" + ",".join(f"{p.relative_to(path)}={_digest(p)}" for p in walk(path)
                                      if p.is_file())
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -118,7 +140,7 @@ def prepare(case: Case, case_dir: Path, seeds: dict[str, Seed]) -> tuple[list[st
     target = targets.BY_NAME[case.target]
     seed = seeds[case.seed]
     if case_dir.exists():
-        shutil.rmtree(case_dir)
+        remove(case_dir)
     paths = targets.Paths(case_dir, seeds)
     for folder in (paths.inputs, paths.out, paths.home, case_dir / "tmp"):
         folder.mkdir(parents=True)
@@ -141,7 +163,7 @@ def prepare(case: Case, case_dir: Path, seeds: dict[str, Seed]) -> tuple[list[st
         shutil.copytree(seeds["dataset"].path, paths.inputs / "dataset")
     args = targets.argv(target, case.variant, paths, target_arg)
     # Each input file as it was (new files beside them are outputs a manifest may direct there, not changes).
-    watched = {p: _digest(p) for p in paths.inputs.rglob("*") if p.is_file()}
+    watched = {p: _digest(p) for p in walk(paths.inputs) if p.is_file()}
     if seed.kind != "cache":  # a damaged cache entry is replaced by design
         watched[mutant] = _digest(mutant)
     root = os.path.commonpath([str(s.path) for s in seeds.values()])
@@ -227,7 +249,7 @@ def poll(run: Running, limit_s: float) -> tuple[int | None, float, bool] | None:
 
 
 def _stray(folder: Path) -> list[str]:
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+    return sorted(str(p.relative_to(folder)) for p in walk(folder)
                   if ".part" in p.name or p.name.endswith(".probe"))
 
 
@@ -261,8 +283,10 @@ def judge(case: Case, case_dir: Path, status: int | None, peak_mb: float, timed_
     stray = _stray(case_dir / "in") + _stray(case_dir / "out") + _stray(case_dir / "home")
     stray += [f"tmp/{p.name}" for p in (case_dir / "tmp").iterdir() if not p.name.startswith(_TORCH_CACHES)]
     if code != 0:  # a batch command keeps what its good items made, training what its finished steps wrote
-        stray += [f"out/{p.relative_to(case_dir / 'out')}" for p in (case_dir / "out").rglob("*")
-                  if (not (target.batch or target.resumable) and p.is_file()) or (p.is_dir() and not any(p.iterdir()))]
+        everything = walk(case_dir / "out")
+        parents = {p.parent for p in everything}
+        stray += [f"out/{p.relative_to(case_dir / 'out')}" for p in everything
+                  if (not (target.batch or target.resumable) and p.is_file()) or (p.is_dir() and p not in parents)]
     if stray:
         return Result(LEFTOVER, code, seconds, peak_mb, ", ".join(stray[:5]))
     if code == 0:

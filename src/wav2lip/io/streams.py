@@ -111,6 +111,7 @@ class LiveOutput:
                  crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET) -> None:
         self.target, self.fps = str(target), fps
         self.network = is_network_target(target)
+        video_io.check_h264_size(target, width, height)
         self.width, self.height = video_io.encoded_size(width, height)
         self.crf, self.preset = crf, preset
         self.frames = 0

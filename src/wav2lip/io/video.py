@@ -47,6 +47,7 @@ _AUDIO_LEAD_S = 0.5  # audio is muxed this far ahead of the video so the two sta
 # Largest frame accepted (twice 8K UHD's 33 megapixels): FFmpeg decodes one frame just to open a file,
 # so a 775 KB 16000x16000 PNG would cost gigabytes before any check; headers are read first instead.
 MAX_PIXELS = 64 * 2**20
+H264_MAX_SIDE = 16384  # pixels: x264 refuses a wider or taller frame (found by fuzzing: a 96x65535 GIF)
 # Data may end this much (or 0.5%) before the declared duration (AAC priming; videos: at most 3 frames).
 _TRUNCATION_TOLERANCE_S = Fraction(1, 10)
 # File extensions taken for videos when a whole folder is searched (preprocess, evaluate --dir).
@@ -514,6 +515,13 @@ def encoded_size(width: int, height: int, lossless: bool = False) -> tuple[int, 
     return width + width % 2, height + height % 2
 
 
+def check_h264_size(target: str | os.PathLike, width: int, height: int) -> None:
+    """Refuse before any work a frame size x264 cannot encode (it fails to open past H264_MAX_SIDE)."""
+    if max(width, height) > H264_MAX_SIDE:
+        raise Wav2LipError(f"{target}: {width}x{height} frames are too large for H.264 (at most {H264_MAX_SIDE} "
+                           "pixels a side); scale the input down (--resize-factor, --crop) or write --lossless .mkv")
+
+
 def _check_output_folder(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
@@ -575,6 +583,8 @@ class VideoWriter:
         self.rate = _exact_rate(fps)
         self.width, self.height = width, height
         self.encoded_width, self.encoded_height = encoded_size(width, height, lossless)
+        if not lossless:
+            check_h264_size(self.path, width, height)
         self.lossless = lossless
         self.crf, self.preset = crf, preset
         self.audio_start = audio_start
