@@ -396,3 +396,10 @@ def test_huge_images_are_refused_from_their_header(tmp):
     fine = tmp / "fine.png"
     cv2.imwrite(str(fine), np.zeros((64, 80, 3), np.uint8))
     assert (probe(fine).width, probe(fine).height) == (80, 64)
+
+
+def test_constant_rate_is_never_zero():
+    """A damaged header's rate of a millionth of a frame a second (found by benchmarks/fuzz.py: it rounded to
+    0 and the first frame time divided by it, a ZeroDivisionError) is held at 1/100 fps."""
+    assert video_io.constant_rate(Fraction(1, 10**6)) == Fraction(1, 100)
+    assert video_io.constant_rate(Fraction(1, 2)) == Fraction(1, 2)

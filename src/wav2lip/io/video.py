@@ -86,7 +86,8 @@ def constant_rate(average: Fraction | float | None) -> Fraction:
             return rate
     if average >= 2:
         return Fraction(round(average))
-    return average.limit_denominator(100)
+    # Never 0: a damaged header's 1e-6 fps rounds to 0/1 here, and every frame time divides by the rate.
+    return max(average.limit_denominator(100), Fraction(1, 100))
 
 
 def _exact_rate(fps: float | Fraction) -> Fraction:
