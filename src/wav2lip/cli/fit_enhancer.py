@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     from ..io.video import open_source
     from ..lipsync import self_enhance
 
-    check_output(args.outfile, [args.face], "enhancer file")
+    check_output(args.outfile, [args.face], "enhancer")
     if not args.minutes > 0 or args.steps is not None and args.steps < 1:
         raise Wav2LipError(f"--minutes must be above 0 and --steps at least 1 (got {args.minutes:g}, {args.steps})")
     frames = frame_range(args.frames, open_source(args.face).n_frames_estimate) if args.frames else None
