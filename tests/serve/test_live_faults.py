@@ -233,3 +233,23 @@ def test_an_avatar_with_tags_that_are_not_utf8_is_measured(work) -> None:
     assert data.count(b"ZZZZZZZZ") == 1
     path.write_bytes(data.replace(b"ZZZZZZZZ", b"\xff\xfe\xfd\xfc" * 2))
     assert _longer_than(path, 2.0, 25.0) and not _longer_than(path, 3.0, 25.0)
+
+
+NESTED = '{"type": "start", "avatar": ' + '{"a": ' * 100_000 + "1" + "}" * 100_000 + "}"  # past json's depth
+
+
+def test_json_nested_past_the_parsers_depth_is_a_bad_message(server, still) -> None:  # noqa: F811
+    """A start message (or a later text message) nested 100,000 deep is refused in one line with 1008, not
+    a RecursionError traceback and 1011 (found by the fuzzer)."""
+    client = Client(server)
+    client.ws.send(NESTED)
+    message, code = client.error()
+    assert message.startswith("the first message must be the JSON start message") and code == 1008, message
+    client = Client(server)
+    assert client.start(still)["type"] == "ready"
+    client.ws.send(NESTED)
+    while (item := client.next())[0] == "frame":
+        pass
+    assert item[0] == "control" and item[1]["message"].startswith("unexpected message"), item
+    assert client.next() == ("close", 1008)
+    assert server.idle()

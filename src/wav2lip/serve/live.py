@@ -195,7 +195,7 @@ class Session:
             raise ClientError(f"no start message within {START_SECONDS:g} s of connecting") from None
         try:
             start = json.loads(message.get("text") or "")
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
             start = None
         if not isinstance(start, dict) or start.get("type") != "start":
             raise ClientError('the first message must be the JSON start message ({"type": "start", ...})')
@@ -357,7 +357,7 @@ class Session:
                 continue
             try:
                 control = json.loads(text or "")
-            except ValueError:
+            except (ValueError, RecursionError):  # not JSON, or nested past the parser's depth
                 control = None
             kind = control.get("type") if isinstance(control, dict) else None
             if kind == "ack" and isinstance(control.get("index"), int):
