@@ -261,3 +261,29 @@ def test_tags_that_are_not_utf8_do_not_stop_the_sound(tmp_path):
     assert np.array_equal(audio.load_audio(tagged), expected)
     assert audio.audio_seconds(tagged) == audio.audio_seconds(plain)
     assert np.array_equal(np.concatenate(list(file_chunks(tagged, realtime=False))), expected)
+
+
+def test_a_header_rate_too_low_for_speech_is_refused(tmp_path):
+    """A WAV whose header says 1 Hz (found by benchmarks/fuzz.py: 16,000 samples resampled from 1 Hz to 16 kHz
+    became 256 million, a 1.9 GiB allocation in training) is refused in one line by every reader; 8 kHz, the
+    floor, still loads."""
+    import struct
+
+    from wav2lip.io.streams import file_chunks
+
+    for rate in (8000, 1):
+        path = tmp_path / f"rate{rate}.wav"
+        with wave.open(str(path), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(8000)
+            w.writeframes(np.zeros(8000, "<i2").tobytes())
+        data = bytearray(path.read_bytes())
+        data[24:32] = struct.pack("<II", rate, rate * 2)  # fmt chunk: sample rate, byte rate
+        path.write_bytes(bytes(data))
+        if rate == 8000:
+            assert audio.load_audio(path).size == 16000
+            continue
+        for read in (audio.load_audio, audio.audio_seconds, lambda p: list(file_chunks(p, realtime=False))):
+            with pytest.raises(Wav2LipError, match=f"^{path}: audio at 1 Hz; speech needs at least 8000 Hz"):
+                read(path)

@@ -30,6 +30,10 @@ REF_LEVEL_DB = 20  # dB subtracted after the amplitude -> dB conversion
 MIN_LEVEL_DB = -100  # dB floor (amplitude 1e-5)
 MAX_ABS_VALUE = 4.0  # the mel is normalised symmetrically to [-4, 4]
 
+# Files below this rate are refused: no speech is recorded lower, and resampling 1 Hz to SAMPLE_RATE would turn
+# a 1 MB file into 64 GB of samples (found by fuzzing: a WAV header's rate set to 1). The live socket's floor too.
+MIN_SAMPLE_RATE = 8000  # Hz (telephone speech)
+
 # Which audio goes with which video frame (spec section 3).
 MEL_STEP = 16  # mel frames per window (0.2 s)
 MEL_FPS = SAMPLE_RATE // HOP  # 80 mel frames per second of audio
@@ -75,10 +79,20 @@ def _open_audio(path: Path) -> tuple[av.container.InputContainer, av.AudioStream
     if not container.streams.audio:
         container.close()
         raise Wav2LipError(f"{path}: has no audio stream")
-    if container.streams.audio[0].codec_context is None:  # no decoder for its codec tag (or it is damaged)
+    stream = container.streams.audio[0]
+    if stream.codec_context is None:  # no decoder for its codec tag (or it is damaged)
         container.close()
         raise Wav2LipError(f"{path}: its audio stream is in an unknown or damaged format that cannot be decoded")
-    return container, container.streams.audio[0]
+    check_sample_rate(path, stream.codec_context.sample_rate, container)
+    return container, stream
+
+
+def check_sample_rate(path: Path, rate: int | None, container: av.container.InputContainer) -> None:
+    """Refuse (closing `container`) a stream declaring a rate below MIN_SAMPLE_RATE."""
+    if rate and rate < MIN_SAMPLE_RATE:
+        container.close()
+        raise Wav2LipError(f"{path}: audio at {rate} Hz; speech needs at least {MIN_SAMPLE_RATE} Hz (a damaged "
+                           "header?)")
 
 
 def audio_seconds(path: str | os.PathLike) -> float:

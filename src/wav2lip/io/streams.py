@@ -16,7 +16,7 @@ import numpy as np
 from ..constants import DEFAULT_CRF, DEFAULT_PRESET, STREAM_CONTAINERS
 from ..errors import Wav2LipError
 from . import video as video_io
-from .audio import SAMPLE_RATE, _mono
+from .audio import SAMPLE_RATE, _mono, check_sample_rate
 from .files import atomic_output, check_output
 
 
@@ -37,6 +37,7 @@ def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = T
         container.close()
         raise Wav2LipError(f"{path}: has no audio stream" if not container.streams.audio else
                            f"{path}: its audio stream is in an unknown or damaged format that cannot be decoded")
+    check_sample_rate(path, container.streams.audio[0].codec_context.sample_rate, container)
     return _play(path, container, max(1, round(chunk * SAMPLE_RATE)), realtime)
 
 
