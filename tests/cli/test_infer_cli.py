@@ -155,3 +155,31 @@ def test_lossless_default_name_and_feather(checkpoint, media, speech, work, monk
     info = probe(work / "results" / "result_voice.mkv")
     assert info.video_codec == "ffv1" and info.n_frames == 10
     assert np.isclose(info.fps, 25)
+
+
+def test_enhance_takes_a_fitted_file_or_the_cached_fit_of_the_face(checkpoint, media, speech, work, models_dir,
+                                                                   monkeypatch) -> None:
+    """`--enhance PATH` runs a `fit-enhancer` file; `--enhance self` finds the fit of this face in the cache
+    (by content hash) and gives the same frames; both change only the lower face of the plain output."""
+    from wav2lip.faces import create_detector
+    from wav2lip.io.video import open_source
+    from wav2lip.lipsync import self_enhance
+
+    monkeypatch.setenv("WAV2LIP_HOME", str(work / "home"))
+    face = media / "vr_face5.mp4"
+    detector = create_detector("retinaface", weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu")
+    model, record = self_enhance.fit(face, detector, minutes=1.0, steps=6, frames=(0, 10), max_frames=6)
+    fitted = self_enhance.save(work / "face5.enhancer.pth", model, record)
+    self_enhance.cache_path(face).parent.mkdir(parents=True)
+    self_enhance.save(self_enhance.cache_path(face), model, record)
+    outputs = {}
+    for name, enhance in (("plain", "none"), ("file", str(fitted)), ("self", "self")):
+        out = work / f"enhanced_{name}.mkv"
+        assert infer(checkpoint, "--face", str(face), "--audio", str(speech), "--box", *BOX_ARGS, "--lossless",
+                     "--enhance", enhance, "-o", str(out)) == 0
+        outputs[name] = np.stack(list(open_source(out).frames()))
+    assert np.array_equal(outputs["file"], outputs["self"])
+    changed = np.argwhere(np.abs(outputs["file"].astype(int) - outputs["plain"]).max(axis=(0, 3)) > 0)
+    top, bottom, left, right = map(int, BOX_ARGS)
+    assert changed.size and changed[:, 0].min() >= top + (bottom - top) // 3 and changed[:, 0].max() < bottom + 10
+    assert changed[:, 1].min() >= left and changed[:, 1].max() < right

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from .. import store
 from ..errors import Wav2LipError
 from ..io.files import check_not_input
-from ..lipsync.options import ModelOptions, SyncOptions, add_arguments, from_namespace
+from ..lipsync.options import ENHANCERS, ModelOptions, SyncOptions, add_arguments, from_namespace
 from ..shards import rank_and_world, shard
 from .common import add_quiet, show_progress
 
@@ -115,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from ..faces.detectors import WEIGHT_NAMES  # torch and the models load only for good arguments
     from ..lipsync.offline import LipSyncer, check_output_path
 
-    weights = [args.checkpoint, args.detector_weights, args.enhancer_weights, args.speaker_model]
+    fitted = None if args.enhance in tuple(ENHANCERS) else args.enhance  # a fit-enhancer file
+    weights = [args.checkpoint, args.detector_weights, args.enhancer_weights, args.speaker_model, fitted]
     if args.preview_frame is not None:
         if args.manifest is not None:
             raise Wav2LipError("--preview-frame previews one face and audio: give --face and --audio, not --manifest")

@@ -107,8 +107,8 @@ class LiveSyncer:
         self.source = video_io.open_source(self.face, fps=self.options.fps, loop=self.options.loop)
         self.fps = self.source.fps
         self.still = self.source.is_still or self.options.static
-        # The enhancer is loaded (or its file refused) before the avatar is prepared.
-        self.enhancer = self.syncer.enhancer if self.options.enhance != "none" else None
+        # The enhancer is loaded (or its file refused, or fitted to this avatar) before the avatar is prepared.
+        self.enhancer = self.syncer.enhancer_for(self.options, self.face)
         self.boxes: list[np.ndarray | None] = []
         self.landmarks: list[np.ndarray | None] = []
         self.speakers: list = []

@@ -31,7 +31,8 @@ from .. import store
 from ..io import video as video_io
 from .blend import blend_mask
 from ..device import DTYPES, inference_model, resolve_device, resolve_precision
-from .enhance import ENHANCE_BATCH, FaceEnhancer
+from . import self_enhance
+from .enhance import ENHANCE_BATCH, Enhancer, FaceEnhancer
 from ..errors import Wav2LipError
 from ..export import onnx_generator
 from ..faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
@@ -533,6 +534,15 @@ class LipSyncer:
             self._enhancer = FaceEnhancer(network, self.device, dtype)
         return self._enhancer
 
+    def enhancer_for(self, options: SyncOptions, face: Path, fit: bool = True) -> Enhancer | None:
+        """The enhancer `options.enhance` names for a run on `face`, loaded (or its file refused) before any
+        frame is made: GFPGAN, a fitted file, or with `fit` the one fitted to `face` (`--enhance self`:
+        from the cache, else fitted now, which takes minutes; without `fit`, None until then)."""
+        if options.enhance == "self" and not fit:
+            return None
+        return self_enhance.load_enhancer(options.enhance, face, lambda: self.enhancer, lambda: self.detector,
+                                          self.device, progress=options.progress)
+
     @property
     def detector(self) -> FaceDetector:
         """Created on first use, so runs with a fixed --box never need the detector's weights."""
@@ -542,17 +552,16 @@ class LipSyncer:
         return self._detector
 
     def _run(self, face: str | Path, audio: str | Path, options: dict,
-             cancel: threading.Event | None = None) -> tuple[_Job, _Run]:
+             cancel: threading.Event | None = None, fit: bool = True) -> tuple[_Job, _Run]:
         job = _Job(face, audio, SyncOptions.from_kwargs(options), self.mel_offset)
-        # The enhancer is loaded (or its file refused) before any frame is made.
-        enhancer = self.enhancer if job.options.enhance != "none" else None
+        enhancer = self.enhancer_for(job.options, job.face, fit)
         return job, _Run(job, self.generator, lambda: self.detector, self.device, self.cache_dir, cancel,
                          lambda: self.speaker_model, enhancer)
 
     def check(self, face: str | Path, audio: str | Path, **options) -> None:
         """Raise the Wav2LipError `run` would raise before its first frame for these inputs and options
         (the audio decoded, the face's first frames probed), without running anything."""
-        self._run(face, audio, options)
+        self._run(face, audio, options, fit=False)
 
     def inputs(self, face: str | Path, audio: str | Path) -> list[str | Path]:
         """Every file a run reads: an output path must be none of them."""
