@@ -23,6 +23,9 @@ MAX_GAP = 5  # frames without a face bridged by interpolation (0: never)
 
 # io
 SAMPLE_RATE = 16000  # Hz: everything is decoded and resampled to this
+# Audio below this rate is refused (files, live PCM, the live socket): no speech is recorded lower, and
+# resampling 1 Hz to SAMPLE_RATE would turn one second of samples into 16,000 times as many.
+MIN_SAMPLE_RATE = 8000  # Hz (telephone speech)
 LOOP_MODES = ("repeat", "pingpong", "none")
 # libx264 preset chosen with benchmarks/bench_encode.py on 2 CPU cores: "superfast" encodes 1080p in ~50 ms/frame
 # (720p ~20, 512x512 ~5), below the generator's time per frame; "veryfast" makes ~30% smaller files but takes

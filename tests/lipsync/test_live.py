@@ -415,6 +415,16 @@ def _cli(args: list[str], **kwargs) -> subprocess.CompletedProcess:
                           timeout=600, **kwargs)
 
 
+def test_cli_live_refuses_stdin_pcm_below_telephone_rate(checkpoint, media, work) -> None:
+    """Raw PCM declared at 1 Hz would be resampled 16,000-fold (found by fuzzing files): one line, no output."""
+    out = work / "never.mp4"
+    done = subprocess.run([sys.executable, "-m", "wav2lip", "live", "--face", str(media / "st_art0.png"),
+                           "--audio", "-", "--sample-rate", "1", "-o", str(out), "--checkpoint", str(checkpoint)],
+                          input=b"\0" * 640, capture_output=True, timeout=120)
+    assert done.returncode == 2 and b"sample rate must be at least 8000, got 1" in done.stderr, done.stderr
+    assert len(done.stderr.decode().strip().splitlines()) == 1 and not out.exists()
+
+
 def test_cli_live_from_a_file_and_from_stdin_pcm(checkpoint, media, speech, work) -> None:
     common = ["--face", str(media / "st_art0.png"), "--checkpoint", str(checkpoint), "--device", "cpu",
               "--precision", "fp32", "--detector-weights", str(media.parent / "models" / "retinaface_mobilenet0.25.pth")]

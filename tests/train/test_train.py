@@ -290,6 +290,17 @@ def test_config_file_and_flags(tmp_path):
     assert make_config("expert", json_path, width=0.25).width == 0.25
 
 
+
+@pytest.mark.parametrize("name, text", [("deep.json", "[" * 100_000), ("deep.toml", "a = " + "[" * 100_000),
+                                        ("latin.json", "{\"lr\": \"\xe9\"}"), ("list.json", "[1, 2]")])
+def test_a_hostile_config_file_is_one_line(tmp_path, name, text):
+    """Nesting past the parsers' recursion (found by fuzzing), bytes that are not UTF-8, a non-table."""
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    with pytest.raises(Wav2LipError, match=rf"{name}: (not a valid config file|a config file must hold)"):
+        make_config("expert", path)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_training_resolves_its_device_as_inference_does() -> None:
     """"auto" picks what inference picks; a device the machine lacks is one line, not a late crash."""

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from ..constants import SAMPLE_RATE, STREAM_CONTAINERS
-from ..lipsync.options import ModelOptions, StreamOptions, SyncOptions, add_arguments, from_namespace
+from ..lipsync.options import STREAM_TABLE, ModelOptions, StreamOptions, SyncOptions, add_arguments, from_namespace
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from ..lipsync.live import LiveSyncer
 
     stream = from_namespace(args, StreamOptions)
+    for name, value in stream.items():  # ranges: --sample-rate 1 would resample 16,000-fold
+        STREAM_TABLE[name].check(value)
     check_stream_output(args.output, [args.face, args.audio if args.audio != "-" else None,
                                       args.checkpoint, args.detector_weights, args.speaker_model, args.enhancer_weights])
     # a bad file fails before the models load

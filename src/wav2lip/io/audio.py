@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..constants import SAMPLE_RATE  # Hz: everything is decoded and resampled to this
+from ..constants import MIN_SAMPLE_RATE, SAMPLE_RATE  # Hz: everything is decoded and resampled to SAMPLE_RATE
 from ..errors import Wav2LipError
 from .files import atomic_output
 from .video import decode_stream
@@ -30,9 +30,6 @@ REF_LEVEL_DB = 20  # dB subtracted after the amplitude -> dB conversion
 MIN_LEVEL_DB = -100  # dB floor (amplitude 1e-5)
 MAX_ABS_VALUE = 4.0  # the mel is normalised symmetrically to [-4, 4]
 
-# Files below this rate are refused: no speech is recorded lower, and resampling 1 Hz to SAMPLE_RATE would turn
-# a 1 MB file into 64 GB of samples (found by fuzzing: a WAV header's rate set to 1). The live socket's floor too.
-MIN_SAMPLE_RATE = 8000  # Hz (telephone speech)
 
 # Which audio goes with which video frame (spec section 3).
 MEL_STEP = 16  # mel frames per window (0.2 s)

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..constants import (DEFAULT_CRF, DEFAULT_PRESET, DETECT_EVERY, DETECTORS, DEVICES, PRECISIONS, SAMPLE_RATE,
-                         SMOOTH_MODES, video_container)  # noqa: F401 (video_container: offline's import)
+from ..constants import (DEFAULT_CRF, DEFAULT_PRESET, DETECT_EVERY, DETECTORS, DEVICES, MIN_SAMPLE_RATE,
+                         PRECISIONS, SAMPLE_RATE, SMOOTH_MODES, video_container)  # noqa: F401 (video_container: offline's import)
 from ..constants import LOOP_MODES as _SOURCE_LOOPS
 from ..errors import Wav2LipError
 from .mask import MASKS, MaskShape
@@ -316,8 +316,8 @@ class StreamOptions:
     pcm_format: str = option("s16le", "sample format of raw PCM on stdin (--audio -)", label="PCM format",
                              group="audio in", surfaces={"live"}, choices=PCM_FORMATS)
     sample_rate: int = option(SAMPLE_RATE, "sample rate of raw PCM on stdin (other rates are resampled)",
-                              label="Sample rate", group="audio in", surfaces={"live"}, minimum=1, unit="Hz",
-                              metavar="HZ")
+                              label="Sample rate", group="audio in", surfaces={"live"}, minimum=MIN_SAMPLE_RATE,
+                              unit="Hz", metavar="HZ")
     chunk: float = option(0.02, "an audio file is played in chunks of this length", label="Chunk",
                           group="audio in", surfaces={"live"}, minimum=1e-3, unit="s", metavar="SECONDS")
     stall: float = option(0.1, "a source pausing this long mid-speech finishes the speech with silence",

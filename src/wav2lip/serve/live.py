@@ -58,6 +58,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
+from ..constants import MIN_SAMPLE_RATE
 from ..io.audio import SAMPLE_RATE
 from ..errors import Wav2LipError
 from ..io.streams import PCM_TYPES
@@ -79,7 +80,6 @@ START_SECONDS = 5.0  # the start message must come this soon after connecting (a
 AVATAR_SECONDS = 10.0  # after the start message the avatar's bytes may lag this long behind ...
 AVATAR_RATE = 256 * 2**10  # ... this many bytes a second (2 Mbit/s): a trickled avatar holds no place for ever
 MAX_AVATAR_SECONDS = 120.0  # a video avatar is prepared whole (a face box and crop per frame) before streaming
-MIN_SAMPLE_RATE = 8_000  # telephone speech; lower would make each message many times larger when resampled
 MAX_SAMPLE_RATE = 192_000
 MAX_FLOAT = 16.0  # a float32 sample beyond this is not audio in [-1, 1] (s16 bytes read as float, say)
 THREADS = ("wav2lip-live-session", "wav2lip-live-audio", "wav2lip-avatar")  # the threads a session starts

@@ -89,6 +89,8 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
             values = json.loads(path.read_text())
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise Wav2LipError(f"{path}: not a valid config file ({exc})") from None
+    except RecursionError:  # the parsers recurse once per level of nesting
+        raise Wav2LipError(f"{path}: not a valid config file (nested too deeply)") from None
     if isinstance(values, dict) and isinstance(values.get("train"), dict):
         values = values["train"]
     if not isinstance(values, dict):
