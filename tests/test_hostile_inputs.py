@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -235,6 +236,25 @@ def test_corrupt_face_images_in_training_data_are_one_line_naming_a_file(tmp_pat
     line = assert_one_line_error(result, *images)
     assert "not a readable face image" in line
     assert {p: p.stat().st_size for p in images} == before
+
+
+def test_cut_audio_in_training_data_is_one_line_naming_the_clip(tmp_path):
+    """Every clip's audio.wav cut to 0.1 s (a damaged copy, found by fuzzing): no window of any clip has its
+    audio, and the one line names an audio.wav that is too short, not only the data folder."""
+    from wav2lip.data import synth
+    from wav2lip.io.audio import load_audio, write_wav
+
+    root = tmp_path / "prep"
+    synth.write_dataset(root, 4, seed=2, seconds=1.2, clips_per_speaker=2, val_fraction=0.25, test_fraction=0.0)
+    sounds = sorted(root.rglob("audio.wav"))
+    for sound in sounds:
+        write_wav(sound, load_audio(sound)[:1600])
+        (sound.parent / "mel.npy").unlink(missing_ok=True)
+    result = run_cli("train-expert", "--data-root", str(root), "--checkpoint-dir", str(tmp_path / "ckpt"),
+                     "--steps", "2", "--batch-size", "2", "--width", "0.125", "--workers", "0", "--no-progress",
+                     cwd=tmp_path)
+    line = assert_one_line_error(result, *sounds)
+    assert re.search(r"audio\.wav: 0\.1\d s of audio for frames that need [\d.]+ s, and no usable training", line)
 
 
 @pytest.mark.parametrize("case", ["zero bytes", "random bytes", "truncated faststart 40%", "huge png", "fifo",

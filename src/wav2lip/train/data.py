@@ -18,7 +18,7 @@ from torch.utils.data import Dataset, Sampler
 
 from ..data.layout import FPS, IMG_SIZE, MEL_STEP, SYNC_T, ClipEntry, clip_mel
 from ..errors import Wav2LipError
-from ..io.audio import mel_start
+from ..io.audio import MEL_FPS, mel_start
 
 # Draws tried for one sample before deciding the data cannot give any.
 _MAX_DRAWS = 1000
@@ -144,9 +144,32 @@ class ClipSamples(Dataset):
                 f"{first}: not a readable face image ({len(self.unreadable)} unreadable images met); run "
                 f"`wav2lip preprocess` again on those clips or take them out of the file lists"
             )
+        short = self._short_audio()
+        if short:
+            clip, seconds, need = short[0]
+            return Wav2LipError(
+                f"{clip.folder / 'audio.wav'}: {seconds:.2f} s of audio for frames that need {need:.2f} s, and no "
+                f"usable training sample in {_MAX_DRAWS} draws ({len(short)} of {len(self.clips)} clips like it; a "
+                f"damaged or cut audio.wav: run `wav2lip preprocess` again on them or take them out of the lists)"
+            )
         return Wav2LipError(
             f"{where}: no usable training sample in {_MAX_DRAWS} draws (clips too short for their audio?)"
         )
+
+    def _short_audio(self) -> list[tuple[ClipEntry, float, float]]:
+        """(clip, seconds of audio, seconds its frames need) for the clips whose audio cannot cover even
+        their first five frames' mel windows: what an exhausted draw names."""
+        short = []
+        for k, clip in enumerate(self.clips):
+            try:
+                n_mel = self.mel(k).shape[1]
+            except Wav2LipError:
+                n_mel = 0
+            first = int(clip.frames[0]) if len(clip.frames) else 0
+            need = mel_start(first + SYNC_T, FPS) + MEL_STEP
+            if n_mel < need:
+                short.append((clip, n_mel / MEL_FPS, need / MEL_FPS))
+        return short
 
 
 class ExpertSamples(ClipSamples):
