@@ -19,6 +19,7 @@ from conftest import cpu_syncer, cut_wav, deterministic_generator
 from wav2lip import LipSyncer, LiveSyncer, Wav2LipError
 from wav2lip.io.audio import SAMPLE_RATE, MelStream, load_audio, melspectrogram, write_wav
 from wav2lip.lipsync.kernel import SILENT_MEL, frame_mel_windows
+from wav2lip.lipsync.live import LEAD
 from wav2lip.io.streams import file_chunks, pcm_chunks
 from wav2lip.io.video import VideoWriter, open_source, probe
 
@@ -344,6 +345,25 @@ def test_a_generator_slower_than_real_time_holds_mouths_and_keeps_the_latency_bo
     # Painting all 240 would take over 5 s more than the 2 s of speech (the fastest 2-core CPU paints a
     # full-size face in ~30 ms, 240 x (30 - 8.3) ms); held, no frame is even 2 s late.
     assert max(lateness) < 2.0, (max(lateness), held)
+
+
+def test_audio_that_waited_in_a_buffer_counts_late_from_its_arrival(syncer, media) -> None:
+    """Chunks given as (samples, arrived) with arrived 5 s back (a server that buffered them): every frame is
+    already past max_delay, so all but the first whose windows lie inside the audio show a held mouth (the
+    last ones could not be made before the end was known); the stall rule counts from the
+    handover, so the speech is not cut by silence either (every sample plays once, in order)."""
+    live = LiveSyncer(media / "st_art0.png", syncer=syncer, silence="off", max_delay=0.2)
+    wav = load_audio(media / "vr_audio1.wav")[:16000]
+
+    def buffered():
+        for part in paced(pieces(wav, 320), 0.02):
+            yield part, time.perf_counter() - 5.0
+
+    out = list(live.stream(buffered()))
+    assert [f.sample for f in out] == [j * FRAME for j in range(25)]
+    assert np.array_equal(np.concatenate([f.audio for f in out]), wav)
+    inside = [f for f in out if f.sample + LEAD <= wav.size]  # windows complete before the end was known
+    assert len(inside) == 20 and not inside[0].held and all(f.held for f in inside[1:])
 
 
 def test_source_errors_and_bad_options_are_clear(avatar, syncer, media) -> None:

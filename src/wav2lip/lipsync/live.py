@@ -159,10 +159,13 @@ class LiveSyncer:
         """First 16 kHz sample of frame k's audio."""
         return round(k * SAMPLE_RATE / self.fps)
 
-    def stream(self, chunks: Iterable[np.ndarray], sample_rate: int = SAMPLE_RATE) -> Iterator[LiveFrame]:
+    def stream(self, chunks: Iterable[np.ndarray | tuple[np.ndarray, float]],
+               sample_rate: int = SAMPLE_RATE) -> Iterator[LiveFrame]:
         """Frames for audio arriving as 1-D float chunks of any size at any pace (read on its own thread),
         in order, each as soon as it can be made; ends after the last frame of the audio once the chunks
-        end. Closing the iterator early stops every thread."""
+        end. Closing the iterator early stops every thread. A chunk may come as (samples, arrived): the
+        `time.perf_counter()` it reached a source that buffered it (a server), so that `max_delay` counts
+        from then rather than from the handover."""
         if sample_rate <= 0:
             raise Wav2LipError(f"sample rate must be positive, got {sample_rate}")
         session = _Session(self, chunks, sample_rate)
@@ -201,18 +204,18 @@ class _Inbox:
     def __init__(self, limit: int, stop: threading.Event) -> None:
         self.limit, self.stop = limit, stop
         self.cond = threading.Condition()
-        self.items: deque[tuple[np.ndarray, float]] = deque()
+        self.items: deque[tuple[np.ndarray, float, float]] = deque()  # (samples, handed over, arrived)
         self.samples = 0
         self.done = False
         self.error: BaseException | None = None
 
-    def put(self, chunk: np.ndarray, when: float) -> bool:
+    def put(self, chunk: np.ndarray, when: float, arrived: float) -> bool:
         with self.cond:
             while self.samples > self.limit and not self.stop.is_set():
                 self.cond.wait(0.1)
             if self.stop.is_set():
                 return False
-            self.items.append((chunk, when))
+            self.items.append((chunk, when, arrived))
             self.samples += chunk.size
             self.cond.notify_all()
             return True
@@ -222,7 +225,7 @@ class _Inbox:
             self.done, self.error = True, error
             self.cond.notify_all()
 
-    def take(self, timeout: float) -> list[tuple[np.ndarray, float]]:
+    def take(self, timeout: float) -> list[tuple[np.ndarray, float, float]]:
         """Everything that arrived, waiting up to `timeout` seconds when nothing has."""
         with self.cond:
             if not self.items and not self.done and timeout > 0:
@@ -254,20 +257,22 @@ def _read(chunks: Iterable[np.ndarray], sample_rate: int, inbox: _Inbox, stop: t
     iterator = iter(chunks)
     try:
         for chunk in iterator:
-            when = time.perf_counter()
+            when = arrived = time.perf_counter()
+            if isinstance(chunk, tuple) and len(chunk) == 2 and isinstance(chunk[1], float):
+                chunk, arrived = chunk
             x = np.asarray(chunk, dtype=np.float32)
             if x.ndim != 1:
                 raise Wav2LipError(f"audio chunks must be 1-D (mono samples), got shape {x.shape}")
             if resampler is not None and x.size:
                 x = resample(np.ascontiguousarray(x))
-            if x.size and not inbox.put(np.clip(x, -1.0, 1.0), when):
+            if x.size and not inbox.put(np.clip(x, -1.0, 1.0), when, min(arrived, when)):
                 return
             if stop.is_set():
                 return
         if resampler is not None:
             tail = resample(None)
             if tail.size:
-                inbox.put(np.clip(tail, -1.0, 1.0), time.perf_counter())
+                inbox.put(np.clip(tail, -1.0, 1.0), time.perf_counter(), time.perf_counter())
         inbox.close()
     except BaseException as exc:  # raised again in the consumer's thread
         inbox.close(exc)
@@ -332,9 +337,9 @@ class _Session:
     def _drain(self, timeout: float) -> None:
         """Take what the source sent, waiting up to `timeout` seconds for something."""
         items = self.inbox.take(timeout)
-        for chunk, when in items:
-            self._append(chunk, when)
-            self.last_chunk = when
+        for chunk, when, arrived in items:
+            self._append(chunk, arrived)
+            self.last_chunk = when  # stalls count from the handover: a buffered source is no stalled one
         if not items and self.inbox.done and not self.ended:
             if self.inbox.error is not None:
                 raise self.inbox.error

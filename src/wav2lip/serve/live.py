@@ -353,7 +353,7 @@ class Session:
                     await asyncio.sleep(0.01)  # the socket is not read meanwhile: TCP holds the client back
                 with self.audio_lock:
                     self.audio_seconds += x.size / rate
-                self.audio.put((x, x.size / rate))
+                self.audio.put((x, x.size / rate, now))
                 continue
             try:
                 control = json.loads(text or "")
@@ -379,10 +379,10 @@ class Session:
                 continue
             if item is None:
                 return
-            chunk, seconds = item
+            chunk, seconds, arrived = item
             with self.audio_lock:
                 self.audio_seconds -= seconds
-            yield chunk
+            yield chunk, arrived  # LiveSyncer's max_delay counts from the arrival, the buffer's wait included
 
     def _chunk_of(self, sample: int | None) -> tuple[int | None, float | None]:
         """The audio message that held this 16 kHz sample, and when it arrived."""
