@@ -48,7 +48,7 @@ def data(tmp_path_factory) -> Path:
 def expert_run(data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("expert")
     train(make_config("expert", data_root=str(data), checkpoint_dir=str(folder), steps=120, batch_size=16,
-                      lr=1e-3, eval_interval=60, checkpoint_interval=60, log_interval=20, **FAST))
+                      lr=5e-4, eval_interval=60, checkpoint_interval=60, log_interval=20, **FAST))
     return folder
 
 
@@ -62,7 +62,9 @@ def test_every_recipe_name_is_registered_with_the_loop():
 
 def test_expert_loss_falls_and_checkpoints_load(expert_run):
     losses = _train_losses(expert_run, "loss")
-    assert losses[-1] < 0.85 * losses[0], losses
+    # Each logged loss is one batch of 16: the median of the last three, not the last alone (lr 1e-3 learnt
+    # on one CPU and not on another whose kernels round differently; 5e-4 learns on both)
+    assert np.median(losses[-3:]) < 0.85 * losses[0], losses
     records = _log(expert_run)
     assert [r["step"] for r in records if r["split"] == "val"] == [60, 120]
     assert all({"step", "split", "loss"} <= set(r) for r in records)
