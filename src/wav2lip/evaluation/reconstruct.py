@@ -27,7 +27,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from ..errors import Wav2LipError
@@ -36,10 +35,9 @@ from ..io.video import find_videos, open_source
 from ..lipsync.kernel import Frame, prepare_frame
 from ..lipsync.offline import LipSyncer
 from ..lipsync.options import SyncOptions
+from .measures import LowerFaceScore
 from .sync import SyncModel, evaluate_sync, load_sync_model
 
-_SSIM_C1 = (0.01 * 255) ** 2
-_SSIM_C2 = (0.03 * 255) ** 2
 _BOUND = re.compile(r"^\s*(-?\d+(?:\.\d+)?)(%?)\s*$")
 
 
@@ -69,31 +67,6 @@ def frame_range(spec: str | None, n_frames: int) -> tuple[int, int]:
     return bounds[0], bounds[1]
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """Mean SSIM of two grey images of the same shape (uint8 range)."""
-    x, y = a.astype(np.float64), b.astype(np.float64)
-
-    def blur(image: np.ndarray) -> np.ndarray:
-        return cv2.GaussianBlur(image, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
-
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx * mx, blur(y * y) - my * my, blur(x * y) - mx * my
-    num = (2 * mx * my + _SSIM_C1) * (2 * cxy + _SSIM_C2)
-    den = (mx * mx + my * my + _SSIM_C1) * (vx + vy + _SSIM_C2)
-    return float(np.mean(num / den))
-
-
-def sharpness(grey: np.ndarray) -> float:
-    """Variance of the Laplacian: how much fine detail (teeth, lip edges) an image holds."""
-    return float(cv2.Laplacian(grey, cv2.CV_64F).var())
-
-
-def lower_face(image: np.ndarray, box: np.ndarray) -> np.ndarray:
-    """The lower half of the face box (x1, y1, x2, y2): the part the generator paints."""
-    x1, y1, x2, y2 = (int(v) for v in box)
-    return image[(y1 + y2) // 2:y2, x1:x2]
-
-
 @dataclass
 class ReconstructionScore:
     """One clip lip-synced to its own soundtrack, measured against itself."""
@@ -121,14 +94,13 @@ class ReconstructionScore:
         return {k: safe(v) for k, v in asdict(self).items()}
 
 
-class _Meter:
+class _Meter(LowerFaceScore):
     """Output frames in, each compared with the real frame it was made from."""
 
     def __init__(self, video: Path, options: SyncOptions, first: int, last: int) -> None:
+        super().__init__()
         self.video, self.options, self.first, self.last = video, options, first, last
         self.real = iter(open_source(video, fps=options.fps, loop=options.loop).frames(last))
-        self.sse, self.pixels, self.ssims = 0.0, 0, []
-        self.sharp_out = self.sharp_real = 0.0
         self.no_face = 0
 
     def __call__(self, frame: Frame) -> None:
@@ -137,26 +109,8 @@ class _Meter:
         real = prepare_frame(next(self.real), self.options, self.video)
         if frame.index < self.first:
             return
-        if frame.box is None:
+        if frame.box is None or not self.add(frame.image, real, frame.box):
             self.no_face += 1
-            return
-        out, truth = lower_face(frame.image, frame.box), lower_face(real, frame.box)
-        if out.size == 0:
-            self.no_face += 1
-            return
-        diff = out.astype(np.float64) - truth
-        self.sse += float(np.sum(diff * diff))
-        self.pixels += diff.size
-        grey_out, grey_real = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY) for x in (out, truth))
-        self.ssims.append(ssim(grey_out, grey_real))
-        self.sharp_out += sharpness(grey_out)
-        self.sharp_real += sharpness(grey_real)
-
-    def psnr(self) -> float:
-        if not self.pixels:
-            return float("nan")
-        mse = self.sse / self.pixels
-        return float("inf") if mse == 0 else 10 * math.log10(255.0 ** 2 / mse)
 
 
 def reconstruct(video: str | os.PathLike, syncer: LipSyncer, frames: str | None = None,
@@ -183,9 +137,8 @@ def reconstruct(video: str | os.PathLike, syncer: LipSyncer, frames: str | None 
     meter = meters[0]
     return ReconstructionScore(
         video=str(video), frames=result.frames, scored=len(meter.ssims), no_face=meter.no_face,
-        first=meter.first, last=meter.last, psnr=meter.psnr(),
-        ssim=float(np.mean(meter.ssims)) if meter.ssims else float("nan"),
-        sharpness_ratio=meter.sharp_out / meter.sharp_real if meter.sharp_real else float("nan"),
+        first=meter.first, last=meter.last, psnr=meter.psnr, ssim=meter.mean_ssim,
+        sharpness_ratio=meter.sharpness_ratio,
         offset=None if sync is None else sync.offset, lse_d=None if sync is None else sync.lse_d,
         lse_c=None if sync is None else sync.lse_c, seconds=time.perf_counter() - started)
 
