@@ -278,7 +278,7 @@ def test_a_source_that_stalls_and_resumes(avatar, media) -> None:
     def source():
         yield from paced(pieces(wav[:9600], 320), 0.02)
         caught_up.wait(600)  # the pause starts once the output has every frame the audio so far completes
-        time.sleep(0.7)
+        time.sleep(1.5)  # long enough for idle frames inside it on a loaded machine (0.7 s gave 4 at load 4)
         yield from paced(pieces(wav[9600:], 320), 0.02)
 
     out = []
