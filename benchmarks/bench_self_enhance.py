@@ -37,7 +37,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -51,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 from wav2lip import LipSyncer, store  # noqa: E402
 from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
 from wav2lip.errors import Wav2LipError  # noqa: E402
-from wav2lip.evaluation.reconstruct import lower_face, sharpness, ssim  # noqa: E402
+from wav2lip.evaluation.measures import LowerFaceScore, sharpness  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from wav2lip.io.video import open_source  # noqa: E402
 from wav2lip.lipsync import self_enhance  # noqa: E402
@@ -67,32 +66,20 @@ HELD_OUT = 0.8  # fit on frames [0, 80%), score on [80%, 100%)
 SYNTH_SIZE = 192  # synthetic face box side
 
 
-@dataclass
-class Score:
-    """PSNR (pooled), SSIM (mean) and sharpness ratio of lower faces against the real ones, and flicker."""
+class Score(LowerFaceScore):
+    """The reconstruction measures of lower faces against the real ones (evaluation/measures.py), and the
+    mouths kept for flicker."""
 
-    sse: float = 0.0
-    pixels: int = 0
-    ssims: list = field(default_factory=list)
-    sharp: float = 0.0
-    sharp_real: float = 0.0
-    mouths: list = field(default_factory=list)
+    def __init__(self) -> None:
+        super().__init__()
+        self.mouths: list[np.ndarray] = []
 
-    def add(self, out: np.ndarray, real: np.ndarray, box: np.ndarray) -> None:
-        a, b = lower_face(out, box), lower_face(real, box)
-        diff = a.astype(np.float64) - b
-        self.sse += float(np.sum(diff * diff))
-        self.pixels += diff.size
-        ga, gb = (cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY) for x in (a, b))
-        self.ssims.append(ssim(ga, gb))
-        self.sharp += sharpness(ga)
-        self.sharp_real += sharpness(gb)
+    def add(self, out: np.ndarray, real: np.ndarray, box: np.ndarray) -> bool:
         self.mouths.append(mouth(out, box))
+        return super().add(out, real, box)
 
     def row(self, still: slice) -> dict:
-        mse = self.sse / max(self.pixels, 1)
-        return {"psnr": 10 * math.log10(255 ** 2 / mse) if mse else float("inf"),
-                "ssim": float(np.mean(self.ssims)), "sharpness": self.sharp / self.sharp_real,
+        return {"psnr": self.psnr, "ssim": self.mean_ssim, "sharpness": self.sharpness_ratio,
                 "flicker": flicker(self.mouths[still])}
 
 
@@ -144,15 +131,17 @@ def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, steps: int) -> 
     started = time.perf_counter()  # self_enhance.fit's two steps, the pairs kept for their statistics
     pairs = self_enhance.face_pairs(path, detector, (0, cut))
     model, steps, loss, bicubic = self_enhance.train(pairs, math.inf, steps)
+    sharpen, before = self_enhance.calibrate(model, pairs)
     fit_s = time.perf_counter() - started
-    enhancer = self_enhance.SelfEnhancer(model)
-    scores = {name: Score() for name in ("real", "paste", "gfpgan", "self") if name != "gfpgan" or gfpgan}
+    enhancer, unsharpened = self_enhance.SelfEnhancer(model, sharpen=sharpen), self_enhance.SelfEnhancer(model)
+    scores = {name: Score() for name in ("real", "paste", "gfpgan", "l1", "self") if name != "gfpgan" or gfpgan}
     for item in items[cut:]:
         if item.box is None:
             continue
         plain = paste(item.frame.copy(), item.box, crop_face(item.frame, item.box))
-        outputs = {"real": item.frame, "paste": plain, "self": plain.copy()}
+        outputs = {"real": item.frame, "paste": plain, "self": plain.copy(), "l1": plain.copy()}
         enhancer.enhance([outputs["self"]], [item.box], [item.landmarks], "paste", 1.0)
+        unsharpened.enhance([outputs["l1"]], [item.box], [item.landmarks], "paste", 1.0)
         if gfpgan is not None:
             outputs["gfpgan"] = plain.copy()
             gfpgan.enhance([outputs["gfpgan"]], [item.box], [item.landmarks], "paste", 1.0)
@@ -163,7 +152,7 @@ def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, steps: int) -> 
           file=sys.stderr, flush=True)
     return {"clip": path.name, "fit_s": fit_s,
             "fit": {"faces": len(pairs.inputs), "scale": pairs.scale, "steps": steps, "loss": loss,
-                    "bicubic_loss": bicubic},
+                    "bicubic_loss": bicubic, "sharpen": sharpen, "sharpness_before": before},
             "rows": {name: score.row(still) for name, score in scores.items()},
             "degraded": degradation_stats(*degraded_pairs(pairs))}
 
@@ -201,7 +190,7 @@ def synthetic_clips(train_dir: Path, n: int, steps: int, folder: Path) -> dict:
         box = (0, 0, SYNTH_SIZE, SYNTH_SIZE)
         pairs = self_enhance.face_pairs(video, None, box=box)
         model = self_enhance.train(pairs, math.inf, steps)[0]
-        enhancer = self_enhance.SelfEnhancer(model)
+        enhancer = self_enhance.SelfEnhancer(model, sharpen=self_enhance.calibrate(model, pairs)[0])
         outs = {"plain": [], "self": []}
         for face, truth in zip(painted, big):
             plain = paste(np.zeros_like(truth), np.array(box), face)
@@ -278,7 +267,8 @@ def print_table(result: dict) -> None:
         others = [r for n, r in rows.items() if n in ("paste", "gfpgan")]
         ok = all(rows["self"]["psnr"] > r["psnr"] and rows["self"]["ssim"] > r["ssim"] for r in others)
         print(f"{'':<14}fit {clip['fit_s']:.0f} s, {clip['fit']['steps']} steps, loss {clip['fit']['loss']:.2f} "
-              f"(bicubic {clip['fit']['bicubic_loss']:.2f}); quality {'MET' if ok else 'NOT met'}, sharpness "
+              f"(bicubic {clip['fit']['bicubic_loss']:.2f}), sharpening {clip['fit']['sharpen']:.2f} (l1: the fit "
+              f"without it); quality {'MET' if ok else 'NOT met'}, sharpness "
               f"{'MET' if 0.8 <= rows['self']['sharpness'] <= 1.2 else 'NOT met'}, flicker "
               f"{'MET' if rows['self']['flicker'] <= rows['paste']['flicker'] else 'NOT met'}")
     synthetic = result["synthetic"]

@@ -14,6 +14,7 @@ import torch
 from wav2lip.errors import Wav2LipError
 from wav2lip.faces import create_detector
 from wav2lip.lipsync import self_enhance
+from wav2lip.lipsync.blend import paste
 from wav2lip.lipsync.kernel import crop_face
 from wav2lip.lipsync.options import SyncOptions
 
@@ -38,8 +39,9 @@ def test_fit_records_how_it_was_fitted_and_the_file_gives_the_same_network(fitte
     assert record.source == "vr_face5.mp4" and record.source_sha256 == self_enhance.file_sha256(media / "vr_face5.mp4")
     assert (record.frames, record.first, record.last, record.steps) == (5, 0, 25, 12)  # every 5th frame
     assert record.scale in (2, 3, 4) and record.loss > 0 and record.bicubic_loss > 0
+    assert 0 <= record.sharpen <= self_enhance.MAX_SHARPEN and 0 < record.sharpness < 1
     loaded = self_enhance.load(path)
-    assert loaded.record == record.__dict__
+    assert loaded.record == record.__dict__ and loaded.sharpen == record.sharpen
     faces = np.random.default_rng(0).integers(0, 256, (3, 96 - self_enhance.TOP, 96, 3), dtype=np.uint8)
     np.testing.assert_array_equal(loaded.upscale(faces), self_enhance.SelfEnhancer(model).upscale(faces))
     assert loaded.upscale(faces).shape == (3, record.scale * (96 - self_enhance.TOP), record.scale * 96, 3)
@@ -68,6 +70,38 @@ def test_enhance_changes_only_the_painted_lower_face(fitted, media) -> None:
     feathered = frame.copy()
     self_enhance.SelfEnhancer(fitted[0]).enhance([feathered], [box], [None], "feather", 0.5)
     assert 0 < np.count_nonzero(np.any(feathered != frame, axis=2)) < len(changed)
+
+
+def test_the_sharpening_is_calibrated_on_the_videos_own_faces(media, detector) -> None:
+    """Sharper than the plain fit, never sharper than the real faces, never giving back more than half
+    of the SSIM the fit gained over today's paste; a face already sharp enough is not sharpened."""
+    from wav2lip.evaluation.measures import LowerFaceScore
+
+    pairs = self_enhance.face_pairs(media / "vr_face5.mp4", detector, (0, 25), max_frames=6)
+    assert len(pairs.calibration) == 5 and all(c.shape[0] > 96 for _, c in pairs.calibration)
+    model = self_enhance.train(pairs, 1.0, 150)[0]  # a fit that gains on paste: some sharpening fits
+    amount, before = self_enhance.calibrate(model, pairs)
+    assert 0 < amount <= self_enhance.MAX_SHARPEN and 0 < before < 1
+
+    def score(sharpen: float | None) -> LowerFaceScore:
+        score = LowerFaceScore()
+        with torch.inference_mode():
+            faces = self_enhance.from_tensor(model(self_enhance.to_tensor(pairs.inputs)))
+        for (i, crop) in pairs.calibration:
+            box = np.array([0, 0, crop.shape[1], crop.shape[0]])
+            out = crop.copy()
+            if sharpen is None:
+                paste(out, box, crop_face(crop, box))
+            else:
+                self_enhance.put_lower(out, box, faces[i], "paste", 1.0, sharpen)
+            score.add(out, crop, box)
+        return score
+
+    plain, fitted, sharpened = score(None), score(0.0), score(amount)
+    assert fitted.sharpness_ratio == pytest.approx(before)
+    assert before < sharpened.sharpness_ratio <= self_enhance.SHARPNESS_TARGET
+    assert sharpened.mean_ssim >= (fitted.mean_ssim + plain.mean_ssim) / 2
+    assert self_enhance.calibrate(model, pairs, target=before / 2) == (0.0, before)
 
 
 def test_training_inputs_are_the_painted_face_read_back_and_degraded(media, detector) -> None:
@@ -133,7 +167,8 @@ def test_the_enhance_option_names_none_gfpgan_self_or_a_file(fitted) -> None:
         self_enhance.load_enhancer("gfgpan", "x.mp4", lambda: gfpgan, lambda: None)
 
 
-@pytest.mark.parametrize("kind", ["wrong shape", "wrong config", "truncated", "code", "generator", "not torch", "nan"])
+@pytest.mark.parametrize("kind", ["wrong shape", "wrong config", "sharpening", "truncated", "code", "generator",
+                                  "not torch", "nan"])
 def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> None:
     path = work / f"{kind.replace(' ', '_')}.enhancer.pth"
     payload = torch.load(fitted[2], weights_only=True)
@@ -142,6 +177,9 @@ def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> N
         torch.save(payload, path)
     elif kind == "wrong config":
         payload["config"]["scale"] = 7
+        torch.save(payload, path)
+    elif kind == "sharpening":
+        payload["config"]["sharpen"] = 1e9
         torch.save(payload, path)
     elif kind == "truncated":
         path.write_bytes(fitted[2].read_bytes()[: fitted[2].stat().st_size // 2])
@@ -166,7 +204,8 @@ def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> N
         self_enhance.load(path)
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
-    expected = {"wrong shape": "do not fit its shape", "wrong config": "shape entry", "truncated": "truncated",
+    expected = {"wrong shape": "do not fit its shape", "wrong config": "shape entry", "sharpening": "shape entry",
+                "truncated": "truncated",
                 "code": "refused", "generator": "not a mouth enhancer", "not torch": "not a PyTorch",
                 "nan": "NaN"}[kind]
     assert expected in message

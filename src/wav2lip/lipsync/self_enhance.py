@@ -9,10 +9,15 @@ the box and read back to 96 px) and then degraded as generator output is (blur, 
 painted face back from the blended frame, so it never sees the real mouth of that frame: it cannot leak
 the source's mouth into the output, only sharpen the one the generator painted.
 
+An L1 fit gives the mean of the faces a 96-px face allows, blurrier than the video (a Laplacian
+variance 0.2 to 0.4 times the real one's on the shared clips), so after training a fine unsharp mask is
+calibrated on the video's own faces put back into their boxes at full size (`calibrate`): towards the
+real faces' sharpness by the measure of `wav2lip evaluate --reconstruct`, as far as fidelity allows.
+
 An enhancer file (`FILE.enhancer.pth`) is a plain tensor checkpoint (`torch.load(weights_only=True)`
 reads it, no code runs) holding the network's weights, its shape and how it was fitted: the face
-file's SHA-256, frames, steps, seconds and the final loss. `--enhance self` fits one on first use and
-keeps it in the model store's cache folder under the face file's content hash.
+file's SHA-256, frames, steps, seconds, the final loss and the sharpening. `--enhance self` fits one
+on first use and keeps it in the model store's cache folder under the face file's content hash.
 """
 from __future__ import annotations
 
@@ -31,17 +36,19 @@ import torch.nn.functional as F
 from .. import store
 from ..checkpoints import read_checkpoint
 from ..errors import Wav2LipError
+from ..evaluation.measures import grey, lower_face, sharpness, ssim
 from ..faces import FaceDetector, FaceTrackOptions, track
 from ..faces.cache import file_digest
 from ..io.files import atomic_output
 from ..io.video import open_source
 from ..models.generator import FACE_SIZE
 from ..models.mouth_enhancer import SCALES, MouthEnhancer
+from .blend import paste
 from .enhance import Enhancer, FaceEnhancer, paint_mask
 from .kernel import crop_face
 
 KIND = "wav2lip-mouth-enhancer"  # the file's "kind" entry: what `load` accepts
-VERSION = 1
+VERSION = 2  # 2: the config holds the unsharp mask's amount ("sharpen")
 TOP = 40  # first row of the 96-px face the enhancer sees: the painted lower half (48..) and 8 rows of context
 SEAM = 8  # rows over which the enhanced face fades in at its top edge (TOP .. TOP + SEAM), so no seam shows
 CHANNELS, BLOCKS = 24, 3  # the network's size: 150+ faces/s at 96 -> 192 on two cores (bench_self_enhance)
@@ -53,6 +60,10 @@ MAX_FRAMES = 400  # frames sampled evenly from the video for training pairs
 DEFAULT_MINUTES = 1.5  # training time of `fit-enhancer` and `--enhance self` (detection comes on top)
 MAX_STEPS = 6000
 RUN_BATCH = 32  # faces per network call at run time
+CALIBRATION_FACES = 32  # faces, spread over the video, on which the sharpening is calibrated
+SHARPNESS_TARGET = 1.0  # the calibrated output's Laplacian variance over the real face's, at most
+MAX_SHARPEN = 4.0  # the unsharp mask's largest amount
+SHARPEN_SIGMA = 0.5  # its Gaussian, in the box's pixels: the finest detail, cheapest in fidelity per sharpness
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class Pairs:
     targets: np.ndarray  # (N, scale * (96 - TOP), scale * 96, 3): the real lower face
     scale: int
     frames: int  # frames read (with or without a face)
+    calibration: list[tuple[int, np.ndarray]]  # (index into inputs, the real face box at full size)
 
 
 def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: tuple[int, int] | None = None,
@@ -166,7 +178,11 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
     scale = scale or choose_scale([min(b[2] - b[0], b[3] - b[1]) for _, b in kept])
     inputs = np.stack([painted_input(crop_face(f, b), b)[TOP:] for f, b in kept])
     targets = np.stack([target_face(f, b, scale) for f, b in kept])
-    return Pairs(inputs, targets, scale, read)
+    calibration = []
+    for i in np.unique(np.linspace(0, len(kept) - 1, min(CALIBRATION_FACES, len(kept))).astype(int)):
+        frame, (x1, y1, x2, y2) = kept[i][0], (int(v) for v in kept[i][1])
+        calibration.append((int(i), frame[y1:y2, x1:x2].copy()))
+    return Pairs(inputs, targets, scale, read, calibration)
 
 
 # ---------------------------------------------------------------- fitting
@@ -186,6 +202,8 @@ class FitRecord:
     seconds: float
     loss: float  # mean absolute error of the last steps, grey levels, on degraded inputs
     bicubic_loss: float  # the same for the plain bicubic upscale: what the training improved on
+    sharpen: float  # the unsharp mask's calibrated amount
+    sharpness: float  # the sharpness ratio of the video's own faces without it
 
 
 def to_tensor(bgr: np.ndarray) -> torch.Tensor:
@@ -246,6 +264,52 @@ def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS
     return model.eval(), step, float(np.mean([r[0] for r in recent])), float(np.mean([r[1] for r in recent]))
 
 
+def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARGET) -> tuple[float, float]:
+    """The sharpening for the video's own faces, upscaled and put back into their boxes as
+    `SelfEnhancer.enhance` does: the amount that makes them `target` times as sharp as the real ones
+    (the summed variance of the Laplacian of the lower face, as `evaluate --reconstruct` measures it),
+    but no more than keeps half of the SSIM the fit gained over the plain stretched face. The video's
+    finest detail is mostly skin texture and grain that no 96-px face holds, so full sharpness costs
+    fidelity on most clips: the guard keeps the output closer to the real face than the plain one.
+    Both measures move one way with the amount, so a bisection finds it within [0, MAX_SHARPEN].
+    Returns the amount and the sharpness ratio without it."""
+    crops = [crop for _, crop in pairs.calibration]
+    boxes = [np.array([0, 0, c.shape[1], c.shape[0]]) for c in crops]
+    inputs = pairs.inputs[[i for i, _ in pairs.calibration]]
+    with torch.inference_mode():
+        faces = from_tensor(model(to_tensor(inputs)))
+    real = [grey(lower_face(c, b)) for c, b in zip(crops, boxes)]
+    real_sharpness = sum(sharpness(r) for r in real)
+
+    def measure(upscaled: np.ndarray, amount: float) -> tuple[float, float]:
+        """Sharpness ratio and mean SSIM of the lower faces, `upscaled` put back with `amount`."""
+        sharp, similar = 0.0, 0.0
+        for face, crop, box, truth in zip(upscaled, crops, boxes, real):
+            canvas = crop.copy()
+            put_lower(canvas, box, face, "paste", 1.0, amount)
+            out = grey(lower_face(canvas, box))
+            sharp += sharpness(out)
+            similar += ssim(out, truth)
+        return sharp / real_sharpness if real_sharpness else target, similar / len(crops)
+
+    before, fitted = measure(faces, 0.0)
+    plain = np.mean([ssim(grey(lower_face(paste(c.copy(), b, crop_face(c, b)), b)), truth)  # today's paste
+                     for c, b, truth in zip(crops, boxes, real)])
+    floor = (fitted + plain) / 2
+
+    def within(amount: float) -> bool:
+        sharp, similar = measure(faces, amount)
+        return sharp <= target and similar >= floor
+
+    if within(MAX_SHARPEN):
+        return MAX_SHARPEN, before
+    low, high = 0.0, MAX_SHARPEN
+    for _ in range(10):
+        middle = (low + high) / 2
+        low, high = (middle, high) if within(middle) else (low, middle)
+    return math.floor(low * 1000) / 1000, before  # rounded down: still within both bounds
+
+
 def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float = DEFAULT_MINUTES,
         steps: int = MAX_STEPS, frames: tuple[int, int] | None = None, scale: int | None = None,
         max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None, progress: bool = False,
@@ -273,9 +337,11 @@ def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float =
     finally:
         if bar is not None:
             bar.close()
+    amount, before = calibrate(model, pairs)
     first, last = frames if frames is not None else (0, pairs.frames)
     record = FitRecord(face.name, digest, len(pairs.inputs), first, last, pairs.scale, taken,
-                       round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4))
+                       round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4), amount,
+                       round(before, 4))
     return model, record
 
 
@@ -302,7 +368,8 @@ def save(path: str | os.PathLike, model: MouthEnhancer, record: FitRecord) -> Pa
     """Write the enhancer file atomically (nothing at `path` if it fails)."""
     path = Path(path)
     payload = {"kind": KIND, "version": VERSION, "state_dict": model.state_dict(),
-               "config": {"channels": model.channels, "blocks": model.blocks, "scale": model.scale, "top": TOP},
+               "config": {"channels": model.channels, "blocks": model.blocks, "scale": model.scale, "top": TOP,
+                          "sharpen": record.sharpen},
                "fit": asdict(record)}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -323,7 +390,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
     ints = ("channels", "blocks", "scale", "top")
     if not isinstance(config, dict) or any(type(config.get(k)) is not int for k in ints) \
             or config["top"] != TOP or config["scale"] not in SCALES or not (1 <= config["channels"] <= 256) \
-            or not (0 <= config["blocks"] <= 32) or not isinstance(record, dict):
+            or not (0 <= config["blocks"] <= 32) or type(config.get("sharpen")) is not float \
+            or not 0 <= config["sharpen"] <= MAX_SHARPEN or not isinstance(record, dict):
         raise Wav2LipError(f"{path}: damaged mouth enhancer (its shape entry {config!r} is not one this "
                            "version builds)")
     model = MouthEnhancer(config["channels"], config["blocks"], config["scale"])
@@ -334,7 +402,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
         raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights do not fit its shape ({first})") from None
     if not all(torch.isfinite(t).all() for t in checkpoint.state_dict.values()):
         raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights hold NaN or infinite values")
-    return SelfEnhancer(model, device, record)
+    return SelfEnhancer(model, device, record, config["sharpen"])
 
 
 def cache_path(face: str | os.PathLike) -> Path:
@@ -355,7 +423,7 @@ def fitted_for(face: str | os.PathLike, detector: Callable[[], FaceDetector], de
     target.parent.mkdir(parents=True, exist_ok=True)
     model, record = fit(face, detector(), minutes, steps, progress=progress)
     save(target, model, record)
-    return SelfEnhancer(model, device, asdict(record))
+    return SelfEnhancer(model, device, asdict(record), record.sharpen)
 
 
 def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceEnhancer],
@@ -379,11 +447,13 @@ def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceE
 class SelfEnhancer:
     """A loaded mouth enhancer, used as the kernel uses GFPGAN's `FaceEnhancer` (the same `enhance`)."""
 
-    def __init__(self, model: MouthEnhancer, device: str | torch.device = "cpu", record: dict | None = None) -> None:
+    def __init__(self, model: MouthEnhancer, device: str | torch.device = "cpu", record: dict | None = None,
+                 sharpen: float = 0.0) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.scale = model.scale
         self.record = record or {}
+        self.sharpen = sharpen
 
     def upscale(self, lower: np.ndarray) -> np.ndarray:
         """(B, 96 - TOP, 96, 3) BGR uint8 lower faces -> (B, scale x that, 3) BGR uint8."""
@@ -397,26 +467,32 @@ class SelfEnhancer:
     def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
                 blend: str, strength: float) -> None:
         """Sharpen the painted lower face of each frame in place: read the box back to 96 px, upscale
-        its lower rows, put them back under the generator's paint mask times `strength` (landmarks
-        unused: the face box places it)."""
+        its lower rows, put them back, sharpened, under the generator's paint mask times `strength`
+        (landmarks unused: the face box places it)."""
         boxes = [np.asarray(b).astype(int) for b in boxes]
         lower = np.stack([read_back(f[b[1]:b[3], b[0]:b[2]])[TOP:] for f, b in zip(frames, boxes)])
         for frame, box, face in zip(frames, boxes, self.upscale(lower)):
-            put_lower(frame, box, face, blend, strength)
+            put_lower(frame, box, face, blend, strength, self.sharpen)
 
 
-def put_lower(frame: np.ndarray, box: np.ndarray, face: np.ndarray, blend: str, strength: float) -> None:
+def put_lower(frame: np.ndarray, box: np.ndarray, face: np.ndarray, blend: str, strength: float,
+              sharpen: float = 0.0) -> None:
     """Blend an upscaled lower face (rows TOP.. of the 96-px face, at any scale) into the box of `frame`
-    in place, under the paint mask, fading in over its top SEAM rows."""
+    in place, under the paint mask, fading in over its top SEAM rows. `sharpen`: the amount of an unsharp
+    mask at the box's resolution, where the video's finest detail lies (at the enhancer's own, the
+    resize to the box would smooth it again)."""
     x1, y1, x2, y2 = (int(v) for v in box)
     h, w = y2 - y1, x2 - x1
     top = round(h * TOP / FACE_SIZE)
     if h - top <= 0 or w <= 0:
         return
     resized = cv2.resize(face, (w, h - top), interpolation=cv2.INTER_AREA if face.shape[1] > w else cv2.INTER_CUBIC)
+    resized = resized.astype(np.float32)
+    if sharpen:
+        resized += np.float32(sharpen) * (resized - cv2.GaussianBlur(resized, (0, 0), SHARPEN_SIGMA))
     weight = paint_mask(blend, h, w)[top:] * np.float32(strength)
     seam = max(1, round(h * SEAM / FACE_SIZE))
     weight[:seam] *= ((np.arange(seam, dtype=np.float32) + 0.5) / seam)[:, None]
     region = frame[y1 + top:y2, x1:x2]
     plain = region.astype(np.float32)
-    region[:] = np.clip(plain + (resized.astype(np.float32) - plain) * weight[..., None] + 0.5, 0, 255).astype(np.uint8)
+    region[:] = np.clip(plain + (resized - plain) * weight[..., None] + 0.5, 0, 255).astype(np.uint8)
