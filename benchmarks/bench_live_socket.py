@@ -37,7 +37,7 @@ import numpy as np
 import websocket
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_serve_load import MEDIA, Server, tiny_generator  # noqa: E402
+from bench_serve_load import MEDIA, Server, print_checks, tiny_generator  # noqa: E402
 
 from wav2lip.io.audio import SAMPLE_RATE, frame_count_for_audio, load_audio  # noqa: E402
 from wav2lip.serve.live import HARD_WINDOW  # noqa: E402
@@ -158,7 +158,7 @@ def many_sessions(server: Server, avatar: bytes, wav: np.ndarray, sessions: int)
 def wait_idle(server: Server, timeout: float = 60) -> float | None:
     """Seconds until the server holds no live session, or None if it still does after `timeout`."""
     began = time.monotonic()
-    while server.http.get("/api/health").json()["live"]:
+    while server.client.get("/api/health").json()["live"]:
         if time.monotonic() - began > timeout:
             return None
         time.sleep(0.05)
@@ -319,10 +319,7 @@ def main() -> None:
         print(" | ".join(str(v) for v in row))
     for line in summary:
         print(line)
-    width = max(len(name) for name, _ in faults)
-    print(f"\n{'fault':<{width}} | result\n{'-' * width}-|-------")
-    for name, value in faults:
-        print(f"{name:<{width}} | {value}")
+    print_checks("fault", faults)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

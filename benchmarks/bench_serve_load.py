@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -48,6 +47,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # support.deterministic: the test weights
 from support.deterministic import fill_deterministic  # noqa: E402
+from support.server import FINISHED, ServerProcess  # noqa: E402
 
 from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.models.generator import Wav2Lip  # noqa: E402
@@ -59,14 +59,7 @@ FACE, SPEECH = MEDIA / "vr_face5.mp4", MEDIA / "vr_audio1.wav"  # 4.9 s and 5.0 
 TOKEN = "bench-token-0123456789"
 MULTIPART = "multipart/form-data; boundary=b0b0"
 PART = b'--b0b0\r\nContent-Disposition: form-data; name="face"; filename="%s"\r\n\r\n'
-FINISHED = ("done", "failed", "cancelled")
 ORDER = ("queued", "running", "done", "failed", "cancelled")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def tiny_generator(work: Path) -> Path:
@@ -76,35 +69,14 @@ def tiny_generator(work: Path) -> Path:
     return path
 
 
-class Server:
-    """`python -m wav2lip serve` in a process of its own; its memory and its folder sampled while it runs."""
+class Server(ServerProcess):
+    """The tests' server process (tests/support/server.py) with the bench's defaults, its memory and its
+    folder sampled every 50 ms while it runs."""
 
     def __init__(self, data: Path, checkpoint: Path, *args: str, host: str = "127.0.0.1", token: str | None = None,
                  file_limit: int | None = None) -> None:
-        self.data, self.port = data, free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data.parent / f"{data.name}-{self.port}.log"
-        env = {k: v for k, v in os.environ.items() if k != "WAV2LIP_TOKEN"}
-        if token:
-            env["WAV2LIP_TOKEN"] = token
-        limit = None if file_limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit,) * 2)
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "wav2lip", "serve", "--host", host, "--port", str(self.port), "--data-dir",
-                 str(data), "--checkpoint", str(checkpoint), "--detector-weights", str(WEIGHTS), "--device", "cpu",
-                 *args], stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
-        self.http = httpx.Client(base_url=self.url, timeout=300, headers={"Authorization": f"Bearer {token}"} if token else {})
+        super().__init__(data, checkpoint, WEIGHTS, *args, host=host, token=token, file_limit=file_limit, timeout=300)
         self.rss_peak = self.disk_peak = 0
-        deadline = time.monotonic() + 600
-        while True:
-            if self.process.poll() is not None:
-                raise SystemExit(f"the server exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if self.http.get("/api/health").status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start: {self.log.read_text()[-2000:]}")
-            time.sleep(0.3)
         self.sampling = True
         self.sampler = threading.Thread(target=self._sample, daemon=True)
         self.sampler.start()
@@ -118,10 +90,8 @@ class Server:
             self.disk_peak = max(self.disk_peak, folder_bytes(self.data))
             time.sleep(0.05)
 
-    def submit(self, face: Path = FACE, audio: Path = SPEECH, name: str | None = None, **fields) -> httpx.Response:
-        with open(face, "rb") as f, open(audio, "rb") as a:
-            return self.http.post("/api/jobs", files={"face": (name or face.name, f), "audio": (audio.name, a)},
-                                  data={k: str(v) for k, v in fields.items()})
+    def submit(self, face: Path = FACE, audio: Path = SPEECH, face_name: str | None = None, **fields) -> httpx.Response:
+        return super().submit(face, audio, face_name, **fields)
 
     def accept(self, face: Path = FACE, audio: Path = SPEECH, **fields) -> str:
         """A job that must be accepted: its id."""
@@ -131,19 +101,19 @@ class Server:
         return response.json()["id"]
 
     def wait(self, job_id: str, until: tuple[str, ...] = FINISHED, timeout: float = 600) -> dict:
-        deadline = time.monotonic() + timeout
-        while (job := self.http.get(f"/api/jobs/{job_id}").json())["status"] not in until:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"job {job_id} still {job['status']} after {timeout:g} s")
-            time.sleep(0.1)
-        return job
+        return super().wait(job_id, until, timeout)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         self.sampling = False
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(60)
-        self.http.close()
+        super().stop(sig)
+
+
+def print_checks(heading: str, rows: list[tuple[str, str]]) -> None:
+    """Two columns, the names padded to the longest: what each benchmark part found."""
+    width = max(len(name) for name, _ in rows)
+    print(f"\n{heading:<{width}} | result\n{'-' * width}-|-------")
+    for name, value in rows:
+        print(f"{name:<{width}} | {value}")
 
 
 def folder_bytes(folder: Path) -> int:
@@ -189,7 +159,7 @@ def track(server: Server, ids: list[str], timeout: float) -> dict[str, list[str]
     seen: dict[str, list[str]] = {i: [] for i in ids}
     deadline = time.monotonic() + timeout
     while any(not s or s[-1] not in FINISHED for s in seen.values()) and time.monotonic() < deadline:
-        for job in server.http.get("/api/jobs").json():
+        for job in server.client.get("/api/jobs").json():
             statuses = seen.get(job["id"])
             if statuses is not None and (not statuses or statuses[-1] != job["status"]):
                 statuses.append(job["status"])
@@ -259,7 +229,7 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
                 health_ms.append((time.monotonic() - t0) * 1000)
                 time.sleep(0.25)
 
-    server.wait(server.accept(name="alone.mp4"))  # one job by itself first: the memory a job takes
+    server.wait(server.accept(face_name="alone.mp4"))  # one job by itself first: the memory a job takes
     alone_peak = server.rss_peak
     slow_threads = [threading.Thread(target=slow_upload) for _ in range(slow)]
     for thread in slow_threads:
@@ -280,7 +250,7 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
     bursting.clear()
     poller.join()
     t0 = time.monotonic()
-    one_more = server.submit(name="one-more.mp4")
+    one_more = server.submit(face_name="one-more.mp4")
     one_more_ms = (time.monotonic() - t0) * 1000
     trickle_alive = any(t.is_alive() for t in slow_threads)
     codes = Counter(r.status_code for r in answers)
@@ -291,7 +261,7 @@ def load(work: Path, checkpoint: Path, clients: int, big: int, slow: int, max_qu
     seen = track(server, accepted, timeout=1800)
     for thread in slow_threads:
         thread.join()
-    listed = {job["id"]: job for job in server.http.get("/api/jobs").json() if job["face"] != "alone.mp4"}
+    listed = {job["id"]: job for job in server.client.get("/api/jobs").json() if job["face"] != "alone.mp4"}
     done = sum(listed.get(i, {}).get("status") == "done" for i in accepted)
     failed = [listed[i] for i in accepted if listed.get(i, {}).get("status") == "failed"]
     lost = sum(i not in listed for i in accepted)
@@ -336,18 +306,18 @@ def kill9(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
                      f"Content-Type: {MULTIPART}\r\n\r\n".encode() + PART % b"half.mp4" + b"x" * 5000)
         halves.append(sock)
     time.sleep(1.0)
-    before = {job["id"]: job["status"] for job in first.http.get("/api/jobs").json()}
+    before = {job["id"]: job["status"] for job in first.client.get("/api/jobs").json()}
     first.stop(signal.SIGKILL)
     for sock in halves:
         sock.close()
     t0 = time.monotonic()
     second = Server(data, checkpoint, "--max-queue", "8")
     restart_s = time.monotonic() - t0
-    after = {job_id: second.http.get(f"/api/jobs/{job_id}").json() for job_id in accepted}
-    served_not_done = sum(second.http.get(f"/api/jobs/{i}/result").status_code == 200
+    after = {job_id: second.client.get(f"/api/jobs/{job_id}").json() for job_id in accepted}
+    served_not_done = sum(second.client.get(f"/api/jobs/{i}/result").status_code == 200
                           for i, job in after.items() if job.get("status") != "done")
     seen = track(second, accepted, timeout=1800)
-    final = {i: second.http.get(f"/api/jobs/{i}").json() for i in accepted}
+    final = {i: second.client.get(f"/api/jobs/{i}").json() for i in accepted}
     orphans = leftovers(data)
     second.stop()
     outcome = Counter(
@@ -388,10 +358,10 @@ def disk_full(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
         failed = server.wait(job.json()["id"]) if job.status_code == 201 else {"status": job.status_code, "error": job.text}
         huge = work / "huge.mp4"
         huge.write_bytes(os.urandom((size + 8) * 2**20))
-        refused = server.submit(huge, name="huge.mp4")
+        refused = server.submit(huge, face_name="huge.mp4")
         fits = server.submit(box="150 470 140 380")
         fitted = server.wait(fits.json()["id"]) if fits.status_code == 201 else {"status": fits.status_code}
-        alive = server.http.get("/api/health").status_code == 200
+        alive = server.client.get("/api/health").status_code == 200
         orphans = leftovers(data)
         server.stop()
         huge.unlink()
@@ -417,7 +387,7 @@ def security(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
              "\u202eevil\u202d.mp4", "x" * 1000]
     shown, stored_ok = [], True
     for name in names:
-        response = server.submit(name=name, box="150 470 140 380")
+        response = server.submit(face_name=name, box="150 470 140 380")
         job = response.json()
         shown.append(job.get("face", response.status_code))
         folder = server.data / "jobs" / job.get("id", "-")
@@ -429,7 +399,7 @@ def security(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
     auth = f"Authorization: Bearer {TOKEN}\r\n"
     status = raw(port, f"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}X-Junk: {'y' * 200_000}\r\n"
                  "Connection: close\r\n\r\n".encode())
-    check("200 kB header", status in (None, 400, 431) and server.http.get("/api/health").status_code == 200,
+    check("200 kB header", status in (None, 400, 431) and server.client.get("/api/health").status_code == 200,
           f"{status or 'connection cut'}, server up")
     fields = server.submit(**{f"f{i}": 1 for i in range(100)})
     long_field = server.submit(blend="x" * 5000)
@@ -454,20 +424,20 @@ def security(work: Path, checkpoint: Path) -> list[tuple[str, str]]:
     first, last = median_ms("X" + TOKEN[1:]), median_ms(TOKEN[:-1] + "X")
     check("token compared in constant time", abs(first - last) < 0.2,
           f"hmac.compare_digest; median 401 {first:.2f} ms (first char wrong) vs {last:.2f} ms (last char wrong)")
-    preflight = server.http.options("/api/jobs", headers={"Origin": "http://localhost:3000",
+    preflight = server.client.options("/api/jobs", headers={"Origin": "http://localhost:3000",
                                                           "Access-Control-Request-Method": "POST"})
-    other_page = [server.http.get("/api/jobs", headers={"Origin": o}).status_code
+    other_page = [server.client.get("/api/jobs", headers={"Origin": o}).status_code
                   for o in ("http://localhost:3000", f"http://127.0.0.1:{port + 1}", "http://evil.example", "null")]
     check("CORS: no page of another origin", "access-control-allow-origin" not in preflight.headers
           and other_page == [403] * 4, f"no Access-Control-Allow-Origin; other pages {other_page}")
     done = server.accept(box="150 470 140 380")
     failing = server.accept(box="0 10000 0 10")
     server.wait(done), server.wait(failing)
-    crafted = [server.http.get(p).status_code for p in (
+    crafted = [server.client.get(p).status_code for p in (
         f"/api/jobs/{failing}/result", f"/api/jobs/{done}%2F..%2F{failing}/result", f"/api/jobs/{done}/../{failing}/result",
         f"/api/jobs/{done}/face", f"/api/jobs/{done}/job.json", "/api/jobs/..%2F..%2Fetc%2Fpasswd/result")]
     check("no job's files through another id", all(c in (404, 405, 409) for c in crafted), str(crafted))
-    proxied = [server.http.get("/api/jobs", headers=h).status_code for h in (
+    proxied = [server.client.get("/api/jobs", headers=h).status_code for h in (
         {"Host": "lips.example", "Origin": "https://lips.example"}, {"Host": "evil.example"},
         {"Host": "lips.example", "Origin": "https://evil.example"})]
     check("--allow-host lips.example", proxied == [200, 403, 403], str(proxied))
@@ -497,10 +467,7 @@ def main() -> None:
         rows += disk_full(work, checkpoint)
     if "security" in parts:
         rows += security(work, checkpoint)
-    width = max(len(name) for name, _ in rows)
-    print(f"\n{'check':<{width}} | result\n{'-' * width}-|-------")
-    for name, value in rows:
-        print(f"{name:<{width}} | {value}")
+    print_checks("check", rows)
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
 

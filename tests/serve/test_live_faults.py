@@ -18,7 +18,8 @@ pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 pytest.importorskip("uvicorn", reason="wav2lip[serve] is not installed")
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 
-from test_web_live import Client, LiveServer, checkpoint, speech, still, still_path  # noqa: F401 - fixtures
+from support.serving import checkpoint  # noqa: F401 - a fixture
+from test_web_live import Client, LiveServer, speech, still, still_path  # noqa: F401 - fixtures
 
 from wav2lip.io.audio import SAMPLE_RATE, frame_count_for_audio
 from wav2lip.serve.live import AVATAR_PIECE, AVATAR_SECONDS, HARD_WINDOW, WINDOW

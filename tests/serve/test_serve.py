@@ -4,11 +4,8 @@ retention, and the pipeline's progress and cancel hooks."""
 from __future__ import annotations
 
 import os
-import resource
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -19,7 +16,10 @@ import pytest
 pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from conftest import cut_wav, deterministic_generator
+from conftest import cut_wav
+
+from support.server import ServerProcess
+from support.serving import checkpoint, speech, weights  # noqa: F401 - fixtures
 
 from wav2lip import LipSyncer, Wav2LipError
 from wav2lip.cli import main
@@ -31,97 +31,17 @@ from wav2lip.io.video import probe
 TOKEN = "test-token-0123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BOX = "150 470 140 380"  # vr_face5.mp4's face: top bottom left right
-STARTUP_S = 600  # a loaded 2-core machine can take minutes to import torch and load the models
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`python -m wav2lip serve` in a subprocess, ready once /api/health answers."""
-
-    def __init__(self, data_dir: Path, checkpoint: Path, weights: Path, *args: str, token: str | None = None,
-                 file_limit: int | None = None):
-        """`file_limit`: the largest file the server may write (RLIMIT_FSIZE), a disk that fills up."""
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = data_dir.parent / f"{data_dir.name}-{self.port}.log"
-        env = dict(os.environ)
-        env.pop("WAV2LIP_TOKEN", None)
-        if token:
-            env["WAV2LIP_TOKEN"] = token
-        command = [sys.executable, "-m", "wav2lip", "serve", "--port", str(self.port), "--data-dir", str(data_dir),
-                   "--checkpoint", str(checkpoint), "--detector-weights", str(weights), "--device", "cpu", *args]
-        with open(self.log, "wb") as log:
-            limit = None if file_limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit,) * 2)
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
-        self.client = httpx.Client(base_url=self.url, headers=AUTH if token else {}, timeout=60)
-        deadline = time.monotonic() + STARTUP_S
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited ({self.process.returncode}): {self.log.read_text()}")
-            try:
-                if self.client.get("/api/health").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"server did not start: {self.log.read_text()}")
-            time.sleep(0.3)
-
-    def submit(self, face: Path, audio: Path, face_name: str | None = None, **fields) -> httpx.Response:
-        with open(face, "rb") as f, open(audio, "rb") as a:
-            files = {"face": (face_name or face.name, f), "audio": (audio.name, a)}
-            return self.client.post("/api/jobs", files=files, data={k: str(v) for k, v in fields.items()})
-
-    def wait(self, job_id: str, until=("done", "failed", "cancelled"), timeout: float = 300) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            job = self.client.get(f"/api/jobs/{job_id}").json()
-            if job["status"] in until:
-                return job
-            assert time.monotonic() < deadline, f"job still {job['status']} after {timeout} s"
-            time.sleep(0.1)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            self.process.wait(60)
-        self.client.close()
-
-
-@pytest.fixture(scope="module")
-def checkpoint(work) -> Path:
-    return deterministic_generator(work / "small.pth", width=0.125)
-
-
-@pytest.fixture(scope="module")
-def weights(models_dir) -> Path:
-    return models_dir / "retinaface_mobilenet0.25.pth"
-
-
-@pytest.fixture(scope="module")
-def speech(media, work) -> Path:
-    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.2)
 
 
 @pytest.fixture(scope="module")
 def server(work, checkpoint, weights):
-    srv = Server(work / "data", checkpoint, weights, "--max-queue", "2", "--max-upload-mb", "2", token=TOKEN)
+    srv = ServerProcess(work / "data", checkpoint, weights, "--max-queue", "2", "--max-upload-mb", "2", token=TOKEN)
     yield srv
     srv.stop()
 
 
-def job_folders(server: Server) -> set[str]:
-    return {p.name for p in (server_data(server) / "jobs").iterdir()}
-
-
-def server_data(server: Server) -> Path:
-    return Path(server.process.args[server.process.args.index("--data-dir") + 1])
+def job_folders(server: ServerProcess) -> set[str]:
+    return {p.name for p in (server.data / "jobs").iterdir()}
 
 
 # ---------------------------------------------------------------- the API over HTTP
@@ -174,7 +94,7 @@ def test_upload_poll_download(server, media, speech, work) -> None:
     part = server.client.get(f"/api/jobs/{job_id}/result", headers={"Range": "bytes=100-199"})
     assert part.status_code == 206 and part.content == video.content[100:200]
     # the uploads are gone once the job is over; the result and the record stay
-    assert sorted(p.name for p in (server_data(server) / "jobs" / job_id).iterdir()) == [MARK, JOB_FILE, "result.mp4"]
+    assert sorted(p.name for p in (server.data / "jobs" / job_id).iterdir()) == [MARK, JOB_FILE, "result.mp4"]
 
 
 def test_two_jobs_at_once_both_finish(server, media, speech) -> None:
@@ -208,7 +128,7 @@ def test_bad_uploads_answer_400_with_the_clis_message(server, media, speech, wor
         response = server.submit(Path(face.name) if face.parent == work else face, audio)
         assert response.status_code == 400, (face, response.text)
         detail = response.json()["detail"]
-        assert "\n" not in detail and str(server_data(server)) not in detail
+        assert "\n" not in detail and str(server.data) not in detail
         if face.parent == work:  # named as the client named it, exactly as the CLI says it
             assert detail == cli_error(Path(face.name), audio, checkpoint, capsys)
         else:
@@ -247,7 +167,7 @@ def test_uploads_over_the_limit_answer_413(server, speech, work) -> None:
     assert job_folders(server) == before
 
 
-def stalled_upload(server: Server, declared: int = 1_000_000) -> socket.socket:
+def stalled_upload(server: ServerProcess, declared: int = 1_000_000) -> socket.socket:
     """A POST /api/jobs that sends its headers and the start of its body, then nothing more."""
     sock = socket.create_connection(("127.0.0.1", server.port))
     head = (f"POST /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nAuthorization: Bearer {TOKEN}\r\n"
@@ -307,14 +227,14 @@ def test_a_job_that_fails_says_why_in_one_line(server, media, speech) -> None:
     assert response.status_code == 201
     job = server.wait(response.json()["id"])
     assert job["status"] == "failed" and job["error"].startswith("--box 0 10000 0 10"), job
-    assert "me.mp4" in job["error"] and "\n" not in job["error"] and str(server_data(server)) not in job["error"]
+    assert "me.mp4" in job["error"] and "\n" not in job["error"] and str(server.data) not in job["error"]
     assert server.client.get(f"/api/jobs/{job['id']}/result").status_code == 409
 
 
 def test_audio_longer_than_the_servers_limit_is_refused_before_it_is_decoded(work, checkpoint, weights, media) -> None:
     """--max-audio-minutes bounds a job's memory, time and output: more audio is a 400 naming the client's
     file; the bound is read from the header, not from decoding it."""
-    srv = Server(work / "short-jobs", checkpoint, weights, "--max-audio-minutes", "0.02")  # 1.2 s
+    srv = ServerProcess(work / "short-jobs", checkpoint, weights, "--max-audio-minutes", "0.02")  # 1.2 s
     try:
         long = cut_wav(media / "vr_audio1.wav", work / "long.wav", 2.0)
         response = srv.submit(media / "st_art0.png", long, box=BOX)
@@ -344,8 +264,8 @@ def test_client_file_names_are_never_paths(server, media, speech) -> None:
     assert response.status_code == 201
     job = server.wait(response.json()["id"])
     assert job["status"] == "done" and job["face"] == "escape.mp4"
-    assert not (server_data(server).parent / "escape.mp4").exists()
-    assert not list(server_data(server).rglob("escape.mp4"))
+    assert not (server.data.parent / "escape.mp4").exists()
+    assert not list(server.data.rglob("escape.mp4"))
     assert server.client.get("/api/jobs/..%2F..%2Fetc").status_code == 404
 
 
@@ -363,7 +283,7 @@ def test_cancel_running_and_queued_and_a_full_queue(server, media, work) -> None
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     stopped = server.client.delete(f"/api/jobs/{running}")
     assert stopped.status_code == 200 and stopped.json()["status"] == "cancelled", stopped.json()
-    folder = server_data(server) / "jobs" / running
+    folder = server.data / "jobs" / running
     assert sorted(p.name for p in folder.iterdir()) == [MARK, JOB_FILE]  # no result, no partial file
     assert server.client.get(f"/api/jobs/{running}/result").status_code == 409
     # the worker is free again: the next queued job runs
@@ -372,12 +292,12 @@ def test_cancel_running_and_queued_and_a_full_queue(server, media, work) -> None
     for job_id in (running, *queued):
         assert server.client.delete(f"/api/jobs/{job_id}").status_code == 204
         assert server.client.get(f"/api/jobs/{job_id}").status_code == 404
-        assert not (server_data(server) / "jobs" / job_id).exists()
+        assert not (server.data / "jobs" / job_id).exists()
 
 
 def test_restart_recovers_jobs(work, checkpoint, weights, media, speech) -> None:
     data = work / "restart"
-    first = Server(data, checkpoint, weights)
+    first = ServerProcess(data, checkpoint, weights)
     try:
         running = first.submit(media / "vr_face2.mp4", media / "mt_yongen.wav", detect_every=1).json()["id"]
         waiting = first.submit(media / "vr_face5.mp4", speech, box=BOX).json()["id"]
@@ -386,7 +306,7 @@ def test_restart_recovers_jobs(work, checkpoint, weights, media, speech) -> None
         first.stop(signal.SIGKILL)  # a crash: nothing is written on the way out
     cut_short = make_folder(data / "jobs" / ("0" * 32))  # an upload cut short: no job record
     (cut_short / "face").write_bytes(b"partial")
-    second = Server(data, checkpoint, weights)
+    second = ServerProcess(data, checkpoint, weights)
     try:
         crashed = second.client.get(f"/api/jobs/{running}").json()
         assert crashed["status"] == "failed" and crashed["error"] == CRASHED

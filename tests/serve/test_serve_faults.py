@@ -16,8 +16,10 @@ import pytest
 pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from conftest import cut_wav, deterministic_generator
-from test_serve import AUTH, BOX, TOKEN, Server, job_folders, server_data
+from test_serve import AUTH, BOX, TOKEN, job_folders
+
+from support.server import ServerProcess
+from support.serving import checkpoint, speech, weights  # noqa: F401 - fixtures
 
 from wav2lip import Wav2LipError
 from wav2lip.cli import main
@@ -26,23 +28,8 @@ from wav2lip.serve.jobs import CRASHED, JOB_FILE, MARK, Job
 
 
 @pytest.fixture(scope="module")
-def checkpoint(work) -> Path:
-    return deterministic_generator(work / "small.pth", width=0.125)
-
-
-@pytest.fixture(scope="module")
-def weights(models_dir) -> Path:
-    return models_dir / "retinaface_mobilenet0.25.pth"
-
-
-@pytest.fixture(scope="module")
-def speech(media, work) -> Path:
-    return cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.2)
-
-
-@pytest.fixture(scope="module")
 def server(work, checkpoint, weights):
-    srv = Server(work / "data", checkpoint, weights, "--max-queue", "3", "--max-upload-mb", "3", token=TOKEN)
+    srv = ServerProcess(work / "data", checkpoint, weights, "--max-queue", "3", "--max-upload-mb", "3", token=TOKEN)
     yield srv
     srv.stop()
 
@@ -68,7 +55,7 @@ def test_kill_9_in_the_middle_of_uploads_and_jobs_then_a_restart(work, checkpoin
     """Every job accepted before the kill is finished, queued again or reported failed after the restart;
     a crashed job keeps no upload and no result, whole or partial; an upload cut short leaves nothing."""
     data = work / "kill9"
-    first = Server(data, checkpoint, weights, "--max-queue", "4")
+    first = ServerProcess(data, checkpoint, weights, "--max-queue", "4")
     accepted: list[str] = []
     stalled = socket.create_connection(("127.0.0.1", first.port))
     try:
@@ -93,7 +80,7 @@ def test_kill_9_in_the_middle_of_uploads_and_jobs_then_a_restart(work, checkpoin
     # what a kill between a result's rename and its record leaves: a whole result of a job still "running"
     (data / "jobs" / running / "result.mp4").write_bytes(b"\0" * 1000)
     (data / "jobs" / running / ".result.mp4.0a1b2c3d.part.mp4").write_bytes(b"\0" * 1000)
-    second = Server(data, checkpoint, weights, "--max-queue", "4")
+    second = ServerProcess(data, checkpoint, weights, "--max-queue", "4")
     try:
         assert set(accepted) <= job_folders(second) and len(job_folders(second)) == len(accepted)
         crashed = second.client.get(f"/api/jobs/{running}").json()
@@ -114,7 +101,7 @@ def test_a_full_disk_fails_the_job_with_a_reason_and_the_server_keeps_serving(wo
     """Files past 4 MB cannot be written: a lossless result fails its job with the reason, an upload that
     does not fit is a 507 with Retry-After, and the next job that fits is done."""
     data = work / "full"
-    srv = Server(data, checkpoint, weights, file_limit=4 * 2**20)
+    srv = ServerProcess(data, checkpoint, weights, file_limit=4 * 2**20)
     try:
         big = srv.submit(media / "vr_face5.mp4", speech, box=BOX, lossless="true")  # FFV1 RGB: ~13 MB
         assert big.status_code == 201, big.text
@@ -159,10 +146,10 @@ def test_hostile_names_headers_and_forms(server, media, speech) -> None:
         assert "/" not in job["face"] and "\\" not in job["face"] and "\x00" not in job["face"], job["face"]
         assert len(job["face"]) <= 120 and job["face"] not in ("..", ".")
         assert server.wait(job["id"])["status"] == "done"
-        assert sorted(p.name for p in (server_data(server) / "jobs" / job["id"]).iterdir()) == \
+        assert sorted(p.name for p in (server.data / "jobs" / job["id"]).iterdir()) == \
             [MARK, JOB_FILE, "result.mp4"]
         server.client.delete(f"/api/jobs/{job['id']}")
-    assert not list(server_data(server).parent.rglob("evil.mp4")) and not Path("/tmp/evil.mp4").exists()
+    assert not list(server.data.parent.rglob("evil.mp4")) and not Path("/tmp/evil.mp4").exists()
     port = server.port
     huge_header = (f"GET /api/jobs HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {TOKEN}\r\n"
                    f"X-Junk: {'y' * 200_000}\r\nConnection: close\r\n\r\n")
@@ -294,13 +281,13 @@ def test_job_records_that_cannot_be_written_stop_no_worker(work, checkpoint, wei
     """A job's record cannot be written (its temporary file's name taken by a folder: a write that fails, as on
     a full disk) when a running job ends and when a waiting one starts: both end failed or cancelled with a
     reason in the API, the worker lives on, and the next job is done."""
-    srv = Server(work / "unwritable", checkpoint, weights, "--max-queue", "4")
+    srv = ServerProcess(work / "unwritable", checkpoint, weights, "--max-queue", "4")
     try:
         running = srv.submit(media / "vr_face2.mp4", media / "mt_yongen.wav", detect_every=1).json()["id"]
         waiting = srv.submit(media / "vr_face5.mp4", speech, box=BOX).json()["id"]
         srv.wait(running, until=("running",))
         for job_id in (running, waiting):
-            (server_data(srv) / "jobs" / job_id / f".{JOB_FILE}.tmp").mkdir()
+            (srv.data / "jobs" / job_id / f".{JOB_FILE}.tmp").mkdir()
         assert srv.client.delete(f"/api/jobs/{running}").json()["status"] == "cancelled"
         failed = srv.wait(waiting)
         assert failed["status"] == "failed" and "could not write this job's files" in failed["error"], failed

@@ -14,16 +14,13 @@ import pytest
 pytest.importorskip("fastapi", reason="wav2lip[serve] is not installed")
 httpx = pytest.importorskip("httpx")
 
-from conftest import cut_wav, deterministic_generator
-from test_serve import AUTH, BOX, TOKEN, Server, job_folders
+from conftest import cut_wav
+from support.server import ServerProcess
+from test_serve import AUTH, BOX, TOKEN, job_folders
+from support.serving import checkpoint  # noqa: F401 - a fixture
 
 CLIENTS = 10
 MAX_QUEUE = 4
-
-
-@pytest.fixture(scope="module")
-def checkpoint(work) -> Path:
-    return deterministic_generator(work / "small.pth", width=0.125)
 
 
 def peak_memory(pid: int) -> int:
@@ -36,7 +33,7 @@ def peak_memory(pid: int) -> int:
 
 def test_ten_clients_at_once_beside_a_slow_and_an_oversized_upload(work, checkpoint, models_dir, media) -> None:
     speech = cut_wav(media / "vr_audio1.wav", work / "speech.wav", 1.2)
-    srv = Server(work / "data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth", "--max-queue",
+    srv = ServerProcess(work / "data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth", "--max-queue",
                  str(MAX_QUEUE), "--max-upload-mb", "3", token=TOKEN)
     try:
         answers: list[httpx.Response] = []

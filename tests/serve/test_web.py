@@ -14,7 +14,7 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 from conftest import cut_wav, deterministic_generator
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from test_serve import Server
+from support.server import ServerProcess
 
 
 # The network is closed and no state may leak between runs: no background traffic, a fresh profile.
@@ -51,7 +51,7 @@ def browser(work):
 @pytest.fixture(scope="module")
 def server(work, models_dir):
     checkpoint = deterministic_generator(work / "small.pth", width=0.125)
-    srv = Server(work / "data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth")
+    srv = ServerProcess(work / "data", checkpoint, models_dir / "retinaface_mobilenet0.25.pth")
     yield srv
     srv.stop()
 

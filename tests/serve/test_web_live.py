@@ -23,8 +23,8 @@ pytest.importorskip("wsproto", reason="wav2lip[serve] is not installed")
 websocket = pytest.importorskip("websocket", reason="websocket-client is not installed")
 httpx = pytest.importorskip("httpx")
 
-from conftest import deterministic_generator
-from test_serve import free_port
+from support.serving import checkpoint  # noqa: F401 - a fixture
+from support.server import free_port
 
 from wav2lip import LiveSyncer
 from wav2lip.io.audio import SAMPLE_RATE, frame_count_for_audio, load_audio
@@ -141,11 +141,6 @@ class Client:
                 assert len(messages) == 1 and messages[0]["type"] == "error", messages
                 return messages[0]["message"], value
             messages.append(value)
-
-
-@pytest.fixture(scope="module")
-def checkpoint(work) -> Path:
-    return deterministic_generator(work / "small.pth", width=0.125)
 
 
 @pytest.fixture(scope="module")
