@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from ..faces.detectors import WEIGHT_NAMES  # torch and the models load only for good arguments
     from ..lipsync.offline import LipSyncer, check_output_path
 
-    fitted = None if args.enhance in tuple(ENHANCERS) else args.enhance  # a fit-enhancer file
+    fitted = None if args.enhance in ENHANCERS else args.enhance  # a fit-enhancer file
     weights = [args.checkpoint, args.detector_weights, args.enhancer_weights, args.speaker_model, fitted]
     if args.preview_frame is not None:
         if args.manifest is not None:

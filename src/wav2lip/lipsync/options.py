@@ -32,18 +32,8 @@ BACKENDS = ("torch", "onnxruntime")  # onnxruntime: the exported fp32 generator,
 BLEND_MODES = ("paste", "feather")  # the reference's hard rectangle, or a soft mask (blend.BLENDS does each)
 
 
-class _NamesOrFile(tuple):
-    """The enhancer names, which every surface lists; `in` (argparse's and `Option.check`'s test) also takes
-    the path of a fitted enhancer file (a name with a folder in it or ending .pth), which the command line
-    accepts and the server refuses (serve.form)."""
-
-    def __contains__(self, value: object) -> bool:
-        return tuple.__contains__(self, value) or isinstance(value, str) and (
-            value.endswith(".pth") or "/" in value or "\\" in value)
-
-
-# Mouth restoration after blending (lipsync.self_enhance.load_enhancer), or a fitted enhancer file.
-ENHANCERS = _NamesOrFile(("none", "gfpgan", "self"))
+# Mouth restoration after blending (lipsync.self_enhance.load_enhancer); the option also takes a fitted file.
+ENHANCERS = ("none", "gfpgan", "self")
 LOOP_MODES = tuple(m for m in _SOURCE_LOOPS if m != "none")  # a video shorter than the audio: again, or back and forth
 EVALUATE_MODES = ("whole", "track")
 EXPERT_MODES = ("eval", "train")
@@ -87,6 +77,12 @@ class Option:
     aliases: tuple[str, ...] = ()  # the authors' spellings, accepted by the CLI and not shown
     flag: str | None = None  # the CLI flag, when not --name (a default-True bool's --no-...)
     noun: str | None = None  # what error messages call it, when not its name ("unknown enhancer ...")
+    or_file: bool = False  # besides its choices, the path of a file: the command line's, never the server's
+
+    def allows(self, value: Any) -> bool:
+        """One of the choices, or with `or_file` a file's path (a name with a folder in it or ending .pth)."""
+        return value in self.choices or self.or_file and isinstance(value, str) and (
+            value.endswith(".pth") or "/" in value or "\\" in value)
 
     @property
     def what(self) -> str:
@@ -135,7 +131,7 @@ class Option:
         """Choices, ranges and finiteness: one line naming the option and the valid values."""
         if value is None:
             return
-        if self.choices is not None and value not in self.choices:
+        if self.choices is not None and not self.allows(value):
             raise Wav2LipError(f"unknown {self.what} {value!r} (one of {', '.join(self.choices)})")
         numbers = value if isinstance(value, tuple) else (value,) if self.kind in (int, float) else ()
         if self.kind is tuple and len(value) != self.count:
@@ -238,7 +234,7 @@ class SyncOptions:
     enhance: str = option("none", "gfpgan: restore the painted mouth with GFPGAN v1.4 (sharper, slow on a CPU); "
                           "self: an enhancer fitted to this face video (minutes on first use, then cached); or the "
                           "PATH of a `wav2lip fit-enhancer` file", label="Restore the mouth", group="mouth",
-                          surfaces=RUN, choices=ENHANCERS, noun="enhancer")
+                          surfaces=RUN, choices=ENHANCERS, noun="enhancer", or_file=True)
     enhance_strength: float = option(1.0, "mix of restored and plain mouth: 0 plain, 1 restored",
                                      label="Restoration strength", group="mouth", surfaces=RUN, minimum=0.0,
                                      maximum=1.0, metavar="S")
@@ -379,8 +375,10 @@ def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: 
                       type=opt.item if opt.kind is tuple else opt.kind)
         if opt.count:
             kwargs["nargs"] = opt.count
-        if opt.choices:
+        if opt.choices and not opt.or_file:  # a file's path is checked with the rest (Option.check)
             kwargs["choices"] = opt.choices
+        elif opt.choices:
+            kwargs["metavar"] = "{" + ",".join(opt.choices) + "} or PATH"
         if opt.metavar:
             kwargs["metavar"] = opt.metavar
     kwargs.update(override)
