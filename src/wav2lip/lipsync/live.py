@@ -415,11 +415,14 @@ class _Session:
         """When speech frame j's mel window was complete: the arrival of the chunk that completed it."""
         if j in self.tail:
             return self.finished
+        need = self.live.samples_of(j) + self.live.lead
+        return next((when for end, when in self.arrivals if end >= need), self.arrivals[-1][1])
+
+    def _forget_arrivals(self) -> None:
+        """Drop the arrivals that only frames before j needed (the last one stays: the latest arrival)."""
         need = self.live.samples_of(self.j) + self.live.lead
         while len(self.arrivals) > 1 and self.arrivals[0][0] < need:
             self.arrivals.popleft()
-        need = self.live.samples_of(j) + self.live.lead
-        return next((when for end, when in self.arrivals if end >= need), self.arrivals[-1][1])
 
     def _due_speech(self, j: int) -> float:
         """When speech frame j is due: its window complete, one period after frame j-1 at the earliest."""
@@ -462,6 +465,7 @@ class _Session:
                 self.scheduled = self._due_speech(self.j)
                 self.tail.pop(self.j, None)
                 self.j += 1
+                self._forget_arrivals()
             weight = self._weight(target)
             if window is None and weight == 0:
                 box = None
