@@ -470,7 +470,7 @@ def test_cli_live_bad_input_one_line_exit_2(checkpoint, media, work) -> None:
     cases = [
         (["--audio", str(empty), "-o", str(work / "x.mp4")], "empty"),
         (["--audio", str(work / "nothing.wav"), "-o", str(work / "x.mp4")], "no such file"),
-        (["--audio", str(work), "-o", str(work / "x.mp4")], "not a file"),
+        (["--audio", str(work), "-o", str(work / "x.mp4")], "not a regular file"),
         (["--audio", str(media / "vr_audio1.wav"), "-o", str(work / "no" / "x.mp4")], "does not exist"),
         (["--audio", str(media / "vr_audio1.wav"), "-o", str(media / "vr_audio1.wav")], "the output is the input file"),
         (["--audio", str(media / "vr_audio1.wav"), "-o", str(work / "x.avi")], "cannot stream video into .avi"),

@@ -30,7 +30,6 @@ REF_LEVEL_DB = 20  # dB subtracted after the amplitude -> dB conversion
 MIN_LEVEL_DB = -100  # dB floor (amplitude 1e-5)
 MAX_ABS_VALUE = 4.0  # the mel is normalised symmetrically to [-4, 4]
 
-
 # Which audio goes with which video frame (spec section 3).
 MEL_STEP = 16  # mel frames per window (0.2 s)
 MEL_FPS = SAMPLE_RATE // HOP  # 80 mel frames per second of audio

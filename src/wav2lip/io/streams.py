@@ -16,7 +16,7 @@ import numpy as np
 from ..constants import DEFAULT_CRF, DEFAULT_PRESET, STREAM_CONTAINERS
 from ..errors import Wav2LipError
 from . import video as video_io
-from .audio import SAMPLE_RATE, _mono, check_sample_rate
+from .audio import SAMPLE_RATE, _mono, _open_audio
 from .files import atomic_output, check_output
 
 
@@ -25,19 +25,7 @@ def file_chunks(path: str | os.PathLike, chunk: float = 0.02, realtime: bool = T
     decodes), each handed over when its last sample would have been heard if `realtime`. The file is
     checked and opened now, so a bad one fails here rather than on the stream's thread."""
     path = Path(path)
-    if not path.is_file():
-        raise Wav2LipError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
-    if path.stat().st_size == 0:
-        raise Wav2LipError(f"{path}: file is empty (0 bytes)")
-    try:
-        container = av.open(str(path), metadata_errors="ignore")  # damaged tags must not stop the sound
-    except av.FFmpegError as exc:
-        raise Wav2LipError(f"{path}: not a readable media file ({exc.strerror or exc})") from None
-    if not container.streams.audio or container.streams.audio[0].codec_context is None:
-        container.close()
-        raise Wav2LipError(f"{path}: has no audio stream" if not container.streams.audio else
-                           f"{path}: its audio stream is in an unknown or damaged format that cannot be decoded")
-    check_sample_rate(path, container.streams.audio[0].codec_context.sample_rate, container)
+    container, _ = _open_audio(path)  # load_audio's checks: a file, not empty, readable, audio at a speech rate
     return _play(path, container, max(1, round(chunk * SAMPLE_RATE)), realtime)
 
 

@@ -272,7 +272,8 @@ def _read(chunks: Iterable[np.ndarray], sample_rate: int, inbox: _Inbox, stop: t
         if resampler is not None:
             tail = resample(None)
             if tail.size:
-                inbox.put(np.clip(tail, -1.0, 1.0), time.perf_counter(), time.perf_counter())
+                now = time.perf_counter()
+                inbox.put(np.clip(tail, -1.0, 1.0), now, now)
         inbox.close()
     except BaseException as exc:  # raised again in the consumer's thread
         inbox.close(exc)
