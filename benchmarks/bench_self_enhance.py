@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 from wav2lip import LipSyncer, store  # noqa: E402
 from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
 from wav2lip.errors import Wav2LipError  # noqa: E402
-from wav2lip.evaluation.measures import LowerFaceScore, sharpness  # noqa: E402
+from wav2lip.evaluation.measures import LowerFaceScore, flicker, mouth, sharpness  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from wav2lip.io.video import open_source  # noqa: E402
 from wav2lip.lipsync import self_enhance  # noqa: E402
@@ -60,7 +60,6 @@ from wav2lip.lipsync.kernel import crop_face  # noqa: E402
 
 RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
 SPEECH = SHARED / "media" / "vr_audio1.wav"
-MOUTH = (0.25, 0.62, 0.75, 0.92)  # x1, y1, x2, y2 of the mouth inside a face box, as fractions (bench_enhance)
 STILL = 8  # frames of the still stretch that flicker is measured on
 HELD_OUT = 0.8  # fit on frames [0, 80%), score on [80%, 100%)
 SYNTH_SIZE = 192  # synthetic face box side
@@ -81,18 +80,6 @@ class Score(LowerFaceScore):
     def row(self, still: slice) -> dict:
         return {"psnr": self.psnr, "ssim": self.mean_ssim, "sharpness": self.sharpness_ratio,
                 "flicker": flicker(self.mouths[still])}
-
-
-def mouth(image: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
-    """The mouth region of a face box, grey, resized to a fixed size (boxes move by a pixel or two)."""
-    x1, y1, x2, y2 = (int(v) for v in box)
-    w, h = x2 - x1, y2 - y1
-    region = image[y1 + int(MOUTH[1] * h):y1 + int(MOUTH[3] * h), x1 + int(MOUTH[0] * w):x1 + int(MOUTH[2] * w)]
-    return cv2.resize(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY), (size, size // 2), interpolation=cv2.INTER_AREA)
-
-
-def flicker(mouths: list[np.ndarray]) -> float:
-    return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]))
 
 
 def stillest(mouths: list[np.ndarray], n: int = STILL) -> slice:
@@ -132,8 +119,10 @@ def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, steps: int) -> 
     pairs = self_enhance.face_pairs(path, detector, (0, cut))
     model, steps, loss, bicubic = self_enhance.train(pairs, math.inf, steps)
     sharpen, before = self_enhance.calibrate(model, pairs)
+    steady = self_enhance.calibrate_steady(model, sharpen, pairs)
     fit_s = time.perf_counter() - started
-    enhancer, unsharpened = self_enhance.SelfEnhancer(model, sharpen=sharpen), self_enhance.SelfEnhancer(model)
+    enhancer = self_enhance.SelfEnhancer(model, sharpen=sharpen, still_change=steady)
+    unsharpened = self_enhance.SelfEnhancer(model)
     scores = {name: Score() for name in ("real", "paste", "gfpgan", "l1", "self") if name != "gfpgan" or gfpgan}
     for item in items[cut:]:
         if item.box is None:
@@ -152,7 +141,8 @@ def real_clip(path: Path, detector, gfpgan: FaceEnhancer | None, steps: int) -> 
           file=sys.stderr, flush=True)
     return {"clip": path.name, "fit_s": fit_s,
             "fit": {"faces": len(pairs.inputs), "scale": pairs.scale, "steps": steps, "loss": loss,
-                    "bicubic_loss": bicubic, "sharpen": sharpen, "sharpness_before": before},
+                    "bicubic_loss": bicubic, "sharpen": sharpen, "sharpness_before": before,
+                    "steady": steady},
             "rows": {name: score.row(still) for name, score in scores.items()},
             "degraded": degradation_stats(*degraded_pairs(pairs))}
 
@@ -190,7 +180,9 @@ def synthetic_clips(train_dir: Path, n: int, steps: int, folder: Path) -> dict:
         box = (0, 0, SYNTH_SIZE, SYNTH_SIZE)
         pairs = self_enhance.face_pairs(video, None, box=box)
         model = self_enhance.train(pairs, math.inf, steps)[0]
-        enhancer = self_enhance.SelfEnhancer(model, sharpen=self_enhance.calibrate(model, pairs)[0])
+        sharpen = self_enhance.calibrate(model, pairs)[0]
+        enhancer = self_enhance.SelfEnhancer(model, sharpen=sharpen,
+                                             still_change=self_enhance.calibrate_steady(model, sharpen, pairs))
         unsharpened = self_enhance.SelfEnhancer(model)
         outs = {"plain": [], "l1": [], "self": []}
         for face, truth in zip(painted, big):
@@ -269,8 +261,9 @@ def print_table(result: dict) -> None:
         others = [r for n, r in rows.items() if n in ("paste", "gfpgan")]
         ok = all(rows["self"]["psnr"] > r["psnr"] and rows["self"]["ssim"] > r["ssim"] for r in others)
         print(f"{'':<14}fit {clip['fit_s']:.0f} s, {clip['fit']['steps']} steps, loss {clip['fit']['loss']:.2f} "
-              f"(bicubic {clip['fit']['bicubic_loss']:.2f}), sharpening {clip['fit']['sharpen']:.2f} (l1: the fit "
-              f"without it); quality {'MET' if ok else 'NOT met'}, sharpness "
+              f"(bicubic {clip['fit']['bicubic_loss']:.2f}), sharpening {clip['fit']['sharpen']:.2f}, steadying "
+              f"{clip['fit']['steady']:g} (l1: the fit without either); "
+              f"quality {'MET' if ok else 'NOT met'}, sharpness "
               f"{'MET' if 0.8 <= rows['self']['sharpness'] <= 1.2 else 'NOT met'}, flicker "
               f"{'MET' if rows['self']['flicker'] <= rows['paste']['flicker'] else 'NOT met'}")
     synthetic = result["synthetic"]

@@ -40,8 +40,9 @@ def test_fit_records_how_it_was_fitted_and_the_file_gives_the_same_network(fitte
     assert (record.frames, record.first, record.last, record.steps) == (5, 0, 25, 12)  # every 5th frame
     assert record.scale in (2, 3, 4) and record.loss > 0 and record.bicubic_loss > 0
     assert 0 <= record.sharpen <= self_enhance.MAX_SHARPEN and 0 < record.sharpness < 1
+    assert record.steady in self_enhance.STEADY_CHANGES
     loaded = self_enhance.load(path)
-    assert loaded.record == record.__dict__ and loaded.sharpen == record.sharpen
+    assert loaded.record == record.__dict__ and (loaded.sharpen, loaded.still_change) == (record.sharpen, record.steady)
     faces = np.random.default_rng(0).integers(0, 256, (3, 96 - self_enhance.TOP, 96, 3), dtype=np.uint8)
     np.testing.assert_array_equal(loaded.upscale(faces), self_enhance.SelfEnhancer(model).upscale(faces))
     assert loaded.upscale(faces).shape == (3, record.scale * (96 - self_enhance.TOP), record.scale * 96, 3)
@@ -72,14 +73,20 @@ def test_enhance_changes_only_the_painted_lower_face(fitted, media) -> None:
     assert 0 < np.count_nonzero(np.any(feathered != frame, axis=2)) < len(changed)
 
 
-def test_the_sharpening_is_calibrated_on_the_videos_own_faces(media, detector) -> None:
+@pytest.fixture(scope="module")
+def gaining(media, detector):
+    """Pairs of 40 frames of a real clip and a fit that gains on paste (some sharpening fits)."""
+    pairs = self_enhance.face_pairs(media / "vr_face5.mp4", detector, (0, 40), max_frames=8)
+    return pairs, self_enhance.train(pairs, 1.0, 150)[0]
+
+
+def test_the_sharpening_is_calibrated_on_the_videos_own_faces(gaining) -> None:
     """Sharper than the plain fit, never sharper than the real faces, never giving back more than half
     of the SSIM the fit gained over today's paste; a face already sharp enough is not sharpened."""
     from wav2lip.evaluation.measures import LowerFaceScore
 
-    pairs = self_enhance.face_pairs(media / "vr_face5.mp4", detector, (0, 25), max_frames=6)
-    assert len(pairs.calibration) == 5 and all(c.shape[0] > 96 for _, c in pairs.calibration)
-    model = self_enhance.train(pairs, 1.0, 150)[0]  # a fit that gains on paste: some sharpening fits
+    pairs, model = gaining
+    assert len(pairs.calibration) == 8 and all(c.shape[0] > 96 for _, c in pairs.calibration)
     amount, before = self_enhance.calibrate(model, pairs)
     assert 0 < amount <= self_enhance.MAX_SHARPEN and 0 < before < 1
 
@@ -102,6 +109,50 @@ def test_the_sharpening_is_calibrated_on_the_videos_own_faces(media, detector) -
     assert before < sharpened.sharpness_ratio <= self_enhance.SHARPNESS_TARGET
     assert sharpened.mean_ssim >= (fitted.mean_ssim + plain.mean_ssim) / 2
     assert self_enhance.calibrate(model, pairs, target=before / 2) == (0.0, before)
+
+
+def test_steady_holds_what_does_not_move_and_follows_what_does(fitted, media) -> None:
+    from wav2lip.io.video import open_source
+
+    frame = next(iter(open_source(media / "vr_face5.mp4").frames(1)))
+    lower = self_enhance.read_back(frame[120:400, 150:390])[self_enhance.TOP:]
+    lower = np.minimum(lower, 150).astype(np.uint8)
+    grain = np.clip(lower + np.random.default_rng(1).integers(-2, 3, lower.shape), 0, 255).astype(np.uint8)
+    moved = lower + np.uint8(100)  # every pixel far from the held one
+    enhancer = self_enhance.SelfEnhancer(fitted[0], still_change=8.0)
+    plain = self_enhance.SelfEnhancer(fitted[0]).upscale(np.stack([lower, grain, moved])).astype(np.float32)
+    first = enhancer.steady(lower, plain[0].astype(np.uint8))
+    np.testing.assert_array_equal(first, plain[0])  # nothing held yet
+    second = enhancer.steady(grain, plain[1].astype(np.uint8))
+    step, unsteady = np.abs(second - first).mean(), np.abs(plain[1] - plain[0]).mean()
+    assert 0 < step <= unsteady * 0.6  # grain mostly held: at most 2/8 blurred, at least the floor's 1/4
+    np.testing.assert_array_equal(enhancer.steady(moved, plain[2].astype(np.uint8)), plain[2])
+    unsteadied = self_enhance.SelfEnhancer(fitted[0])
+    for face, low in zip(plain, (lower, grain, moved)):
+        np.testing.assert_array_equal(unsteadied.steady(low, face.astype(np.uint8)), face)
+
+
+def test_the_steadying_is_calibrated_on_the_videos_own_stretches(gaining) -> None:
+    """The stillest and busiest stretches are consecutive real faces; the chosen steadying keeps the
+    busiest stretch above the plain face's SSIM, and either makes the stillest tremble under the plain
+    face's margin or is the strongest that keeps that SSIM."""
+    pairs, model = gaining
+    assert (len(pairs.still), len(pairs.busy)) == (self_enhance.STILL_FRAMES, self_enhance.BUSY_FRAMES)
+    sharpen = self_enhance.calibrate(model, pairs)[0]
+    chosen = self_enhance.calibrate_steady(model, sharpen, pairs)
+    assert chosen in self_enhance.STEADY_CHANGES
+    plain_flicker = self_enhance.steady_scores(model, sharpen, pairs.still, None)[0]
+    plain_ssim = self_enhance.steady_scores(model, sharpen, pairs.busy, None)[1]
+    flickers = {c: self_enhance.steady_scores(model, sharpen, pairs.still, c)[0] for c in self_enhance.STEADY_CHANGES}
+    ssims = {c: self_enhance.steady_scores(model, sharpen, pairs.busy, c)[1] for c in self_enhance.STEADY_CHANGES}
+    assert flickers[32.0] < flickers[0.0]  # steadying calms the still stretch
+    milder = [c for c in self_enhance.STEADY_CHANGES if c < chosen]
+    assert all(ssims[c] > plain_ssim and flickers[c] > plain_flicker * self_enhance.STEADY_MARGIN for c in milder)
+    if chosen:
+        assert ssims[chosen] > plain_ssim
+    stronger = [c for c in self_enhance.STEADY_CHANGES if c > chosen]
+    assert flickers[chosen] <= plain_flicker * self_enhance.STEADY_MARGIN or not stronger \
+        or ssims[stronger[0]] <= plain_ssim
 
 
 def test_training_inputs_are_the_painted_face_read_back_and_degraded(media, detector) -> None:
@@ -167,8 +218,8 @@ def test_the_enhance_option_names_none_gfpgan_self_or_a_file(fitted) -> None:
         self_enhance.load_enhancer("gfgpan", "x.mp4", lambda: gfpgan, lambda: None)
 
 
-@pytest.mark.parametrize("kind", ["wrong shape", "wrong config", "sharpening", "truncated", "code", "generator",
-                                  "not torch", "nan"])
+@pytest.mark.parametrize("kind", ["wrong shape", "wrong config", "sharpening", "steadying", "truncated", "code",
+                                  "generator", "not torch", "nan"])
 def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> None:
     path = work / f"{kind.replace(' ', '_')}.enhancer.pth"
     payload = torch.load(fitted[2], weights_only=True)
@@ -180,6 +231,9 @@ def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> N
         torch.save(payload, path)
     elif kind == "sharpening":
         payload["config"]["sharpen"] = 1e9
+        torch.save(payload, path)
+    elif kind == "steadying":
+        payload["config"]["steady"] = -1.0
         torch.save(payload, path)
     elif kind == "truncated":
         path.write_bytes(fitted[2].read_bytes()[: fitted[2].stat().st_size // 2])
@@ -205,7 +259,7 @@ def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> N
     message = str(info.value)
     assert message.startswith(str(path)) and "\n" not in message
     expected = {"wrong shape": "do not fit its shape", "wrong config": "shape entry", "sharpening": "shape entry",
-                "truncated": "truncated",
+                "steadying": "shape entry", "truncated": "truncated",
                 "code": "refused", "generator": "not a mouth enhancer", "not torch": "not a PyTorch",
                 "nan": "NaN"}[kind]
     assert expected in message

@@ -48,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{args.outfile}: fitted on {record.frames} faces of {args.face} (frames {record.first}-{record.last}), "
           f"{record.scale}x, {record.steps} steps in {record.seconds:.0f} s, loss {record.loss:.2f} "
           f"(bicubic {record.bicubic_loss:.2f}) grey levels, sharpening {record.sharpen:.2f} (sharpness "
-          f"{record.sharpness:.2f} of the video's before it)")
+          f"{record.sharpness:.2f} of the video's before it), steadying {record.steady:g}")
     return 0

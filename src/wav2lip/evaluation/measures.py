@@ -1,8 +1,9 @@
-"""How close an output's lower face is to the real one: PSNR, SSIM and the sharpness ratio.
+"""How close an output's lower face is to the real one: PSNR, SSIM and the sharpness ratio; and how
+much its mouth trembles from frame to frame (flicker).
 
 Plain NumPy/OpenCV, so that the self-reenactment test (`reconstruct`), the mouth enhancer's fitting
-(which calibrates its sharpening with the same sharpness measure) and the benchmarks share one
-definition of each number.
+(which calibrates its sharpening and its steadying with the same measures) and the benchmarks share
+one definition of each number.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import math
 import cv2
 import numpy as np
 
+MOUTH = (0.25, 0.62, 0.75, 0.92)  # x1, y1, x2, y2 of the mouth inside a face box, as fractions
 _SSIM_C1 = (0.01 * 255) ** 2
 _SSIM_C2 = (0.03 * 255) ** 2
 
@@ -44,6 +46,21 @@ def lower_face(image: np.ndarray, box: np.ndarray) -> np.ndarray:
     """The lower half of the face box (x1, y1, x2, y2): the part the generator paints."""
     x1, y1, x2, y2 = (int(v) for v in box)
     return image[(y1 + y2) // 2:y2, x1:x2]
+
+
+def mouth(image: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
+    """The mouth region of a face box, grey, resized to size x size/2 (boxes move by a pixel or two
+    from frame to frame, so regions are compared at one size)."""
+    x1, y1, x2, y2 = (int(v) for v in box)
+    w, h = x2 - x1, y2 - y1
+    region = image[y1 + int(MOUTH[1] * h):y1 + int(MOUTH[3] * h), x1 + int(MOUTH[0] * w):x1 + int(MOUTH[2] * w)]
+    return cv2.resize(grey(region), (size, size // 2), interpolation=cv2.INTER_AREA)
+
+
+def flicker(mouths: list[np.ndarray]) -> float:
+    """The mean absolute change between consecutive mouths (`mouth`), grey levels: on a still
+    stretch, how much an output trembles where the face does not move."""
+    return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]))
 
 
 class LowerFaceScore:

@@ -13,10 +13,13 @@ An L1 fit gives the mean of the faces a 96-px face allows, blurrier than the vid
 variance 0.2 to 0.4 times the real one's on the shared clips), so after training a fine unsharp mask is
 calibrated on the video's own faces put back into their boxes at full size (`calibrate`): towards the
 real faces' sharpness by the measure of `wav2lip evaluate --reconstruct`, as far as fidelity allows.
+A sharp mouth trembles more than a blurred one where the face barely moves (grain, sub-pixel sway),
+so at run time the enhancer holds still what does not move (`SelfEnhancer.steady`), as much as the
+video's own stillest stretch needs to tremble no more than the plain face (`calibrate_steady`).
 
 An enhancer file (`FILE.enhancer.pth`) is a plain tensor checkpoint (`torch.load(weights_only=True)`
 reads it, no code runs) holding the network's weights, its shape and how it was fitted: the face
-file's SHA-256, frames, steps, seconds, the final loss and the sharpening. `--enhance self` fits one
+file's SHA-256, frames, steps, seconds, the final loss, the sharpening and the steadying. `--enhance self` fits one
 on first use and keeps it in the model store's cache folder under the face file's content hash.
 """
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch.nn.functional as F
 from .. import store
 from ..checkpoints import read_checkpoint
 from ..errors import Wav2LipError
-from ..evaluation.measures import grey, lower_face, sharpness, ssim
+from ..evaluation.measures import flicker, grey, lower_face, mouth, sharpness, ssim
 from ..faces import FaceDetector, FaceTrackOptions, track
 from ..faces.cache import file_digest
 from ..io.files import atomic_output
@@ -48,7 +51,7 @@ from .enhance import Enhancer, FaceEnhancer, paint_mask
 from .kernel import crop_face
 
 KIND = "wav2lip-mouth-enhancer"  # the file's "kind" entry: what `load` accepts
-VERSION = 2  # 2: the config holds the unsharp mask's amount ("sharpen")
+VERSION = 3  # 2: the config holds the unsharp mask's amount ("sharpen"); 3: the steadying ("steady")
 TOP = 40  # first row of the 96-px face the enhancer sees: the painted lower half (48..) and 8 rows of context
 SEAM = 8  # rows over which the enhanced face fades in at its top edge (TOP .. TOP + SEAM), so no seam shows
 CHANNELS, BLOCKS = 24, 3  # the network's size: 150+ faces/s at 96 -> 192 on two cores (bench_self_enhance)
@@ -64,6 +67,10 @@ CALIBRATION_FACES = 32  # faces, spread over the video, on which the sharpening 
 SHARPNESS_TARGET = 1.0  # the calibrated output's Laplacian variance over the real face's, at most
 MAX_SHARPEN = 4.0  # the unsharp mask's largest amount
 SHARPEN_SIGMA = 0.5  # its Gaussian, in the box's pixels: the finest detail, cheapest in fidelity per sharpness
+STEADY_FLOOR = 0.25  # the least share of its new output a still pixel takes (the rest: its running output)
+STEADY_CHANGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the steadying's candidates (grey levels), mildest first
+STEADY_MARGIN = 0.9  # the flicker aimed at, over the plain face's: one stretch predicts another within ~5%
+STILL_FRAMES, BUSY_FRAMES = 16, 32  # consecutive faces of the stillest and the busiest stretch it is calibrated on
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,8 @@ class Pairs:
     scale: int
     frames: int  # frames read (with or without a face)
     calibration: list[tuple[int, np.ndarray]]  # (index into inputs, the real face box at full size)
+    still: list[np.ndarray]  # the real face boxes of the stillest STILL_FRAMES consecutive frames
+    busy: list[np.ndarray]  # and of the BUSY_FRAMES whose mouth moves most
 
 
 def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: tuple[int, int] | None = None,
@@ -161,6 +170,7 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
     start, stop = frames if frames is not None else (0, source.n_frames_estimate)
     every = max(1, math.ceil((stop - start) / max_frames))
     kept: list[tuple[np.ndarray, np.ndarray]] = []
+    stretches = _Stretches()
     read = 0
     if box is not None and not (0 <= box[0] < box[2] <= source.width and 0 <= box[1] < box[3] <= source.height):
         raise Wav2LipError(f"{video}: the face box {box} (x1 y1 x2 y2) is not inside its "
@@ -169,10 +179,15 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
         read += 1
         if on_frame is not None:
             on_frame()
-        if item.index >= start and (item.index - start) % every == 0 and item.box is not None:
-            x1, y1, x2, y2 = (int(v) for v in item.box)
-            if x2 - x1 >= 8 and y2 - y1 >= 8:
-                kept.append((item.frame, item.box))
+        if item.index < start:
+            continue
+        x1, y1, x2, y2 = (int(v) for v in item.box) if item.box is not None else (0, 0, 0, 0)
+        if x2 - x1 < 8 or y2 - y1 < 8:
+            stretches.add(None)
+            continue
+        stretches.add(item.frame[y1:y2, x1:x2])
+        if (item.index - start) % every == 0:
+            kept.append((item.frame, item.box))
     if not kept:
         raise Wav2LipError(f"{video}: no face found in the frames to fit an enhancer on")
     scale = scale or choose_scale([min(b[2] - b[0], b[3] - b[1]) for _, b in kept])
@@ -182,7 +197,41 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
     for i in np.unique(np.linspace(0, len(kept) - 1, min(CALIBRATION_FACES, len(kept))).astype(int)):
         frame, (x1, y1, x2, y2) = kept[i][0], (int(v) for v in kept[i][1])
         calibration.append((int(i), frame[y1:y2, x1:x2].copy()))
-    return Pairs(inputs, targets, scale, read, calibration)
+    return Pairs(inputs, targets, scale, read, calibration, *stretches.result())
+
+
+class _Stretches:
+    """The stillest STILL_FRAMES and the busiest BUSY_FRAMES consecutive face boxes of a video, found in
+    one pass (by the change of the real mouth, `measures.flicker`); a frame without a face breaks a
+    stretch. A video without so many consecutive faces gives its longest run for both."""
+
+    def __init__(self) -> None:
+        self.window: list[tuple[np.ndarray, np.ndarray]] = []  # (face box crop, its mouth)
+        self.longest: list[np.ndarray] = []
+        self.still: tuple[float, list[np.ndarray]] = (math.inf, [])
+        self.busy: tuple[float, list[np.ndarray]] = (-math.inf, [])
+
+    def add(self, crop: np.ndarray | None) -> None:
+        if crop is None:
+            self.window = []
+            return
+        crop = crop.copy()
+        self.window = self.window[-(BUSY_FRAMES - 1):] + [(crop, mouth(crop, _whole(crop)))]
+        if len(self.window) > len(self.longest):
+            self.longest = [c for c, _ in self.window]
+        for frames, best, better in ((STILL_FRAMES, "still", float.__lt__), (BUSY_FRAMES, "busy", float.__gt__)):
+            if len(self.window) >= frames:
+                change = flicker([m for _, m in self.window[-frames:]])
+                if better(change, getattr(self, best)[0]):
+                    setattr(self, best, (change, [c for c, _ in self.window[-frames:]]))
+
+    def result(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return self.still[1] or self.longest, self.busy[1] or self.longest
+
+
+def _whole(crop: np.ndarray) -> np.ndarray:
+    """The box of a face box crop: all of it."""
+    return np.array([0, 0, crop.shape[1], crop.shape[0]])
 
 
 # ---------------------------------------------------------------- fitting
@@ -204,6 +253,7 @@ class FitRecord:
     bicubic_loss: float  # the same for the plain bicubic upscale: what the training improved on
     sharpen: float  # the unsharp mask's calibrated amount
     sharpness: float  # the sharpness ratio of the video's own faces without it
+    steady: float  # the calibrated steadying (`SelfEnhancer.still_change`, grey levels; 0: none)
 
 
 def to_tensor(bgr: np.ndarray) -> torch.Tensor:
@@ -274,7 +324,7 @@ def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARG
     Both measures move one way with the amount, so a bisection finds it within [0, MAX_SHARPEN].
     Returns the amount and the sharpness ratio without it."""
     crops = [crop for _, crop in pairs.calibration]
-    boxes = [np.array([0, 0, c.shape[1], c.shape[0]]) for c in crops]
+    boxes = [_whole(c) for c in crops]
     inputs = pairs.inputs[[i for i, _ in pairs.calibration]]
     with torch.inference_mode():
         faces = from_tensor(model(to_tensor(inputs)))
@@ -310,6 +360,42 @@ def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARG
     return math.floor(low * 1000) / 1000, before  # rounded down: still within both bounds
 
 
+def steady_scores(model: MouthEnhancer, sharpen: float, crops: list[np.ndarray],
+                  still_change: float | None) -> tuple[float, float]:
+    """Flicker (`measures.flicker`) and mean lower-face SSIM of consecutive face box crops against
+    themselves, enhanced in order as at run time from the plain pasted face (`still_change` None:
+    the plain pasted face alone)."""
+    enhancer = None if still_change is None else SelfEnhancer(model, sharpen=sharpen, still_change=still_change)
+    mouths, similar = [], 0.0
+    for crop in crops:
+        box = _whole(crop)
+        out = paste(crop.copy(), box, crop_face(crop, box))
+        if enhancer is not None:
+            enhancer.enhance([out], [box], [None], "paste", 1.0)
+        mouths.append(mouth(out, box))
+        similar += ssim(grey(lower_face(out, box)), grey(lower_face(crop, box)))
+    return flicker(mouths), similar / len(crops)
+
+
+def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> float:
+    """The mildest steadying (STEADY_CHANGES) under which the video's stillest stretch trembles less
+    than the plain pasted face does (by STEADY_MARGIN, so that other still stretches do too), but none under which the busiest stretch falls to the plain
+    face's SSIM (holding still lags real motion): there, the strongest that stays above it (0 when
+    even the unsteadied enhancer does not)."""
+    if len(pairs.still) < 2:
+        return 0.0
+    target = steady_scores(model, sharpen, pairs.still, None)[0] * STEADY_MARGIN
+    _, plain = steady_scores(model, sharpen, pairs.busy, None)
+    chosen = 0.0
+    for change in STEADY_CHANGES:
+        if steady_scores(model, sharpen, pairs.busy, change)[1] <= plain:
+            break
+        chosen = change
+        if steady_scores(model, sharpen, pairs.still, change)[0] <= target:
+            break
+    return chosen
+
+
 def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float = DEFAULT_MINUTES,
         steps: int = MAX_STEPS, frames: tuple[int, int] | None = None, scale: int | None = None,
         max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None, progress: bool = False,
@@ -338,10 +424,11 @@ def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float =
         if bar is not None:
             bar.close()
     amount, before = calibrate(model, pairs)
+    steady = calibrate_steady(model, amount, pairs)
     first, last = frames if frames is not None else (0, pairs.frames)
     record = FitRecord(face.name, digest, len(pairs.inputs), first, last, pairs.scale, taken,
                        round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4), amount,
-                       round(before, 4))
+                       round(before, 4), steady)
     return model, record
 
 
@@ -369,7 +456,7 @@ def save(path: str | os.PathLike, model: MouthEnhancer, record: FitRecord) -> Pa
     path = Path(path)
     payload = {"kind": KIND, "version": VERSION, "state_dict": model.state_dict(),
                "config": {"channels": model.channels, "blocks": model.blocks, "scale": model.scale, "top": TOP,
-                          "sharpen": record.sharpen},
+                          "sharpen": record.sharpen, "steady": record.steady},
                "fit": asdict(record)}
     with atomic_output(path) as tmp:
         torch.save(payload, tmp)
@@ -391,7 +478,8 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
     if not isinstance(config, dict) or any(type(config.get(k)) is not int for k in ints) \
             or config["top"] != TOP or config["scale"] not in SCALES or not (1 <= config["channels"] <= 256) \
             or not (0 <= config["blocks"] <= 32) or type(config.get("sharpen")) is not float \
-            or not 0 <= config["sharpen"] <= MAX_SHARPEN or not isinstance(record, dict):
+            or not 0 <= config["sharpen"] <= MAX_SHARPEN or type(config.get("steady")) is not float \
+            or not 0 <= config["steady"] <= STEADY_CHANGES[-1] or not isinstance(record, dict):
         raise Wav2LipError(f"{path}: damaged mouth enhancer (its shape entry {config!r} is not one this "
                            "version builds)")
     model = MouthEnhancer(config["channels"], config["blocks"], config["scale"])
@@ -402,7 +490,7 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
         raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights do not fit its shape ({first})") from None
     if not all(torch.isfinite(t).all() for t in checkpoint.state_dict.values()):
         raise Wav2LipError(f"{path}: damaged mouth enhancer: its weights hold NaN or infinite values")
-    return SelfEnhancer(model, device, record, config["sharpen"])
+    return SelfEnhancer(model, device, record, config["sharpen"], config["steady"])
 
 
 def cache_path(face: str | os.PathLike) -> Path:
@@ -423,7 +511,7 @@ def fitted_for(face: str | os.PathLike, detector: Callable[[], FaceDetector], de
     target.parent.mkdir(parents=True, exist_ok=True)
     model, record = fit(face, detector(), minutes, steps, progress=progress)
     save(target, model, record)
-    return SelfEnhancer(model, device, asdict(record), record.sharpen)
+    return SelfEnhancer(model, device, asdict(record), record.sharpen, record.steady)
 
 
 def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceEnhancer],
@@ -445,15 +533,20 @@ def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceE
 
 
 class SelfEnhancer:
-    """A loaded mouth enhancer, used as the kernel uses GFPGAN's `FaceEnhancer` (the same `enhance`)."""
+    """A loaded mouth enhancer, used as the kernel uses GFPGAN's `FaceEnhancer` (the same `enhance`).
+
+    One per stream of frames (each run and live session loads its own): it keeps a running input and
+    output, so that a still mouth stays still instead of following the grain of each frame (`steady`)."""
 
     def __init__(self, model: MouthEnhancer, device: str | torch.device = "cpu", record: dict | None = None,
-                 sharpen: float = 0.0) -> None:
+                 sharpen: float = 0.0, still_change: float = 0.0) -> None:
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.scale = model.scale
         self.record = record or {}
         self.sharpen = sharpen
+        self.still_change = still_change
+        self._previous: tuple[np.ndarray, np.ndarray] | None = None  # the running input and output
 
     def upscale(self, lower: np.ndarray) -> np.ndarray:
         """(B, 96 - TOP, 96, 3) BGR uint8 lower faces -> (B, scale x that, 3) BGR uint8."""
@@ -464,15 +557,35 @@ class SelfEnhancer:
                 out.append(from_tensor(self.model(x).cpu()))
         return np.concatenate(out) if out else np.zeros((0, *(self.scale * np.array(lower.shape[1:3])), 3), np.uint8)
 
+    def steady(self, lower: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """The upscaled `face` of input `lower`, held where the input holds still: a temporal filter
+        whose rate follows the input's change per pixel. The filter keeps a running input and output;
+        a pixel whose input differs from the running input by less than `still_change` grey levels
+        takes only that fraction of its new output (at least STEADY_FLOOR), so grain and sub-pixel
+        sway, which a sharp face turns into flicker, average out; motion (a mouth opening, another
+        face) differs by far more and is taken at once, and a slow drift at most lags by about the
+        square root of `still_change`. Returns float32."""
+        current, out = lower.astype(np.float32), face.astype(np.float32)
+        if self._previous is not None and self.still_change > 0:
+            held_in, held_out = self._previous
+            change = cv2.GaussianBlur(np.abs(current - held_in).max(axis=2), (0, 0), 1.0)
+            share = np.clip(change / np.float32(self.still_change), STEADY_FLOOR, 1.0)
+            current = held_in + share[..., None] * (current - held_in)
+            size = (face.shape[1], face.shape[0])
+            out = held_out + cv2.resize(share, size, interpolation=cv2.INTER_LINEAR)[..., None] * (out - held_out)
+        self._previous = (current, out)
+        return out
+
     def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
                 blend: str, strength: float) -> None:
-        """Sharpen the painted lower face of each frame in place: read the box back to 96 px, upscale
-        its lower rows, put them back, sharpened, under the generator's paint mask times `strength`
-        (landmarks unused: the face box places it)."""
+        """Sharpen the painted lower face of each frame in place, in stream order: read the box back to
+        96 px, upscale its lower rows, hold their detail where nothing moved, put them back,
+        sharpened, under the generator's paint mask times `strength` (landmarks unused: the face box
+        places it)."""
         boxes = [np.asarray(b).astype(int) for b in boxes]
         lower = np.stack([read_back(f[b[1]:b[3], b[0]:b[2]])[TOP:] for f, b in zip(frames, boxes)])
-        for frame, box, face in zip(frames, boxes, self.upscale(lower)):
-            put_lower(frame, box, face, blend, strength, self.sharpen)
+        for frame, box, low, face in zip(frames, boxes, lower, self.upscale(lower)):
+            put_lower(frame, box, self.steady(low, face), blend, strength, self.sharpen)
 
 
 def put_lower(frame: np.ndarray, box: np.ndarray, face: np.ndarray, blend: str, strength: float,
