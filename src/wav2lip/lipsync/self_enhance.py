@@ -15,12 +15,13 @@ calibrated on the video's own faces put back into their boxes at full size (`cal
 real faces' sharpness by the measure of `wav2lip evaluate --reconstruct`, as far as fidelity allows.
 A sharp mouth trembles more than a blurred one where the face barely moves (grain, sub-pixel sway),
 so at run time the enhancer holds still what does not move (`SelfEnhancer.steady`), as much as the
-video's own stillest stretch needs to tremble no more than the plain face (`calibrate_steady`).
+video's own stillest stretch needs to tremble less than the plain face (`calibrate_steady`).
 
 An enhancer file (`FILE.enhancer.pth`) is a plain tensor checkpoint (`torch.load(weights_only=True)`
 reads it, no code runs) holding the network's weights, its shape and how it was fitted: the face
-file's SHA-256, frames, steps, seconds, the final loss, the sharpening and the steadying. `--enhance self` fits one
-on first use and keeps it in the model store's cache folder under the face file's content hash.
+file's SHA-256, frames, steps, seconds, the final loss, the sharpening and the steadying. `--enhance
+self` fits one on first use and keeps it in the model store's cache folder under the face file's
+content hash.
 """
 from __future__ import annotations
 
@@ -215,7 +216,7 @@ class _Stretches:
         if crop is None:
             self.window = []
             return
-        crop = crop.copy()
+        crop = crop.copy()  # not a view: the frame it came from is let go
         self.window = self.window[-(BUSY_FRAMES - 1):] + [(crop, mouth(crop, _whole(crop)))]
         if len(self.window) > len(self.longest):
             self.longest = [c for c, _ in self.window]
@@ -379,9 +380,9 @@ def steady_scores(model: MouthEnhancer, sharpen: float, crops: list[np.ndarray],
 
 def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> float:
     """The mildest steadying (STEADY_CHANGES) under which the video's stillest stretch trembles less
-    than the plain pasted face does (by STEADY_MARGIN, so that other still stretches do too), but none under which the busiest stretch falls to the plain
-    face's SSIM (holding still lags real motion): there, the strongest that stays above it (0 when
-    even the unsteadied enhancer does not)."""
+    than the plain pasted face does (by STEADY_MARGIN, so that other still stretches do too), but none
+    under which the busiest stretch falls to the plain face's SSIM (holding still lags real motion):
+    there, the strongest that stays above it (0 when even the unsteadied enhancer does not)."""
     if len(pairs.still) < 2:
         return 0.0
     target = steady_scores(model, sharpen, pairs.still, None)[0] * STEADY_MARGIN
