@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 from wav2lip import LipSyncer  # noqa: E402
 from wav2lip.checkpoints import save_checkpoint  # noqa: E402
 from wav2lip.device import cpu_has_native_bf16  # noqa: E402
+from wav2lip.evaluation.measures import MOUTH  # noqa: E402
 from wav2lip.lipsync.enhance import ENHANCE_BATCH, FaceEnhancer, align, similarity  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from support.deterministic import fill_deterministic  # noqa: E402
@@ -50,7 +51,6 @@ from wav2lip.io.video import open_source  # noqa: E402
 
 RETINAFACE = SHARED / "models" / "retinaface_mobilenet0.25.pth"
 SPEECH = SHARED / "media" / "vr_audio1.wav"
-MOUTH = (0.25, 0.62, 0.75, 0.92)  # x1, y1, x2, y2 of the mouth inside a face box, as fractions
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
