@@ -132,6 +132,26 @@ def test_steady_holds_what_does_not_move_and_follows_what_does(fitted, media) ->
         np.testing.assert_array_equal(unsteadied.steady(low, face.astype(np.uint8)), face)
 
 
+def test_each_kernel_steadies_its_own_stream(fitted) -> None:
+    """Two runs or live sessions on one loaded enhancer (a server's, the API's) never mix their frames:
+    each kernel holds its own copy of the running state, sharing the network."""
+    from wav2lip.lipsync.kernel import FrameKernel
+
+    enhancer = self_enhance.SelfEnhancer(fitted[0], still_change=8.0)
+    one, two = (FrameKernel(SyncOptions.from_kwargs({}), torch.nn.Identity(), torch.device("cpu"), enhancer)
+                for _ in range(2))
+    assert one.enhancer is not two.enhancer and one.enhancer.model is two.enhancer.model is enhancer.model
+    assert (one.enhancer.sharpen, one.enhancer.still_change) == (enhancer.sharpen, 8.0)
+    lower = np.full((96 - self_enhance.TOP, 96, 3), 90, np.uint8)
+    lower[30:40, 20:70] = 40  # a dark mouth
+    grain = lower + np.uint8(1)
+    face, grain_face = enhancer.upscale(np.stack([lower, grain]))
+    one.enhancer.steady(lower, face)
+    assert not np.array_equal(one.enhancer.steady(grain, grain_face), grain_face)  # held: one's stream was still
+    np.testing.assert_array_equal(two.enhancer.steady(grain, grain_face), grain_face)  # two's first face
+    np.testing.assert_array_equal(enhancer.steady(grain, grain_face), grain_face)  # the loaded one: untouched
+
+
 def test_the_steadying_is_calibrated_on_the_videos_own_stretches(gaining) -> None:
     """The stillest and busiest stretches are consecutive real faces; the chosen steadying keeps the
     busiest stretch above the plain face's SSIM, and either makes the stillest tremble under the plain

@@ -36,6 +36,11 @@ ENHANCE_BATCH = 4  # faces per network call
 class Enhancer(Protocol):
     """What the kernel's enhance step calls: GFPGAN's `FaceEnhancer` or a fitted `SelfEnhancer`."""
 
+    def for_stream(self) -> Enhancer:
+        """The enhancer for one stream of frames in order (a kernel's): itself when it keeps no state
+        from frame to frame, else a copy with state of its own, sharing the network."""
+        ...
+
     def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
                 blend: str, strength: float) -> None: ...
 
@@ -141,6 +146,10 @@ class FaceEnhancer:
         with torch.inference_mode():
             out = self.model(to_network(faces_bgr).to(self.device, self.dtype))
         return from_network(out)
+
+    def for_stream(self) -> FaceEnhancer:
+        """Itself: each face is restored on its own."""
+        return self
 
     def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
                 blend: str, strength: float) -> None:

@@ -29,7 +29,7 @@ from ..io import audio as audio_io
 from ..models.generator import FACE_SIZE
 from . import vad
 from .blend import BLENDS, feather, to_uint8
-from .enhance import FaceEnhancer
+from .enhance import Enhancer
 from .options import SyncOptions
 
 # uint8 -> float32 x / 255, exactly as the reference's float64 division then cast to float32.
@@ -207,11 +207,12 @@ def track_options(opts: SyncOptions, speakers: list = (), offset: int = 0) -> Fa
 
 class FrameKernel:
     """One run's generator, blend and enhancer, with the state that runs across frames (the still face's
-    encoding, the last landmarks). Frames must reach `blend` in output order."""
+    encoding, the last landmarks, the enhancer's). Frames must reach `blend` and `enhance` in output order."""
 
     def __init__(self, options: SyncOptions, generator: nn.Module, device: torch.device,
-                 enhancer: FaceEnhancer | None = None, still: bool = False) -> None:
-        self.options, self.generator, self.device, self.enhancer = options, generator, device, enhancer
+                 enhancer: Enhancer | None = None, still: bool = False) -> None:
+        self.options, self.generator, self.device = options, generator, device
+        self.enhancer = enhancer.for_stream() if enhancer is not None else None
         self.still = still
         self._still_face: tuple[np.ndarray, list[torch.Tensor]] | None = None  # a still's input, its features
         self._held = _HeldLandmarks()

@@ -178,7 +178,7 @@ class _Run:
     def __init__(self, job: _Job, generator: nn.Module, detector: Callable[[], FaceDetector],
                  device: torch.device, cache_dir: str | Path | None, cancel: threading.Event | None = None,
                  expert: Callable[[], nn.Module | None] = lambda: None,
-                 enhancer: FaceEnhancer | None = None) -> None:
+                 enhancer: Enhancer | None = None) -> None:
         self.job, self.generator, self.get_detector = job, generator, detector
         self.device, self.cache_dir, self.get_expert = device, cache_dir, expert
         self.enhancer = enhancer

@@ -536,8 +536,9 @@ def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceE
 class SelfEnhancer:
     """A loaded mouth enhancer, used as the kernel uses GFPGAN's `FaceEnhancer` (the same `enhance`).
 
-    One per stream of frames (each run and live session loads its own): it keeps a running input and
-    output, so that a still mouth stays still instead of following the grain of each frame (`steady`)."""
+    It keeps a running input and output, so that a still mouth stays still instead of following the
+    grain of each frame (`steady`): one per stream of frames in order (`for_stream`, which each
+    `FrameKernel` calls)."""
 
     def __init__(self, model: MouthEnhancer, device: str | torch.device = "cpu", record: dict | None = None,
                  sharpen: float = 0.0, still_change: float = 0.0) -> None:
@@ -548,6 +549,10 @@ class SelfEnhancer:
         self.sharpen = sharpen
         self.still_change = still_change
         self._previous: tuple[np.ndarray, np.ndarray] | None = None  # the running input and output
+
+    def for_stream(self) -> SelfEnhancer:
+        """A copy that shares the network and holds its own running input and output."""
+        return SelfEnhancer(self.model, self.device, self.record, self.sharpen, self.still_change)
 
     def upscale(self, lower: np.ndarray) -> np.ndarray:
         """(B, 96 - TOP, 96, 3) BGR uint8 lower faces -> (B, scale x that, 3) BGR uint8."""
