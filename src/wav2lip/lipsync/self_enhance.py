@@ -585,7 +585,7 @@ class SelfEnhancer:
     def enhance(self, frames: list[np.ndarray], boxes: list[np.ndarray], landmarks: list[np.ndarray | None],
                 blend: str, strength: float) -> None:
         """Sharpen the painted lower face of each frame in place, in stream order: read the box back to
-        96 px, upscale its lower rows, hold their detail where nothing moved, put them back,
+        96 px, upscale its lower rows, hold them still where nothing moved (`steady`), put them back,
         sharpened, under the generator's paint mask times `strength` (landmarks unused: the face box
         places it)."""
         boxes = [np.asarray(b).astype(int) for b in boxes]
