@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # suppor
 from wav2lip import LipSyncer, store  # noqa: E402
 from wav2lip.checkpoints import load_model, save_checkpoint  # noqa: E402
 from wav2lip.errors import Wav2LipError  # noqa: E402
-from wav2lip.evaluation.measures import LowerFaceScore, flicker, mouth, sharpness  # noqa: E402
+from wav2lip.evaluation.measures import LowerFaceScore, changes, flicker, mouth, sharpness  # noqa: E402
 from wav2lip.faces import FaceTrackOptions, create_detector, track  # noqa: E402
 from wav2lip.io.video import open_source  # noqa: E402
 from wav2lip.lipsync import self_enhance  # noqa: E402
@@ -84,8 +84,7 @@ class Score(LowerFaceScore):
 
 def stillest(mouths: list[np.ndarray], n: int = STILL) -> slice:
     """The n consecutive frames whose real mouth changes least."""
-    change = [np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]
-    sums = np.convolve(change, np.ones(n - 1), "valid")
+    sums = np.convolve(changes(mouths), np.ones(n - 1), "valid")
     start = int(np.argmin(sums))
     return slice(start, start + n)
 

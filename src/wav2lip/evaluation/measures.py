@@ -57,10 +57,14 @@ def mouth(image: np.ndarray, box: np.ndarray, size: int = 64) -> np.ndarray:
     return cv2.resize(grey(region), (size, size // 2), interpolation=cv2.INTER_AREA)
 
 
+def changes(mouths: list[np.ndarray]) -> list[float]:
+    """The mean absolute change from each mouth (`mouth`) to the next, grey levels."""
+    return [float(np.abs(a.astype(np.float64) - b).mean()) for a, b in zip(mouths, mouths[1:])]
+
+
 def flicker(mouths: list[np.ndarray]) -> float:
-    """The mean absolute change between consecutive mouths (`mouth`), grey levels: on a still
-    stretch, how much an output trembles where the face does not move."""
-    return float(np.mean([np.abs(a.astype(np.float64) - b).mean() for a, b in zip(mouths, mouths[1:])]))
+    """The mean of `changes`: on a still stretch, how much an output trembles where the face does not move."""
+    return float(np.mean(changes(mouths)))
 
 
 class LowerFaceScore:

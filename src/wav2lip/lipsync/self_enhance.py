@@ -570,9 +570,11 @@ class SelfEnhancer:
         takes only that fraction of its new output (at least STEADY_FLOOR), so grain and sub-pixel
         sway, which a sharp face turns into flicker, average out; motion (a mouth opening, another
         face) differs by far more and is taken at once, and a slow drift at most lags by about the
-        square root of `still_change`. Returns float32."""
+        square root of `still_change`. Returns float32 (no state is kept when `still_change` is 0)."""
+        if self.still_change <= 0:
+            return face.astype(np.float32)
         current, out = lower.astype(np.float32), face.astype(np.float32)
-        if self._previous is not None and self.still_change > 0:
+        if self._previous is not None:
             held_in, held_out = self._previous
             change = cv2.GaussianBlur(np.abs(current - held_in).max(axis=2), (0, 0), 1.0)
             share = np.clip(change / np.float32(self.still_change), STEADY_FLOOR, 1.0)
