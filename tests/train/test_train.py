@@ -47,8 +47,8 @@ def data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expert_run(data, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("expert")
-    train(make_config("expert", data_root=str(data), checkpoint_dir=str(folder), steps=120, batch_size=16,
-                      lr=5e-4, eval_interval=60, checkpoint_interval=60, log_interval=20, **FAST))
+    train(make_config("expert", data_root=str(data), checkpoint_dir=str(folder), steps=240, batch_size=16,
+                      lr=5e-4, eval_interval=120, checkpoint_interval=120, log_interval=20, **FAST))
     return folder
 
 
@@ -62,17 +62,20 @@ def test_every_recipe_name_is_registered_with_the_loop():
 
 def test_expert_loss_falls_and_checkpoints_load(expert_run):
     losses = _train_losses(expert_run, "loss")
-    # Each logged loss is one batch of 16: the median of the last three, not the last alone (lr 1e-3 learnt
-    # on one CPU and not on another whose kernels round differently; 5e-4 learns on both)
-    assert np.median(losses[-3:]) < 0.85 * losses[0], losses
+    # Each logged loss is the mean of 20 batches of 16: the median of the last three, not the last alone.
+    # Falling to chance (ln 2 = 0.693, from about 0.8 at the start) is only calibration, and 120 steps gave
+    # no more than that; 240 steps learn sync on every rounding path measured (both memory layouts,
+    # lr 5e-4 and 1e-3: 0.51-0.55), so the loss must fall well under chance.
+    assert np.median(losses[-3:]) < min(0.8 * losses[0], 0.65), losses
     records = _log(expert_run)
-    assert [r["step"] for r in records if r["split"] == "val"] == [60, 120]
+    assert [r["step"] for r in records if r["split"] == "val"] == [120, 240]
     assert all({"step", "split", "loss"} <= set(r) for r in records)
     path = latest_checkpoint(expert_run)
-    assert path.name == "checkpoint_step000000120.pth"
+    assert path.name == "checkpoint_step000000240.pth"
     raw = torch.load(path, weights_only=True)
     assert {"state_dict", "optimizer", "global_step", "global_epoch"} <= set(raw)
-    assert raw["global_step"] == 120
+    assert raw["global_step"] == 240
+    assert all(t.is_contiguous() for t in raw["state_dict"].values())  # trained channels-last, written plain
     model = checkpoints.load_model(path, "syncnet")
     assert model.width == 0.125 and not model.training
 
