@@ -80,6 +80,21 @@ def test_expert_loss_falls_and_checkpoints_load(expert_run):
     assert model.width == 0.125 and not model.training
 
 
+def test_a_cpu_run_holds_every_network_of_a_step_channels_last(data, expert_run, tmp_path):
+    """Generator, discriminator and the frozen expert (which no optimizer names) convolve in oneDNN's
+    preferred layout; the checkpoints they write are contiguous (test above)."""
+    from wav2lip.train.loop import _channels_last, _precision
+    from wav2lip.train.parts import RECIPES
+
+    config = make_config("generator", data_root=str(data), checkpoint_dir=str(tmp_path), gan=True,
+                         expert=str(latest_checkpoint(expert_run)), **FAST)
+    recipe = RECIPES["generator"](config, torch.device("cpu"), *_precision(config, torch.device("cpu")))
+    _channels_last(recipe)
+    for network in (recipe.model, recipe.disc, recipe.expert):
+        kernels = [p for p in network.parameters() if p.dim() == 4]
+        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+
+
 @pytest.fixture(scope="module")
 def generator_run(data, expert_run, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("generator")
