@@ -65,7 +65,7 @@ def test_expert_loss_falls_and_checkpoints_load(expert_run):
     # Each logged loss is the mean of 20 batches of 16: the median of the last three, not the last alone.
     # Falling to chance (ln 2 = 0.693, from about 0.8 at the start) is only calibration, and 120 steps gave
     # no more than that; 240 steps learn sync on every rounding path measured (both memory layouts,
-    # lr 5e-4 and 1e-3: 0.51-0.55), so the loss must fall well under chance.
+    # lr 5e-4: 0.52-0.53, lr 1e-3: 0.51-0.60), so the loss must fall well under chance.
     assert np.median(losses[-3:]) < min(0.8 * losses[0], 0.65), losses
     records = _log(expert_run)
     assert [r["step"] for r in records if r["split"] == "val"] == [120, 240]
