@@ -75,9 +75,6 @@ class GeneratorRecipe(Recipe):
             parts.append(Part("disc_", "discriminator", self.disc, self.disc_optimizer))
         return parts
 
-    def networks(self) -> list[torch.nn.Module]:
-        return [*super().networks(), self.expert]
-
     def samples(self, clips: list[ClipEntry], seed: int) -> GeneratorSamples:
         return GeneratorSamples(clips, seed, self.config.frame_cache, self.config.mel_offset)
 

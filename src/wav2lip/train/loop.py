@@ -88,16 +88,6 @@ def _precision(config: TrainConfig, device: torch.device) -> tuple[Callable, tor
     return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
-def _channels_last(recipe: Recipe) -> None:
-    """Hold every network's convolution weights channels-last, so oneDNN's convolutions (three quarters
-    of a CPU step) skip reordering them each call: at width 0.125 on one thread a generator step is 13%
-    faster, an expert step 12% (docs/training.md), the full-width generator 3%. The parameters stay the
-    same objects (the optimizers keep them) and their values are unchanged; checkpoints are written
-    contiguous. CPU only: unmeasured on CUDA."""
-    for network in recipe.networks():
-        network.to(memory_format=torch.channels_last)
-
-
 def checkpoint_path(folder: str | Path, step: int, prefix: str = "") -> Path:
     return Path(folder) / f"{prefix}checkpoint_step{step:09d}.pth"
 
@@ -289,8 +279,6 @@ def _train(config: TrainConfig) -> dict[str, float]:
     latest = latest_checkpoint(folder) if config.resume else None
     if latest is not None:
         start = _resume(recipe, latest)
-    if device.type == "cpu":
-        _channels_last(recipe)
     if info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         recipe.train_model = DistributedDataParallel(recipe.train_model, device_ids=ids)

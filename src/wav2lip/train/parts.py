@@ -35,10 +35,6 @@ class Recipe:
                  scaler: torch.amp.GradScaler) -> None:
         self.config, self.device, self.autocast, self.scaler = config, device, autocast, scaler
 
-    def networks(self) -> list[nn.Module]:
-        """Every network a step runs, trained or frozen: the loop sets their memory layout."""
-        return [part.model for part in self.parts()]
-
     def after_eval(self, metrics: dict[str, float]) -> list[str]:
         """React to an evaluation (e.g. switch a loss on); return messages for the log."""
         return []
