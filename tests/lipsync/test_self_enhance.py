@@ -153,9 +153,9 @@ def test_each_kernel_steadies_its_own_stream(fitted) -> None:
 
 
 def test_the_steadying_is_calibrated_on_the_videos_own_stretches(gaining) -> None:
-    """The stillest and busiest stretches are consecutive real faces; the chosen steadying keeps the
-    busiest stretch above the plain face's SSIM, and either makes the stillest tremble under the plain
-    face's margin or is the strongest that keeps that SSIM."""
+    """The stillest and busiest stretches are consecutive real faces; the chosen steadying keeps a third
+    of the enhancer's SSIM gain over the plain face on the busiest stretch, and either makes the stillest
+    tremble under the plain face's margin or is the strongest that keeps that share."""
     pairs, model = gaining
     assert (len(pairs.still), len(pairs.busy)) == (self_enhance.STILL_FRAMES, self_enhance.BUSY_FRAMES)
     sharpen = self_enhance.calibrate(model, pairs)[0]
@@ -166,13 +166,15 @@ def test_the_steadying_is_calibrated_on_the_videos_own_stretches(gaining) -> Non
     flickers = {c: self_enhance.steady_scores(model, sharpen, pairs.still, c)[0] for c in self_enhance.STEADY_CHANGES}
     ssims = {c: self_enhance.steady_scores(model, sharpen, pairs.busy, c)[1] for c in self_enhance.STEADY_CHANGES}
     assert flickers[32.0] < flickers[0.0]  # steadying calms the still stretch
+    floor = plain_ssim + (ssims[0.0] - plain_ssim) / 3
+    assert ssims[0.0] > plain_ssim  # the fit gains on this video, so the floor is above the plain face
     milder = [c for c in self_enhance.STEADY_CHANGES if c < chosen]
-    assert all(ssims[c] > plain_ssim and flickers[c] > plain_flicker * self_enhance.STEADY_MARGIN for c in milder)
+    assert all(ssims[c] > floor and flickers[c] > plain_flicker * self_enhance.STEADY_MARGIN for c in milder)
     if chosen:
-        assert ssims[chosen] > plain_ssim
+        assert ssims[chosen] > floor
     stronger = [c for c in self_enhance.STEADY_CHANGES if c > chosen]
     assert flickers[chosen] <= plain_flicker * self_enhance.STEADY_MARGIN or not stronger \
-        or ssims[stronger[0]] <= plain_ssim
+        or ssims[stronger[0]] <= floor
 
 
 def test_training_inputs_are_the_painted_face_read_back_and_degraded(media, detector) -> None:

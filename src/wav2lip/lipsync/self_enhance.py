@@ -69,7 +69,8 @@ SHARPNESS_TARGET = 1.0  # the calibrated output's Laplacian variance over the re
 MAX_SHARPEN = 4.0  # the unsharp mask's largest amount
 SHARPEN_SIGMA = 0.5  # its Gaussian, in the box's pixels: the finest detail, cheapest in fidelity per sharpness
 STEADY_FLOOR = 0.25  # the least share of its new output a still pixel takes (the rest: its running output)
-STEADY_CHANGES = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0)  # the steadying's candidates (grey levels), mildest first
+STEADY_CHANGES = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0, 32.0)  # candidates, grey levels
+STEADY_KEEP = 1 / 3  # the least share of the enhancer's SSIM gain over the plain face a steadying may leave
 STEADY_MARGIN = 0.9  # the flicker aimed at, over the plain face's: one stretch predicts another within ~5%
 STILL_FRAMES, BUSY_FRAMES = 16, 32  # consecutive faces of the stillest and the busiest stretch it is calibrated on
 
@@ -381,15 +382,17 @@ def steady_scores(model: MouthEnhancer, sharpen: float, crops: list[np.ndarray],
 def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> float:
     """The mildest steadying (STEADY_CHANGES) under which the video's stillest stretch trembles less
     than the plain pasted face does (by STEADY_MARGIN, so that other still stretches do too), but none
-    under which the busiest stretch falls to the plain face's SSIM (holding still lags real motion):
-    there, the strongest that stays above it (0 when even the unsteadied enhancer does not)."""
+    that leaves the busiest stretch less than STEADY_KEEP of the SSIM the enhancer gains there over the
+    plain face (holding still lags real motion, and other busy stretches lose a little more than this
+    one): there, the strongest that keeps it (0 when the unsteadied enhancer gains nothing)."""
     if len(pairs.still) < 2:
         return 0.0
     target = steady_scores(model, sharpen, pairs.still, None)[0] * STEADY_MARGIN
     _, plain = steady_scores(model, sharpen, pairs.busy, None)
+    floor = plain + STEADY_KEEP * max(0.0, steady_scores(model, sharpen, pairs.busy, 0.0)[1] - plain)
     chosen = 0.0
     for change in STEADY_CHANGES:
-        if steady_scores(model, sharpen, pairs.busy, change)[1] <= plain:
+        if steady_scores(model, sharpen, pairs.busy, change)[1] <= floor:
             break
         chosen = change
         if steady_scores(model, sharpen, pairs.still, change)[0] <= target:
