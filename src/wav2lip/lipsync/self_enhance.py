@@ -389,10 +389,12 @@ def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> floa
         return 0.0
     target = steady_scores(model, sharpen, pairs.still, None)[0] * STEADY_MARGIN
     _, plain = steady_scores(model, sharpen, pairs.busy, None)
-    floor = plain + STEADY_KEEP * max(0.0, steady_scores(model, sharpen, pairs.busy, 0.0)[1] - plain)
+    unsteadied = steady_scores(model, sharpen, pairs.busy, 0.0)[1]
+    floor = plain + STEADY_KEEP * max(0.0, unsteadied - plain)
     chosen = 0.0
     for change in STEADY_CHANGES:
-        if steady_scores(model, sharpen, pairs.busy, change)[1] <= floor:
+        busy = unsteadied if change == 0 else steady_scores(model, sharpen, pairs.busy, change)[1]
+        if busy <= floor:
             break
         chosen = change
         if steady_scores(model, sharpen, pairs.still, change)[0] <= target:
