@@ -26,9 +26,9 @@ import json
 import math
 import multiprocessing as mp
 import os
-import shutil
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -42,6 +42,7 @@ from wav2lip.io.audio import mel_start
 from wav2lip.lipsync.kernel import SILENT_MEL
 from wav2lip.models.syncnet import stack_lower_halves, sync_probability
 from wav2lip.train import checkpoint_path, latest_checkpoint, make_config, train
+from wav2lip.train.generator import GeneratorRecipe
 
 ROWS = ("l1", "expert", "gan")
 # The most of the budget the training expert may take; the generators start as soon as it is done.
@@ -131,14 +132,26 @@ def finish_expert(process: mp.Process, folder: Path) -> dict:
     return json.loads((folder / "bench_state.json").read_text())
 
 
-def _fork(source: Path, target: Path, step: int) -> None:
-    """Start `target` as a copy of `source` at `step` (checkpoint and log up to it); nothing at step 0."""
+def _fork(source: Path, target: Path, step: int, switch: bool = False) -> None:
+    """Start `target` as a copy of `source` at `step` (checkpoint and log up to it); nothing at step 0.
+
+    With `switch`, the copy takes the step the recipe's curriculum takes at that step's evaluation (which
+    is `source`'s, bit for bit): its sync loss weight, in the checkpoint's training state, and the log's note.
+    """
     target.mkdir(parents=True, exist_ok=True)
     if step == 0:
         return
-    shutil.copy2(checkpoint_path(source, step), checkpoint_path(target, step))
-    lines = [line for line in (source / "log.jsonl").read_text().splitlines() if json.loads(line)["step"] <= step]
-    (target / "log.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    records = [json.loads(line) for line in (source / "log.jsonl").read_text().splitlines()]
+    records = [record for record in records if record["step"] <= step]
+    payload = torch.load(checkpoint_path(source, step), weights_only=True)
+    if switch:
+        curriculum = SimpleNamespace(config=make_config("generator"), sync_weight=0.0)
+        evaluation = next(r for r in reversed(records) if r["split"] == "val" and r["step"] == step)
+        messages = GeneratorRecipe.after_eval(curriculum, {"sync": evaluation["sync"]})
+        payload["train_state"]["sync_weight"] = curriculum.sync_weight
+        evaluation["note"] = "; ".join(messages)
+    torch.save(payload, checkpoint_path(target, step))
+    (target / "log.jsonl").write_text("".join(f"{json.dumps(record)}\n" for record in records))
 
 
 def train_generators(args, data: Path, expert: Path, out: Path, deadline: float) -> dict:
@@ -146,13 +159,13 @@ def train_generators(args, data: Path, expert: Path, out: Path, deadline: float)
 
     Until its sync loss switches on, the recipe's generator is the l1 generator bit for bit (same seed,
     same samples, same steps; resuming is exact). So it is not trained twice: when an evaluation of
-    the l1 run falls under the threshold, the recipe's run starts from the l1 run's previous
-    checkpoint and repeats that chunk itself, and its own evaluation switches the sync loss on.
+    the l1 run falls under the threshold, the recipe's run starts from that checkpoint with the switch
+    its own evaluation would have made, and joins the next round. The last round is cut to the steps
+    that fit before the deadline, so no minutes of the budget go unused.
     """
     common = dict(data_root=str(data), expert=str(expert), workers=0, threads=1, progress=False, lr=args.lr,
-                  disc_lr=args.disc_lr, batch_size=args.batch_size, width=args.width, eval_interval=args.gen_chunk,
-                  checkpoint_interval=args.gen_chunk, eval_batches=8, log_interval=50, keep_checkpoints=2,
-                  expert_mode=args.expert_mode)
+                  disc_lr=args.disc_lr, batch_size=args.batch_size, width=args.width, eval_batches=8,
+                  log_interval=50, keep_checkpoints=2, expert_mode=args.expert_mode)
     extra = {"l1": dict(sync_weight=0.0), "expert": {}, "gan": dict(gan=True)}
     folders = {name: out / f"gen_{name}" for name in ROWS}
     threshold = make_config("generator").sync_threshold
@@ -160,31 +173,38 @@ def train_generators(args, data: Path, expert: Path, out: Path, deadline: float)
     running = ["l1", "gan"] + (["expert"] if folders["expert"].exists() else [])
     first = steps
     history: dict[str, list] = {name: [] for name in ROWS}
-    round_s, seconds = 0.0, {name: 0.0 for name in ROWS}
+    step_s, seconds = 0.0, {name: 0.0 for name in ROWS}
 
-    def job(name: str, to: int) -> dict:
-        return {"recipe": "generator", "config": dict(checkpoint_dir=str(folders[name]), steps=to, **common,
-                                                      **extra[name])}
+    def job(name: str, to: int, chunk: int) -> dict:
+        interval = chunk if chunk == args.gen_chunk else to  # a cut round's end is no multiple of its steps
+        return {"recipe": "generator", "config": dict(checkpoint_dir=str(folders[name]), steps=to,
+                                                      eval_interval=interval, checkpoint_interval=interval,
+                                                      **common, **extra[name])}
 
     with mp.get_context("fork").Pool(3) as pool:
-        while steps == first or time.time() + round_s * 1.05 < deadline:  # at least one round
-            steps += args.gen_chunk
+        while True:
+            fits = int((deadline - time.time()) / (step_s * 1.05)) // 10 * 10 if step_s else args.gen_chunk
+            chunk = min(args.gen_chunk, fits)
+            if chunk < 10 and steps != first:  # at least one round
+                break
+            steps += chunk
             tick = time.time()
-            results = dict(zip(running, pool.map(_train_chunk, [job(name, steps) for name in running])))
+            results = dict(zip(running, pool.map(_train_chunk, [job(name, steps, chunk) for name in running])))
+            step_s = (time.time() - tick) / chunk
             if "expert" not in running and results["l1"]["metrics"]["sync"] < threshold:
-                _fork(folders["l1"], folders["expert"], steps - args.gen_chunk)
-                results["expert"] = pool.apply(_train_chunk, (job("expert", steps),))
+                _fork(folders["l1"], folders["expert"], steps, switch=True)
+                results["expert"] = results["l1"]  # the same run until this step: its history and time too
+                history["expert"], seconds["expert"] = list(history["l1"]), seconds["l1"]
                 running.append("expert")
                 print(f"l1 eval sync loss under {threshold} at step {steps}: the recipe's run forks from it "
-                      f"at step {steps - args.gen_chunk}", flush=True)
-            round_s = time.time() - tick
+                      "and switches its sync loss on", flush=True)
             line = []
             for name in running:
                 m = results[name]["metrics"]
                 seconds[name] += results[name]["seconds"]
                 history[name].append({"step": steps, "l1": m["l1"], "sync": m["sync"]})
                 line.append(f"{name} l1 {m['l1']:.4f} sync {m['sync']:.3f}")
-            print(f"generators step {steps} ({round_s:.0f} s): " + "; ".join(line), flush=True)
+            print(f"generators step {steps} ({step_s * chunk:.0f} s): " + "; ".join(line), flush=True)
     if "expert" not in running:  # never switched on: the recipe's run is the l1 run
         _fork(folders["l1"], folders["expert"], steps)
         history["expert"] = list(history["l1"])

@@ -385,6 +385,18 @@ def _teacher(checkpoint: Checkpoint) -> dict[str, str] | None:
     return None
 
 
+def _contiguous(value: Any) -> Any:
+    """`value` with every tensor in it laid out contiguously: a file does not depend on the memory
+    layout training held its weights in (channels-last on a CPU)."""
+    if isinstance(value, torch.Tensor):
+        return value.contiguous()
+    if isinstance(value, dict):
+        return {k: _contiguous(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_contiguous(v) for v in value)
+    return value
+
+
 def save_checkpoint(
     path: str | os.PathLike,
     model: nn.Module,
@@ -403,8 +415,8 @@ def save_checkpoint(
     """
     module = _unwrap(model)
     payload = {
-        "state_dict": _canonical_keys(module.state_dict()),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "state_dict": _contiguous(_canonical_keys(module.state_dict())),
+        "optimizer": _contiguous(optimizer.state_dict()) if optimizer is not None else None,
         "global_step": int(step),
         "global_epoch": int(epoch),
     }

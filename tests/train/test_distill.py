@@ -97,6 +97,21 @@ def test_a_student_at_the_teachers_width_starts_from_its_weights(tmp_path, data,
         assert torch.equal(value, taught[key]), key
 
 
+def test_a_cpu_run_holds_student_and_teacher_channels_last(tmp_path, data, teacher):
+    """Both networks a distillation step runs convolve in oneDNN's preferred layout (the frozen teacher
+    too, which no optimizer names)."""
+    config = make_config("distill", data_root=str(data), checkpoint_dir=str(tmp_path), teacher=str(teacher),
+                         width=STUDENT_WIDTH, residual=False, workers=0)
+    from wav2lip.train.distill import DistillRecipe
+    from wav2lip.train.loop import _channels_last
+
+    recipe = DistillRecipe(config, torch.device("cpu"), lambda: torch.autocast("cpu", enabled=False), None)
+    _channels_last(recipe)
+    for network in (recipe.model, recipe.teacher):
+        kernels = [p for p in network.parameters() if p.dim() == 4]
+        assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+
+
 def test_an_evaluation_is_one_pass_over_the_validation_set_at_most(work, data, teacher, student):
     """--eval-batches is an upper bound: far above what this small set holds, an evaluation takes one pass
     (as many samples as the validation clips have frames: the reference's 700 batches took minutes here);

@@ -64,8 +64,8 @@ def test_expert_loss_falls_and_checkpoints_load(expert_run):
     losses = _train_losses(expert_run, "loss")
     # Each logged loss is the mean of 20 batches of 16: the median of the last three, not the last alone.
     # Falling to chance (ln 2 = 0.693, from about 0.8 at the start) is only calibration, and 120 steps gave
-    # no more than that; 240 steps learn sync on every rounding path measured (plain and channels-last
-    # weights, lr 5e-4: 0.52-0.53, lr 1e-3: 0.51-0.60), so the loss must fall well under chance.
+    # no more than that; 240 steps learn sync on every rounding path measured (both memory layouts,
+    # lr 5e-4: 0.52-0.53, lr 1e-3: 0.51-0.60), so the loss must fall well under chance.
     assert np.median(losses[-3:]) < min(0.8 * losses[0], 0.65), losses
     records = _log(expert_run)
     assert [r["step"] for r in records if r["split"] == "val"] == [120, 240]
@@ -77,6 +77,31 @@ def test_expert_loss_falls_and_checkpoints_load(expert_run):
     assert raw["global_step"] == 240
     model = checkpoints.load_model(path, "syncnet")
     assert model.width == 0.125 and not model.training
+
+
+def _kernels(network: torch.nn.Module) -> list[torch.Tensor]:
+    kernels = [p for p in network.parameters() if p.dim() == 4]
+    assert kernels
+    return kernels
+
+
+def test_a_cpu_generator_run_holds_every_network_of_a_step_channels_last(data, expert_run, tmp_path):
+    """Generator, discriminator and the frozen expert (which no optimizer names) convolve in oneDNN's
+    preferred layout; the expert recipe's network keeps the default one (loop._channels_last says why)."""
+    from wav2lip.train.loop import _channels_last, _precision
+    from wav2lip.train.parts import RECIPES
+
+    cpu = torch.device("cpu")
+    config = make_config("generator", data_root=str(data), checkpoint_dir=str(tmp_path), gan=True,
+                         expert=str(latest_checkpoint(expert_run)), **FAST)
+    recipe = RECIPES["generator"](config, cpu, *_precision(config, cpu))
+    _channels_last(recipe)
+    for network in (recipe.model, recipe.disc, recipe.expert):
+        assert all(p.is_contiguous(memory_format=torch.channels_last) for p in _kernels(network))
+    config = make_config("expert", data_root=str(data), checkpoint_dir=str(tmp_path), **FAST)
+    recipe = RECIPES["expert"](config, cpu, *_precision(config, cpu))
+    _channels_last(recipe)
+    assert all(p.is_contiguous() for p in _kernels(recipe.model))
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +122,8 @@ def test_generator_l1_falls_and_collage_is_written(generator_run):
     collage = cv2_read(generator_run / "samples_step000000060.png")
     assert collage.shape == (2 * 5 * 96, 4 * 96, 3)  # 2 clips x 5 frames; ref | masked | generated | truth
     assert collage[48:96, 96:192].max() == 0  # the masked panel's lower half is black
+    raw = torch.load(latest_checkpoint(generator_run), weights_only=True)
+    assert all(t.is_contiguous() for t in raw["state_dict"].values())  # trained channels-last, written plain
     model = checkpoints.load_model(latest_checkpoint(generator_run), "wav2lip")
     assert model.width == 0.125
 

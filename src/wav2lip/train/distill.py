@@ -102,6 +102,9 @@ class DistillRecipe(GeneratorRecipe):
     def parts(self) -> list[Part]:
         return [Part("", "wav2lip", self.model, self.optimizer, extra={"teacher": self.record})]
 
+    def channels_last_networks(self) -> list[nn.Module]:
+        return [self.model, self.teacher, *([self.expert] if self.expert is not None else [])]
+
     def _teacher_mels(self, batch) -> torch.Tensor:
         """The teacher's per-frame mels: the authors' windows, whatever the student's mel_offset."""
         return batch[2].to(self.device, non_blocking=True)

@@ -75,6 +75,10 @@ class GeneratorRecipe(Recipe):
             parts.append(Part("disc_", "discriminator", self.disc, self.disc_optimizer))
         return parts
 
+    def channels_last_networks(self) -> list[torch.nn.Module]:
+        """Every network a step runs, trained or frozen (the expert, which no optimizer names)."""
+        return [part.model for part in self.parts()] + [self.expert]
+
     def samples(self, clips: list[ClipEntry], seed: int) -> GeneratorSamples:
         return GeneratorSamples(clips, seed, self.config.frame_cache, self.config.mel_offset)
 

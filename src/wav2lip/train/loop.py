@@ -88,6 +88,18 @@ def _precision(config: TrainConfig, device: torch.device) -> tuple[Callable, tor
     return (lambda: torch.autocast(device.type, dtype=dtype)), scaler
 
 
+def _channels_last(recipe: Recipe) -> None:
+    """Hold the generator recipes' networks channels-last, so oneDNN's convolutions (three quarters of a
+    CPU step) skip reordering their weights each call: at width 0.125 on one thread a generator step is
+    13% faster (docs/training.md), the full-width generator 3%. The parameters stay the same objects (the
+    optimizers keep them) and their values are unchanged; checkpoints are written contiguous. CPU only:
+    unmeasured on CUDA. The expert recipe keeps the default layout: its steps are a small share of a
+    training's time, and the layout's other rounding made the tiny experts trained for exact AV offsets
+    (tests, sync filtering) miss a 6-frame shift."""
+    for network in recipe.channels_last_networks():
+        network.to(memory_format=torch.channels_last)
+
+
 def checkpoint_path(folder: str | Path, step: int, prefix: str = "") -> Path:
     return Path(folder) / f"{prefix}checkpoint_step{step:09d}.pth"
 
@@ -279,6 +291,8 @@ def _train(config: TrainConfig) -> dict[str, float]:
     latest = latest_checkpoint(folder) if config.resume else None
     if latest is not None:
         start = _resume(recipe, latest)
+    if device.type == "cpu":
+        _channels_last(recipe)
     if info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         recipe.train_model = DistributedDataParallel(recipe.train_model, device_ids=ids)

@@ -35,6 +35,10 @@ class Recipe:
                  scaler: torch.amp.GradScaler) -> None:
         self.config, self.device, self.autocast, self.scaler = config, device, autocast, scaler
 
+    def channels_last_networks(self) -> list[nn.Module]:
+        """The networks the loop holds channels-last on a CPU (see loop._channels_last): none by default."""
+        return []
+
     def after_eval(self, metrics: dict[str, float]) -> list[str]:
         """React to an evaluation (e.g. switch a loss on); return messages for the log."""
         return []
