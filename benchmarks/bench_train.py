@@ -196,6 +196,7 @@ def train_generators(args, data: Path, expert: Path, out: Path, deadline: float)
                 results["expert"] = results["l1"]  # the same run until this step: its history and time too
                 history["expert"], seconds["expert"] = list(history["l1"]), seconds["l1"]
                 running.append("expert")
+                step_s *= len(running) / (len(running) - 1)  # one more process on the same cores
                 print(f"l1 eval sync loss under {threshold} at step {steps}: the recipe's run forks from it "
                       "and switches its sync loss on", flush=True)
             line = []
