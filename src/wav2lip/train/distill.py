@@ -103,7 +103,7 @@ class DistillRecipe(GeneratorRecipe):
         return [Part("", "wav2lip", self.model, self.optimizer, extra={"teacher": self.record})]
 
     def channels_last_networks(self) -> list[nn.Module]:
-        return [self.model, self.teacher, *([self.expert] if self.expert is not None else [])]
+        return [*super().channels_last_networks(), self.teacher]
 
     def _teacher_mels(self, batch) -> torch.Tensor:
         """The teacher's per-frame mels: the authors' windows, whatever the student's mel_offset."""

@@ -77,7 +77,7 @@ class GeneratorRecipe(Recipe):
 
     def channels_last_networks(self) -> list[torch.nn.Module]:
         """Every network a step runs, trained or frozen (the expert, which no optimizer names)."""
-        return [part.model for part in self.parts()] + [self.expert]
+        return [part.model for part in self.parts()] + ([self.expert] if self.expert is not None else [])
 
     def samples(self, clips: list[ClipEntry], seed: int) -> GeneratorSamples:
         return GeneratorSamples(clips, seed, self.config.frame_cache, self.config.mel_offset)
