@@ -160,8 +160,10 @@ def test_lossless_default_name_and_feather(checkpoint, media, speech, work, monk
 def test_enhance_takes_a_fitted_file_or_the_cached_fit_of_the_face(checkpoint, media, speech, work, models_dir,
                                                                    monkeypatch) -> None:
     """`--enhance PATH` runs a `fit-enhancer` file; `--enhance self` finds the fit of this face in the cache
-    (by content hash) and gives the same frames; both change only the lower face of the plain output."""
+    (by the content hashes of the face and the generator) and gives the same frames; both change only the
+    lower face of the plain output."""
     from wav2lip.faces import create_detector
+    from wav2lip.faces.cache import file_digest
     from wav2lip.io.video import open_source
     from wav2lip.lipsync import self_enhance
 
@@ -170,8 +172,9 @@ def test_enhance_takes_a_fitted_file_or_the_cached_fit_of_the_face(checkpoint, m
     detector = create_detector("retinaface", weights=models_dir / "retinaface_mobilenet0.25.pth", device="cpu")
     model, record = self_enhance.fit(face, detector, minutes=1.0, steps=6, frames=(0, 10), max_frames=6)
     fitted = self_enhance.save(work / "face5.enhancer.pth", model, record)
-    self_enhance.cache_path(face).parent.mkdir(parents=True)
-    self_enhance.save(self_enhance.cache_path(face), model, record)
+    cached = self_enhance.cache_path(face, file_digest(checkpoint))  # the face has sound: fitted with the generator
+    cached.parent.mkdir(parents=True)
+    self_enhance.save(cached, model, record)
     outputs = {}
     for name, enhance in (("plain", "none"), ("file", str(fitted)), ("self", "self")):
         out = work / f"enhanced_{name}.mkv"

@@ -77,7 +77,7 @@ def test_enhance_changes_only_the_painted_lower_face(fitted, media) -> None:
 def gaining(media, detector):
     """Pairs of 40 frames of a real clip and a fit that gains on paste (some sharpening fits)."""
     pairs = self_enhance.face_pairs(media / "vr_face5.mp4", detector, (0, 40), max_frames=8)
-    return pairs, self_enhance.train(pairs, 1.0, 150)[0]
+    return pairs, self_enhance.train(pairs, float("inf"), 150)[0]  # by steps alone: the same fit on a busy machine
 
 
 def test_the_sharpening_is_calibrated_on_the_videos_own_faces(gaining) -> None:
@@ -86,7 +86,7 @@ def test_the_sharpening_is_calibrated_on_the_videos_own_faces(gaining) -> None:
     from wav2lip.evaluation.measures import LowerFaceScore
 
     pairs, model = gaining
-    assert len(pairs.calibration) == 8 and all(c.shape[0] > 96 for _, c in pairs.calibration)
+    assert len(pairs.calibration) == 8 and all(c.shape[0] > 96 for _, c, _ in pairs.calibration)
     amount, before = self_enhance.calibrate(model, pairs)
     assert 0 < amount <= self_enhance.MAX_SHARPEN and 0 < before < 1
 
@@ -94,11 +94,12 @@ def test_the_sharpening_is_calibrated_on_the_videos_own_faces(gaining) -> None:
         score = LowerFaceScore()
         with torch.inference_mode():
             faces = self_enhance.from_tensor(model(self_enhance.to_tensor(pairs.inputs)))
-        for (i, crop) in pairs.calibration:
+        for (i, crop, face) in pairs.calibration:
             box = np.array([0, 0, crop.shape[1], crop.shape[0]])
             out = crop.copy()
             if sharpen is None:
-                paste(out, box, crop_face(crop, box))
+                np.testing.assert_array_equal(face, crop_face(crop, box))  # no generator: the real face's own
+                paste(out, box, face)
             else:
                 self_enhance.put_lower(out, box, faces[i], "paste", 1.0, sharpen)
             score.add(out, crop, box)
@@ -226,6 +227,45 @@ def test_enhance_self_fits_once_and_then_reuses_the_file_of_the_face(media, dete
         self_enhance.load(target).record
 
 
+def test_the_generator_paints_the_videos_frames_as_infer_does_and_teaches_the_fit(media, work) -> None:
+    """With a generator at hand and the face's own soundtrack, the fit's generated inputs are the faces
+    `infer` pastes when the face video is lip-synced to its own sound (fixed box, paste blend), read back
+    as the enhancer reads them at run time; the fit records the generator, and `--enhance self` keeps that
+    fit apart from one without it. A face without sound has no painter."""
+    import itertools
+
+    from conftest import cpu_syncer, deterministic_generator
+    from wav2lip.faces.cache import file_digest
+    from wav2lip.io.video import VideoWriter, open_source
+
+    checkpoint = deterministic_generator(work / "painter.pth", width=0.0625)
+    syncer = cpu_syncer(checkpoint)
+    face = media / "vr_face5.mp4"
+    painter = syncer.painter_for(face)
+    assert painter is not None and painter.digest == file_digest(checkpoint)
+    x1, y1, x2, y2 = 150, 120, 390, 400
+    pairs = self_enhance.face_pairs(face, None, (0, 8), max_frames=8, box=(x1, y1, x2, y2), painter=painter)
+    made = syncer.frames(face, face, box=(y1, y2, x1, x2), blend="paste", silence="off", progress=False)
+    for generated, real, out in zip(pairs.generated, pairs.inputs, itertools.islice(made, 8)):
+        np.testing.assert_array_equal(generated, self_enhance.read_back(out[y1:y2, x1:x2])[self_enhance.TOP:])
+        assert np.abs(generated.astype(int) - real).mean() > 5  # not the real face
+    assert pairs.run_inputs([0]).tobytes() == pairs.generated[:1].tobytes()
+    assert all(not np.array_equal(f, crop_face(c, np.array([0, 0, c.shape[1], c.shape[0]])))
+               for _, c, f in pairs.calibration + [(0, *p) for p in pairs.still]) and pairs.still
+
+    record = self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2), painter=painter)[1]
+    assert record.generator_sha256 == painter.digest
+    assert self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2))[1].generator_sha256 == ""
+    apart = self_enhance.cache_path(face, painter.digest)
+    assert apart.name.endswith(f"-{painter.digest[:16]}.enhancer.pth") and apart != self_enhance.cache_path(face)
+
+    silent = work / "face5 silent.mkv"
+    with VideoWriter(silent, 25, 96, 96, lossless=True) as writer:
+        for frame in open_source(face).frames(3):
+            writer.write(np.ascontiguousarray(frame[:96, :96]))
+    assert syncer.painter_for(silent) is None and syncer.painter_for(media / "st_art0.png") is None
+
+
 def test_the_enhance_option_names_none_gfpgan_self_or_a_file(fitted) -> None:
     for value in ("none", "gfpgan", "self", str(fitted[2]), "face.enhancer.pth", "./fitted"):
         assert SyncOptions.from_kwargs({"enhance": value}).enhance == value
@@ -293,15 +333,20 @@ def test_fit_enhancer_command_writes_the_file_and_refuses_bad_input_in_one_line(
     from wav2lip.cli import fit_enhancer
 
     assert fit_enhancer.DEFAULT_MINUTES == self_enhance.DEFAULT_MINUTES  # the --help text's copy
+    from conftest import deterministic_generator
+    from wav2lip.faces.cache import file_digest
+
     out = work / "cli.enhancer.pth"
     weights = str(models_dir / "retinaface_mobilenet0.25.pth")
+    checkpoint = deterministic_generator(work / "cli generator.pth", width=0.0625)
     cmd = [sys.executable, "-m", "wav2lip", "fit-enhancer", str(media / "vr_face3.mp4"), "-o", str(out),
-           "--steps", "4", "--frames", ":10", "--detector-weights", weights, "-q"]
+           "--steps", "4", "--frames", ":10", "--detector-weights", weights, "--checkpoint", str(checkpoint), "-q"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith(f"{out}: fitted on") and "4 steps" in done.stdout
+    assert done.stdout.startswith(f"{out}: fitted on") and "4 steps" in done.stdout and "half painted by" in done.stdout
     record = self_enhance.load(out).record
     assert (record["source"], record["first"], record["last"], record["steps"]) == ("vr_face3.mp4", 0, 10, 4)
+    assert record["generator_sha256"] == file_digest(checkpoint)
     for args, words in (([str(work / "missing.mp4")], "missing.mp4"),
                         ([str(media / "vr_face3.mp4"), "--box", "0", "900", "0", "900"], "not inside"),
                         ([str(media / "vr_audio1.wav")], "vr_audio1.wav")):
@@ -311,3 +356,7 @@ def test_fit_enhancer_command_writes_the_file_and_refuses_bad_input_in_one_line(
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and words in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
         assert not bad.exists()
+    before = checkpoint.read_bytes()  # the generator it paints with is an input: never the output
+    done = subprocess.run(cmd[:6] + [str(checkpoint)] + cmd[7:], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2 and "cli generator.pth" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+    assert checkpoint.read_bytes() == before

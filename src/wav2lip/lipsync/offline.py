@@ -12,6 +12,7 @@ without a face, and never holds the video in memory.
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -36,6 +37,7 @@ from .enhance import ENHANCE_BATCH, Enhancer, FaceEnhancer
 from ..errors import Wav2LipError
 from ..export import onnx_generator
 from ..faces import FaceDetector, FaceTrackOptions, cached_track, create_detector, track
+from ..faces.cache import file_digest
 from ..io.files import check_output
 from .options import BACKENDS, DETECTORS, SyncOptions, video_container
 from ..faces import speaker as speakers
@@ -495,9 +497,10 @@ class LipSyncer:
             self.generator = onnx_generator(checkpoint)
             path = store.resolve(checkpoint)
             self.mel_offset = checkpoints.mel_offset(checkpoints.read_checkpoint(path), path)
+            self.checkpoint = path
         else:
             self.precision = resolve_precision(precision, self.device)
-            checkpoint = store.resolve(checkpoint)
+            checkpoint = self.checkpoint = store.resolve(checkpoint)
             network = checkpoints.load_model(checkpoint, "wav2lip", device=self.device)
             self.mel_offset = network.mel_offset  # the window it was trained on (Wav2Lip.mel_offset)
             self.generator = inference_model(network, self.precision, self.device, inplace=True)  # fp32: the network itself
@@ -541,7 +544,17 @@ class LipSyncer:
         if options.enhance == "self" and not fit:
             return None
         return self_enhance.load_enhancer(options.enhance, face, lambda: self.enhancer, lambda: self.detector,
-                                          self.device, progress=options.progress)
+                                          self.device, options.progress, lambda: self.painter_for(face))
+
+    def painter_for(self, face: str | Path) -> self_enhance.Painter | None:
+        """This generator painting `face`'s frames from its own soundtrack, for fitting an enhancer to
+        both (None for a face without one)."""
+        return self_enhance.painter_for(face, self.generator, self.device, self.mel_offset, self.checkpoint_digest)
+
+    @functools.cached_property
+    def checkpoint_digest(self) -> str:
+        """The generator file's SHA-256 (what an enhancer it painted for records), read once."""
+        return file_digest(self.checkpoint)
 
     @property
     def detector(self) -> FaceDetector:

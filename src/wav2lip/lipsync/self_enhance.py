@@ -5,9 +5,13 @@ blurry mouth. This module learns, from the face video alone, to turn that 96-px 
 face at 2x to 4x the size, for this person only: training pairs are the video's own frames, the input
 made the way the enhance step will see the generator's face (the reference's 96-px crop, stretched to
 the box and read back to 96 px) and then degraded as generator output is (blur, noise, colour shifts:
-`Degradation`), the target the real lower face at the larger size. At run time the enhancer reads the
-painted face back from the blended frame, so it never sees the real mouth of that frame: it cannot leak
-the source's mouth into the output, only sharpen the one the generator painted.
+`Degradation`), the target the real lower face at the larger size. Where the generator that will paint
+is at hand and the face video has its own soundtrack (`infer --enhance self`, `fit-enhancer --checkpoint`),
+half the inputs are that generator's own faces for the video's frames, painted from that soundtrack as
+`infer` would (`Painter`): the real degradation, its blur and colour drift, rather than a model of it.
+At run time the enhancer reads the painted face back from the blended frame, so it never sees the real
+mouth of that frame: it cannot leak the source's mouth into the output, only sharpen the one the
+generator painted.
 
 An L1 fit gives the mean of the faces a 96-px face allows, blurrier than the video (a Laplacian
 variance 0.2 to 0.4 times the real one's on the shared clips), so after training a fine unsharp mask is
@@ -19,9 +23,9 @@ video's own stillest stretch needs to tremble less than the plain face (`calibra
 
 An enhancer file (`FILE.enhancer.pth`) is a plain tensor checkpoint (`torch.load(weights_only=True)`
 reads it, no code runs) holding the network's weights, its shape and how it was fitted: the face
-file's SHA-256, frames, steps, seconds, the final loss, the sharpening and the steadying. `--enhance
-self` fits one on first use and keeps it in the model store's cache folder under the face file's
-content hash.
+file's SHA-256, the painting generator's (empty: none), frames, steps, seconds, the final loss, the
+sharpening and the steadying. `--enhance self` fits one on first use and keeps it in the model store's
+cache folder under the face file's content hash (and the generator's, when it painted).
 """
 from __future__ import annotations
 
@@ -43,13 +47,14 @@ from ..errors import Wav2LipError
 from ..evaluation.measures import flicker, grey, lower_face, mouth, sharpness, ssim
 from ..faces import FaceDetector, FaceTrackOptions, track
 from ..faces.cache import file_digest
+from ..io import audio as audio_io
 from ..io.files import atomic_output
 from ..io.video import open_source
 from ..models.generator import FACE_SIZE
 from ..models.mouth_enhancer import SCALES, MouthEnhancer
-from .blend import paste
+from .blend import paste, to_uint8
 from .enhance import Enhancer, FaceEnhancer, paint_mask
-from .kernel import crop_face
+from .kernel import crop_face, frame_mel_windows, generator_faces, run_generator
 
 KIND = "wav2lip-mouth-enhancer"  # the file's "kind" entry: what `load` accepts
 VERSION = 3  # 2: the config holds the unsharp mask's amount ("sharpen"); 3: the steadying ("steady")
@@ -73,6 +78,7 @@ STEADY_CHANGES = (0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0, 16.0, 20.0, 24.0, 3
 STEADY_KEEP = 1 / 3  # the least share of the enhancer's SSIM gain over the plain face a steadying may leave
 STEADY_MARGIN = 0.9  # the flicker aimed at, over the plain face's: one stretch predicts another within ~5%
 STILL_FRAMES, BUSY_FRAMES = 16, 32  # consecutive faces of the stillest and the busiest stretch it is calibrated on
+GENERATED_SHARE = 0.5  # of the training inputs, where a generator painted: its faces (the rest: degraded real ones)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,47 @@ def target_face(frame: np.ndarray, box: np.ndarray, scale: int) -> np.ndarray:
     return cv2.resize(frame[y1:y2, x1:x2], (side, side), interpolation=interpolation)[TOP * scale:]
 
 
+class Painter:
+    """The generator painting the face video's own frames from the video's own soundtrack, as `infer` paints
+    (the reference's mel window per frame, the frame's crop as its own reference): training inputs with
+    the generator's real degradation. Frames past the soundtrack's end get its last window, as in `infer`."""
+
+    def __init__(self, generator: torch.nn.Module, device: torch.device, mel: np.ndarray, fps: float,
+                 mel_offset: int, digest: str) -> None:
+        self.generator, self.device, self.mel, self.fps, self.mel_offset = generator, device, mel, fps, mel_offset
+        self.digest = digest  # the generator file's SHA-256: fitted files and the cache record it
+
+    def __call__(self, indices: list[int], crops: np.ndarray) -> np.ndarray:
+        """Frame numbers and their (N, 96, 96, 3) BGR crops -> the generator's (N, 96, 96, 3) faces."""
+        out = [np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)]
+        for start in range(0, len(crops), RUN_BATCH):
+            mel = frame_mel_windows(self.mel, indices[start:start + RUN_BATCH], self.fps, self.mel_offset)
+            faces = generator_faces(crops[start:start + RUN_BATCH])
+            out.append(to_uint8(run_generator(self.generator, mel, faces, self.device)))
+        return np.concatenate(out)
+
+
+def soundtrack(face: str | os.PathLike) -> np.ndarray | None:
+    """The face file's own sound (16 kHz mono), or None when it has none to paint from: an image, a
+    video without audio, or with silence only."""
+    try:
+        wav = audio_io.load_audio(face)
+    except Wav2LipError:
+        return None
+    return wav if np.any(wav) and wav.size >= audio_io.MEL_STEP * audio_io.HOP else None
+
+
+def painter_for(face: str | os.PathLike, generator: torch.nn.Module, device: str | torch.device,
+                mel_offset: int, digest: str) -> Painter | None:
+    """The Painter of `face` with `generator` (whose file has SHA-256 `digest`), None without a
+    `soundtrack`."""
+    wav = soundtrack(face)
+    if wav is None:
+        return None
+    return Painter(generator, torch.device(device), audio_io.melspectrogram(wav), open_source(face).fps,
+                   mel_offset, digest)
+
+
 def choose_scale(box_sides: list[float]) -> int:
     """The output scale for the video's typical face box: its side over 96, rounded, within SCALES."""
     side = float(np.median(box_sides)) if box_sides else FACE_SIZE * SCALES[0]
@@ -151,32 +198,36 @@ def choose_scale(box_sides: list[float]) -> int:
 
 @dataclass
 class Pairs:
-    """Training pairs of one video: lower faces, BGR uint8."""
+    """Training pairs of one video: lower faces, BGR uint8. A "painted face" is the 96-px face the plain
+    paste would show for a frame: the generator's (with a Painter), else the real face's own."""
 
-    inputs: np.ndarray  # (N, 96 - TOP, 96, 3): what the enhancer sees
+    inputs: np.ndarray  # (N, 96 - TOP, 96, 3): what the enhancer sees of the real face
     targets: np.ndarray  # (N, scale * (96 - TOP), scale * 96, 3): the real lower face
     scale: int
     frames: int  # frames read (with or without a face)
-    calibration: list[tuple[int, np.ndarray]]  # (index into inputs, the real face box at full size)
-    still: list[np.ndarray]  # the real face boxes of the stillest STILL_FRAMES consecutive frames
-    busy: list[np.ndarray]  # and of the BUSY_FRAMES whose mouth moves most
+    calibration: list[tuple[int, np.ndarray, np.ndarray]]  # (index into inputs, real face box, painted face)
+    still: list[tuple[np.ndarray, np.ndarray]]  # (real face box, painted face) of the stillest STILL_FRAMES
+    busy: list[tuple[np.ndarray, np.ndarray]]  # consecutive frames, and of the BUSY_FRAMES moving most
+    generated: np.ndarray | None = None  # (N, 96 - TOP, 96, 3): what it sees of the generator's, when it painted
+
+    def run_inputs(self, indices: list[int]) -> np.ndarray:
+        """What the enhancer sees at run time for these pairs: the generator's faces where it painted."""
+        return (self.inputs if self.generated is None else self.generated)[indices]
 
 
 def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: tuple[int, int] | None = None,
                scale: int | None = None, max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None,
-               on_frame: Callable[[], None] | None = None) -> Pairs:
+               on_frame: Callable[[], None] | None = None, painter: Painter | None = None) -> Pairs:
     """The pairs of the frames [start, stop) of `video` (all by default) where a face is found, at most
     `max_frames` of them, spread evenly. Boxes as `infer` makes them (default pads and smoothing), or
-    the fixed `box` (x1, y1, x2, y2) without a detector."""
+    the fixed `box` (x1, y1, x2, y2) without a detector. With a `painter`, the generator paints them too."""
     source = open_source(video)
     start, stop = frames if frames is not None else (0, source.n_frames_estimate)
     every = max(1, math.ceil((stop - start) / max_frames))
-    kept: list[tuple[np.ndarray, np.ndarray]] = []
+    kept: list[tuple[int, np.ndarray, np.ndarray]] = []
     stretches = _Stretches()
     read = 0
-    if box is not None and not (0 <= box[0] < box[2] <= source.width and 0 <= box[1] < box[3] <= source.height):
-        raise Wav2LipError(f"{video}: the face box {box} (x1 y1 x2 y2) is not inside its "
-                           f"{source.width}x{source.height} frame")
+    check_box(video, box)
     for item in track(source.frames(stop), detector, FaceTrackOptions(fixed_box=box)):
         read += 1
         if on_frame is not None:
@@ -185,21 +236,45 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
             continue
         x1, y1, x2, y2 = (int(v) for v in item.box) if item.box is not None else (0, 0, 0, 0)
         if x2 - x1 < 8 or y2 - y1 < 8:
-            stretches.add(None)
+            stretches.add(item.index, None)
             continue
-        stretches.add(item.frame[y1:y2, x1:x2])
+        stretches.add(item.index, item.frame[y1:y2, x1:x2])
         if (item.index - start) % every == 0:
-            kept.append((item.frame, item.box))
+            kept.append((item.index, item.frame, item.box))
     if not kept:
         raise Wav2LipError(f"{video}: no face found in the frames to fit an enhancer on")
-    scale = scale or choose_scale([min(b[2] - b[0], b[3] - b[1]) for _, b in kept])
-    inputs = np.stack([painted_input(crop_face(f, b), b)[TOP:] for f, b in kept])
-    targets = np.stack([target_face(f, b, scale) for f, b in kept])
+    scale = scale or choose_scale([min(b[2] - b[0], b[3] - b[1]) for _, _, b in kept])
+    crops = np.stack([crop_face(f, b) for _, f, b in kept])
+    inputs = np.stack([painted_input(c, b)[TOP:] for c, (_, _, b) in zip(crops, kept)])
+    targets = np.stack([target_face(f, b, scale) for _, f, b in kept])
+    painted, generated = crops, None
+    if painter is not None:
+        painted = painter([i for i, _, _ in kept], crops)
+        generated = np.stack([painted_input(p, b)[TOP:] for p, (_, _, b) in zip(painted, kept)])
     calibration = []
     for i in np.unique(np.linspace(0, len(kept) - 1, min(CALIBRATION_FACES, len(kept))).astype(int)):
-        frame, (x1, y1, x2, y2) = kept[i][0], (int(v) for v in kept[i][1])
-        calibration.append((int(i), frame[y1:y2, x1:x2].copy()))
-    return Pairs(inputs, targets, scale, read, calibration, *stretches.result())
+        frame, (x1, y1, x2, y2) = kept[i][1], (int(v) for v in kept[i][2])
+        calibration.append((int(i), frame[y1:y2, x1:x2].copy(), painted[i]))
+    still, busy = (_painted(stretch, painter) for stretch in stretches.result())
+    return Pairs(inputs, targets, scale, read, calibration, still, busy, generated)
+
+
+def check_box(video: str | os.PathLike, box: tuple[int, int, int, int] | None) -> None:
+    """A fixed face box must lie inside the video's frame: one line naming the file otherwise."""
+    if box is None:
+        return
+    source = open_source(video)
+    if not (0 <= box[0] < box[2] <= source.width and 0 <= box[1] < box[3] <= source.height):
+        raise Wav2LipError(f"{video}: the face box {box} (x1 y1 x2 y2) is not inside its "
+                           f"{source.width}x{source.height} frame")
+
+
+def _painted(stretch: list[tuple[int, np.ndarray]], painter: Painter | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(frame number, real face box) -> (real face box, its painted face)."""
+    faces = np.stack([crop_face(c, _whole(c)) for _, c in stretch]) if stretch else np.zeros((0, 96, 96, 3), np.uint8)
+    if painter is not None and stretch:
+        faces = painter([i for i, _ in stretch], faces)
+    return [(c, f) for (_, c), f in zip(stretch, faces)]
 
 
 class _Stretches:
@@ -208,26 +283,26 @@ class _Stretches:
     stretch. A video without so many consecutive faces gives its longest run for both."""
 
     def __init__(self) -> None:
-        self.window: list[tuple[np.ndarray, np.ndarray]] = []  # (face box crop, its mouth)
-        self.longest: list[np.ndarray] = []
-        self.still: tuple[float, list[np.ndarray]] = (math.inf, [])
-        self.busy: tuple[float, list[np.ndarray]] = (-math.inf, [])
+        self.window: list[tuple[int, np.ndarray, np.ndarray]] = []  # (frame number, face box crop, its mouth)
+        self.longest: list[tuple[int, np.ndarray]] = []
+        self.still: tuple[float, list[tuple[int, np.ndarray]]] = (math.inf, [])
+        self.busy: tuple[float, list[tuple[int, np.ndarray]]] = (-math.inf, [])
 
-    def add(self, crop: np.ndarray | None) -> None:
+    def add(self, index: int, crop: np.ndarray | None) -> None:
         if crop is None:
             self.window = []
             return
         crop = crop.copy()  # not a view: the frame it came from is let go
-        self.window = self.window[-(BUSY_FRAMES - 1):] + [(crop, mouth(crop, _whole(crop)))]
+        self.window = self.window[-(BUSY_FRAMES - 1):] + [(index, crop, mouth(crop, _whole(crop)))]
         if len(self.window) > len(self.longest):
-            self.longest = [c for c, _ in self.window]
+            self.longest = [(i, c) for i, c, _ in self.window]
         for frames, best, better in ((STILL_FRAMES, "still", float.__lt__), (BUSY_FRAMES, "busy", float.__gt__)):
             if len(self.window) >= frames:
-                change = flicker([m for _, m in self.window[-frames:]])
+                change = flicker([m for _, _, m in self.window[-frames:]])
                 if better(change, getattr(self, best)[0]):
-                    setattr(self, best, (change, [c for c, _ in self.window[-frames:]]))
+                    setattr(self, best, (change, [(i, c) for i, c, _ in self.window[-frames:]]))
 
-    def result(self) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    def result(self) -> tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]]:
         return self.still[1] or self.longest, self.busy[1] or self.longest
 
 
@@ -245,6 +320,7 @@ class FitRecord:
 
     source: str  # the face file's name
     source_sha256: str
+    generator_sha256: str  # the generator that painted half the inputs (`Painter`); empty: none did
     frames: int  # training pairs (faces)
     first: int  # the frame range they came from
     last: int
@@ -273,13 +349,15 @@ def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS
           degradation: Degradation = Degradation(),
           on_step: Callable[[int, float], None] | None = None) -> tuple[MouthEnhancer, int, float, float]:
     """Fit a MouthEnhancer on random crops of the pairs for `minutes` or `steps`, whichever ends first
-    (learning rate warming up, then on a cosine to zero over the larger of the two fractions). Returns the
-    network, the steps taken, its mean L1 over the last steps and the bicubic upscale's, in grey levels."""
+    (learning rate warming up, then on a cosine to zero over the larger of the two fractions). Where the
+    generator painted, GENERATED_SHARE of the inputs are its faces. Returns the network, the steps taken,
+    its mean L1 over the last steps and the bicubic upscale's, in grey levels."""
     torch.manual_seed(seed)
     rng = torch.Generator().manual_seed(seed)
     model = MouthEnhancer(CHANNELS, BLOCKS, pairs.scale)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     inputs, targets = to_tensor(pairs.inputs), to_tensor(pairs.targets)
+    generated = None if pairs.generated is None else to_tensor(pairs.generated)
     s, (h, w) = pairs.scale, inputs.shape[2:]
     ph, pw = min(PATCH, h), min(PATCH, w)
     budget = max(minutes, 1e-6) * 60
@@ -296,7 +374,11 @@ def train(pairs: Pairs, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS
         ys = torch.randint(h - ph + 1, (BATCH,), generator=rng)
         xs = torch.randint(w - pw + 1, (BATCH,), generator=rng)
         flip = torch.rand(BATCH, generator=rng) < 0.5
-        x = degradation(inputs[pick], rng)
+        x = inputs[pick]
+        if generated is not None:
+            x = torch.where((torch.rand(BATCH, generator=rng) < GENERATED_SHARE)[:, None, None, None],
+                            generated[pick], x)
+        x = degradation(x, rng)
         x = torch.stack([x[i, :, y:y + ph, c:c + pw] for i, (y, c) in enumerate(zip(ys, xs))])
         t = torch.stack([targets[p, :, y * s:(y + ph) * s, c * s:(c + pw) * s] for p, y, c in zip(pick, ys, xs)])
         x[flip], t[flip] = x[flip].flip(-1), t[flip].flip(-1)
@@ -325,9 +407,9 @@ def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARG
     fidelity on most clips: the guard keeps the output closer to the real face than the plain one.
     Both measures move one way with the amount, so a bisection finds it within [0, MAX_SHARPEN].
     Returns the amount and the sharpness ratio without it."""
-    crops = [crop for _, crop in pairs.calibration]
+    crops = [crop for _, crop, _ in pairs.calibration]
     boxes = [_whole(c) for c in crops]
-    inputs = pairs.inputs[[i for i, _ in pairs.calibration]]
+    inputs = pairs.run_inputs([i for i, _, _ in pairs.calibration])
     with torch.inference_mode():
         faces = from_tensor(model(to_tensor(inputs)))
     real = [grey(lower_face(c, b)) for c, b in zip(crops, boxes)]
@@ -345,8 +427,8 @@ def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARG
         return sharp / real_sharpness if real_sharpness else target, similar / len(crops)
 
     before, fitted = measure(faces, 0.0)
-    plain = np.mean([ssim(grey(lower_face(paste(c.copy(), b, crop_face(c, b)), b)), truth)  # today's paste
-                     for c, b, truth in zip(crops, boxes, real)])
+    plain = np.mean([ssim(grey(lower_face(paste(c.copy(), b, face), b)), truth)  # today's paste
+                     for (_, c, face), b, truth in zip(pairs.calibration, boxes, real)])
     floor = (fitted + plain) / 2
 
     def within(amount: float) -> bool:
@@ -362,21 +444,21 @@ def calibrate(model: MouthEnhancer, pairs: Pairs, target: float = SHARPNESS_TARG
     return math.floor(low * 1000) / 1000, before  # rounded down: still within both bounds
 
 
-def steady_scores(model: MouthEnhancer, sharpen: float, crops: list[np.ndarray],
+def steady_scores(model: MouthEnhancer, sharpen: float, faces: list[tuple[np.ndarray, np.ndarray]],
                   still_change: float | None) -> tuple[float, float]:
-    """Flicker (`measures.flicker`) and mean lower-face SSIM of consecutive face box crops against
-    themselves, enhanced in order as at run time from the plain pasted face (`still_change` None:
-    the plain pasted face alone)."""
+    """Flicker (`measures.flicker`) and mean lower-face SSIM of consecutive (real face box, painted face)
+    against the real ones, enhanced in order as at run time from the plain pasted face (`still_change`
+    None: the plain pasted face alone)."""
     enhancer = None if still_change is None else SelfEnhancer(model, sharpen=sharpen, still_change=still_change)
     mouths, similar = [], 0.0
-    for crop in crops:
+    for crop, face in faces:
         box = _whole(crop)
-        out = paste(crop.copy(), box, crop_face(crop, box))
+        out = paste(crop.copy(), box, face)
         if enhancer is not None:
             enhancer.enhance([out], [box], [None], "paste", 1.0)
         mouths.append(mouth(out, box))
         similar += ssim(grey(lower_face(out, box)), grey(lower_face(crop, box)))
-    return flicker(mouths), similar / len(crops)
+    return flicker(mouths), similar / len(faces)
 
 
 def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> float:
@@ -405,15 +487,16 @@ def calibrate_steady(model: MouthEnhancer, sharpen: float, pairs: Pairs) -> floa
 def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float = DEFAULT_MINUTES,
         steps: int = MAX_STEPS, frames: tuple[int, int] | None = None, scale: int | None = None,
         max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None, progress: bool = False,
-        seed: int = 0) -> tuple[MouthEnhancer, FitRecord]:
+        seed: int = 0, painter: Painter | None = None) -> tuple[MouthEnhancer, FitRecord]:
     """Fit an enhancer to the face in `face` (a video or an image): pairs, then training. `box`: a fixed
-    face box (x1, y1, x2, y2) instead of detection. `progress` shows a bar for each phase on stderr."""
+    face box (x1, y1, x2, y2) instead of detection; `painter`: the generator painting the video's frames
+    from its soundtrack (`painter_for`). `progress` shows a bar for each phase on stderr."""
     face = Path(face)
     started = time.perf_counter()
     digest = file_sha256(face)
     bar = _bar(progress, open_source(face).n_frames_estimate if frames is None else frames[1], "frame",
                f"enhancer: faces of {face.name}")
-    pairs = face_pairs(face, detector, frames, scale, max_frames, box, on_frame=bar.update if bar else None)
+    pairs = face_pairs(face, detector, frames, scale, max_frames, box, bar.update if bar else None, painter)
     if bar is not None:
         bar.close()
     bar = _bar(progress, steps, "step", "enhancer: fitting")
@@ -432,9 +515,9 @@ def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float =
     amount, before = calibrate(model, pairs)
     steady = calibrate_steady(model, amount, pairs)
     first, last = frames if frames is not None else (0, pairs.frames)
-    record = FitRecord(face.name, digest, len(pairs.inputs), first, last, pairs.scale, taken,
-                       round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4), amount,
-                       round(before, 4), steady)
+    record = FitRecord(face.name, digest, painter.digest if painter else "", len(pairs.inputs), first, last,
+                       pairs.scale, taken, round(time.perf_counter() - started, 2), round(loss, 4), round(base, 4),
+                       amount, round(before, 4), steady)
     return model, record
 
 
@@ -499,39 +582,43 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> SelfEnh
     return SelfEnhancer(model, device, record, config["sharpen"], config["steady"])
 
 
-def cache_path(face: str | os.PathLike) -> Path:
-    """Where `--enhance self` keeps the enhancer fitted to this face file (by its content hash)."""
-    return store.cache_dir() / "enhancers" / f"{file_sha256(Path(face))}.enhancer.pth"
+def cache_path(face: str | os.PathLike, generator: str = "") -> Path:
+    """Where `--enhance self` keeps the enhancer fitted to this face file (by its content hash), and to
+    the generator that painted its inputs (by its file's hash; empty: none)."""
+    name = file_sha256(Path(face)) + (f"-{generator[:16]}" if generator else "")
+    return store.cache_dir() / "enhancers" / f"{name}.enhancer.pth"
 
 
 def fitted_for(face: str | os.PathLike, detector: Callable[[], FaceDetector], device: str | torch.device = "cpu",
-               progress: bool = False, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS) -> SelfEnhancer:
-    """`--enhance self`: the enhancer fitted to `face`, from the cache, or fitted now and cached. A
-    cached file that cannot be read is fitted again."""
-    target = cache_path(face)
+               progress: bool = False, minutes: float = DEFAULT_MINUTES, steps: int = MAX_STEPS,
+               painter: Callable[[], Painter | None] = lambda: None) -> SelfEnhancer:
+    """`--enhance self`: the enhancer fitted to `face` (with `painter()`, when it gives one), from the
+    cache, or fitted now and cached. A cached file that cannot be read is fitted again."""
+    painting = painter()
+    target = cache_path(face, painting.digest if painting else "")
     if target.is_file():
         try:
             return load(target, device)
         except Wav2LipError:
             pass
     target.parent.mkdir(parents=True, exist_ok=True)
-    model, record = fit(face, detector(), minutes, steps, progress=progress)
+    model, record = fit(face, detector(), minutes, steps, progress=progress, painter=painting)
     save(target, model, record)
     return SelfEnhancer(model, device, asdict(record), record.sharpen, record.steady)
 
 
 def load_enhancer(spec: str, face: str | os.PathLike, gfpgan: Callable[[], FaceEnhancer],
                   detector: Callable[[], FaceDetector], device: str | torch.device = "cpu",
-                  progress: bool = False) -> Enhancer | None:
+                  progress: bool = False, painter: Callable[[], Painter | None] = lambda: None) -> Enhancer | None:
     """The enhancer an `enhance` option value names, for a run on `face`: None for "none", GFPGAN
     (`gfpgan()`: the caller loads it once) for "gfpgan", the enhancer fitted to `face` for "self"
-    (fitted on first use with `detector()`, then cached), else a `wav2lip fit-enhancer` file."""
+    (fitted on first use with `detector()` and `painter()`, then cached), else a `wav2lip fit-enhancer` file."""
     if spec == "none":
         return None
     if spec == "gfpgan":
         return gfpgan()
     if spec == "self":
-        return fitted_for(face, detector, device, progress)
+        return fitted_for(face, detector, device, progress, painter=painter)
     return load(spec, device)
 
 
