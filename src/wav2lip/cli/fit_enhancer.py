@@ -28,7 +28,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="fit on these frames only: numbers or percentages of the clip, e.g. :80%% (default: all)")
     add_box(parser)
     add_option(parser, "checkpoint", help=TABLE["checkpoint"].help + "; its faces for the video's own soundtrack "
-               "teach the enhancer that generator's blur and colours (none: a model of them only)")
+               "teach the enhancer that generator's blur and colours (none: a model of them only; default: "
+               f"{TABLE['checkpoint'].default})")
     add_detector(parser)
     add_quiet(parser)
     parser.set_defaults(func=run)
