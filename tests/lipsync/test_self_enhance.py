@@ -330,12 +330,11 @@ def test_hostile_enhancer_files_are_refused_in_one_line(kind, fitted, work) -> N
 
 
 def test_fit_enhancer_command_writes_the_file_and_refuses_bad_input_in_one_line(media, models_dir, work) -> None:
-    from wav2lip.cli import fit_enhancer
-
-    assert fit_enhancer.DEFAULT_MINUTES == self_enhance.DEFAULT_MINUTES  # the --help text's copy
     from conftest import deterministic_generator
+    from wav2lip.cli import fit_enhancer
     from wav2lip.faces.cache import file_digest
 
+    assert fit_enhancer.DEFAULT_MINUTES == self_enhance.DEFAULT_MINUTES  # the --help text's copy
     out = work / "cli.enhancer.pth"
     weights = str(models_dir / "retinaface_mobilenet0.25.pth")
     checkpoint = deterministic_generator(work / "cli generator.pth", width=0.0625)
