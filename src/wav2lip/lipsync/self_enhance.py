@@ -271,7 +271,8 @@ def check_box(video: str | os.PathLike, box: tuple[int, int, int, int] | None) -
 
 def _painted(stretch: list[tuple[int, np.ndarray]], painter: Painter | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frame number, real face box) -> (real face box, its painted face)."""
-    faces = np.stack([crop_face(c, _whole(c)) for _, c in stretch]) if stretch else np.zeros((0, 96, 96, 3), np.uint8)
+    faces = (np.stack([crop_face(c, _whole(c)) for _, c in stretch]) if stretch
+             else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8))
     if painter is not None and stretch:
         faces = painter([i for i, _ in stretch], faces)
     return [(c, f) for (_, c), f in zip(stretch, faces)]
