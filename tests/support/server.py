@@ -41,7 +41,10 @@ class ServerProcess:
         limit = None if file_limit is None else lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (file_limit,) * 2)
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
+        # A fresh connection per request: a kept-alive one that the server closes after its idle timeout
+        # just as a test reuses it fails the request ("Server disconnected without sending a response").
         self.client = httpx.Client(base_url=self.url, timeout=timeout,
+                                   limits=httpx.Limits(max_keepalive_connections=0),
                                    headers={"Authorization": f"Bearer {token}"} if token else {})
         deadline = time.monotonic() + STARTUP_S
         while True:
