@@ -22,7 +22,8 @@
    absolute per-channel mean shift), beside the same statistics of the generator's output against its
    truth on the synthetic clips: similar numbers say the pairs look like generator output.
 4. Speed (2 threads): the command's own fit (`fit-enhancer`'s default time) on a 20 s 720p clip, detection
-   and the full-size generator's painting (from the speech file, standing for the clip's sound) included; the network alone at 96 -> 192 px (faces/s); `infer` at 720p end to end with a fitted enhancer
+   and the full-size generator's painting (from the speech file, standing for the clip's sound) included;
+   the network alone at 96 -> 192 px (faces/s); `infer` at 720p end to end with a fitted enhancer
    (a generator of the real size with the fixtures' deterministic weights; frames/s of the run, models
    loaded before).
 
