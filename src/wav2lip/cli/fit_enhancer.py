@@ -51,10 +51,11 @@ def run(args: argparse.Namespace) -> int:
     self_enhance.check_box(args.face, box)  # before any model loads
     detector = None if box else create_detector(args.detector, weights=args.detector_weights)
     painter = None
-    if args.checkpoint != "none" and self_enhance.soundtrack(args.face) is not None:
+    if args.checkpoint != "none":
         from ..lipsync.offline import LipSyncer
 
-        painter = LipSyncer(args.checkpoint, detector or "retinaface", device="cpu").painter_for(args.face)
+        painter = self_enhance.painter_for(  # the generator loads only for a face with sound
+            args.face, lambda: LipSyncer(args.checkpoint, detector or "retinaface", device="cpu"))
     model, record = self_enhance.fit(args.face, detector, args.minutes, args.steps or self_enhance.MAX_STEPS,
                                      frames, box=box, progress=show_progress(args), painter=painter)
     self_enhance.save(args.outfile, model, record)

@@ -549,7 +549,7 @@ class LipSyncer:
     def painter_for(self, face: str | Path) -> self_enhance.Painter | None:
         """This generator painting `face`'s frames from its own soundtrack, for fitting an enhancer to
         both (None for a face without one)."""
-        return self_enhance.painter_for(face, self.generator, self.device, self.mel_offset, self.checkpoint_digest)
+        return self_enhance.painter_for(face, lambda: self)
 
     @functools.cached_property
     def checkpoint_digest(self) -> str:

@@ -34,7 +34,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import cv2
 import numpy as np
@@ -179,15 +179,24 @@ def soundtrack(face: str | os.PathLike) -> np.ndarray | None:
     return wav if np.any(wav) and wav.size >= audio_io.MEL_STEP * audio_io.HOP else None
 
 
-def painter_for(face: str | os.PathLike, generator: torch.nn.Module, device: str | torch.device,
-                mel_offset: int, digest: str) -> Painter | None:
-    """The Painter of `face` with `generator` (whose file has SHA-256 `digest`), None without a
-    `soundtrack`."""
+class Painting(Protocol):
+    """What a Painter needs of a loaded generator (a LipSyncer has it)."""
+
+    generator: torch.nn.Module
+    device: torch.device
+    mel_offset: int
+    checkpoint_digest: str
+
+
+def painter_for(face: str | os.PathLike, load: Callable[[], Painting]) -> Painter | None:
+    """The Painter of `face` with the generator `load` gives, None without a `soundtrack`: `load` runs only
+    once sound is found, so a face without any never loads a generator."""
     wav = soundtrack(face)
     if wav is None:
         return None
-    return Painter(generator, torch.device(device), audio_io.melspectrogram(wav), open_source(face).fps,
-                   mel_offset, digest)
+    syncer = load()
+    return Painter(syncer.generator, torch.device(syncer.device), audio_io.melspectrogram(wav),
+                   open_source(face).fps, syncer.mel_offset, syncer.checkpoint_digest)
 
 
 def choose_scale(box_sides: list[float]) -> int:
