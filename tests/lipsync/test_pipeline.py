@@ -270,6 +270,30 @@ def test_batchnorm_folding_in_place_equals_the_copy_and_the_network() -> None:
         torch.testing.assert_close(folded(mel, faces), want, atol=1e-5, rtol=0)
 
 
+
+def test_fused_conv_units_compute_what_the_folded_network_does() -> None:
+    """Each conv unit as one oneDNN call (bias, residual add and ReLU fused): in fp32 the same numbers as
+    the folded network within rounding, every unit replaced, the encoder's residual units included."""
+    from wav2lip.device import FusedConvUnit, cpu_fusion_available, fold_batchnorm, fuse_pointwise
+    from wav2lip.models.blocks import ConvBlock, ConvTransposeBlock
+
+    if not cpu_fusion_available():
+        pytest.skip("this PyTorch has no oneDNN fused convolutions")
+    folded = fold_batchnorm(fill_deterministic(Wav2Lip(width=0.125)).eval())
+    rng = np.random.default_rng(1)
+    mel = torch.from_numpy(rng.normal(0, 1, (3, 1, 80, 16)).astype(np.float32))
+    faces = torch.from_numpy(rng.random((3, 6, 96, 96)).astype(np.float32))
+    with torch.inference_mode():
+        want = folded(mel, faces)
+        fused = fuse_pointwise(folded)
+        units = [m for m in fused.modules() if isinstance(m, FusedConvUnit)]
+        assert not any(isinstance(m, (ConvBlock, ConvTransposeBlock)) for m in fused.modules())
+        assert sum(u.residual for u in units) >= 10 and sum(u.transpose for u in units) == 6
+        got = fused(mel, faces)
+    assert not torch.equal(got, torch.zeros_like(got))
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+
+
 class _ForwardOnly(torch.nn.Module):
     """The same network seen only through `forward`: the pipeline then encodes the face on every frame."""
 
