@@ -4,6 +4,7 @@ lower face, and hostile enhancer files refused in one line."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -227,11 +228,11 @@ def test_enhance_self_fits_once_and_then_reuses_the_file_of_the_face(media, dete
         self_enhance.load(target).record
 
 
-def test_the_generator_paints_the_videos_frames_as_infer_does_and_teaches_the_fit(media, work) -> None:
+def test_the_generator_paints_the_videos_frames_as_infer_does_and_teaches_the_fit(media, work, capfd) -> None:
     """With a generator at hand and the face's own soundtrack, the fit's generated inputs are the faces
     `infer` pastes when the face video is lip-synced to its own sound (fixed box, paste blend), read back
     as the enhancer reads them at run time; the fit records the generator, and `--enhance self` keeps that
-    fit apart from one without it. A face without sound has no painter."""
+    fit apart from one without it; a bar counts the faces painted. A face without sound has no painter."""
     import itertools
 
     from conftest import cpu_syncer, deterministic_generator
@@ -253,9 +254,15 @@ def test_the_generator_paints_the_videos_frames_as_infer_does_and_teaches_the_fi
     assert all(not np.array_equal(f, crop_face(c, np.array([0, 0, c.shape[1], c.shape[0]])))
                for _, c, f in pairs.calibration + [(0, *p) for p in pairs.still]) and pairs.still
 
-    record = self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2), painter=painter)[1]
+    capfd.readouterr()
+    record = self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2), painter=painter,
+                              progress=True)[1]
     assert record.generator_sha256 == painter.digest
-    assert self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2))[1].generator_sha256 == ""
+    fours = self_enhance.face_pairs(face, None, (0, 8), max_frames=4, box=(x1, y1, x2, y2))
+    faces = len(fours.inputs) + len(fours.still) + len(fours.busy)  # the fit's inputs, still and busy stretches
+    assert re.search(rf"enhancer: painting: 100%.* {faces}/{faces} ", capfd.readouterr().err)
+    unpainted = self_enhance.fit(face, None, 1.0, 3, (0, 8), max_frames=4, box=(x1, y1, x2, y2), progress=True)[1]
+    assert unpainted.generator_sha256 == "" and "painting" not in capfd.readouterr().err
     apart = self_enhance.cache_path(face, painter.digest)
     assert apart.name.endswith(f"-{painter.digest[:16]}.enhancer.pth") and apart != self_enhance.cache_path(face)
 

@@ -159,13 +159,17 @@ class Painter:
         self.generator, self.device, self.mel, self.fps, self.mel_offset = generator, device, mel, fps, mel_offset
         self.digest = digest  # the generator file's SHA-256: fitted files and the cache record it
 
-    def __call__(self, indices: list[int], crops: np.ndarray) -> np.ndarray:
-        """Frame numbers and their (N, 96, 96, 3) BGR crops -> the generator's (N, 96, 96, 3) faces."""
+    def __call__(self, indices: list[int], crops: np.ndarray,
+                 on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+        """Frame numbers and their (N, 96, 96, 3) BGR crops -> the generator's (N, 96, 96, 3) faces;
+        `on_batch(n)` after each batch of n."""
         out = [np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8)]
         for start in range(0, len(crops), RUN_BATCH):
             mel = frame_mel_windows(self.mel, indices[start:start + RUN_BATCH], self.fps, self.mel_offset)
             faces = generator_faces(crops[start:start + RUN_BATCH])
             out.append(to_uint8(run_generator(self.generator, mel, faces, self.device)))
+            if on_batch is not None:
+                on_batch(len(faces))
         return np.concatenate(out)
 
 
@@ -226,10 +230,12 @@ class Pairs:
 
 def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: tuple[int, int] | None = None,
                scale: int | None = None, max_frames: int = MAX_FRAMES, box: tuple[int, int, int, int] | None = None,
-               on_frame: Callable[[], None] | None = None, painter: Painter | None = None) -> Pairs:
+               on_frame: Callable[[], None] | None = None, painter: Painter | None = None,
+               on_painting: Callable[[int], Callable[[int], None]] | None = None) -> Pairs:
     """The pairs of the frames [start, stop) of `video` (all by default) where a face is found, at most
     `max_frames` of them, spread evenly. Boxes as `infer` makes them (default pads and smoothing), or
-    the fixed `box` (x1, y1, x2, y2) without a detector. With a `painter`, the generator paints them too."""
+    the fixed `box` (x1, y1, x2, y2) without a detector. With a `painter`, the generator paints them too
+    (seconds to minutes): `on_painting(faces)` is told how many and gives what to call per batch painted."""
     source = open_source(video)
     start, stop = frames if frames is not None else (0, source.n_frames_estimate)
     every = max(1, math.ceil((stop - start) / max_frames))
@@ -256,15 +262,18 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
     crops = np.stack([crop_face(f, b) for _, f, b in kept])
     inputs = np.stack([painted_input(c, b)[TOP:] for c, (_, _, b) in zip(crops, kept)])
     targets = np.stack([target_face(f, b, scale) for _, f, b in kept])
-    painted, generated = crops, None
+    painted, generated, on_batch = crops, None, None
+    still, busy = stretches.result()
+    if painter is not None and on_painting is not None:
+        on_batch = on_painting(len(kept) + len(still) + len(busy))
     if painter is not None:
-        painted = painter([i for i, _, _ in kept], crops)
+        painted = painter([i for i, _, _ in kept], crops, on_batch)
         generated = np.stack([painted_input(p, b)[TOP:] for p, (_, _, b) in zip(painted, kept)])
     calibration = []
     for i in np.unique(np.linspace(0, len(kept) - 1, min(CALIBRATION_FACES, len(kept))).astype(int)):
         frame, (x1, y1, x2, y2) = kept[i][1], (int(v) for v in kept[i][2])
         calibration.append((int(i), frame[y1:y2, x1:x2].copy(), painted[i]))
-    still, busy = (_painted(stretch, painter) for stretch in stretches.result())
+    still, busy = (_painted(stretch, painter, on_batch) for stretch in (still, busy))
     return Pairs(inputs, targets, scale, read, calibration, still, busy, generated)
 
 
@@ -278,12 +287,13 @@ def check_box(video: str | os.PathLike, box: tuple[int, int, int, int] | None) -
                            f"{source.width}x{source.height} frame")
 
 
-def _painted(stretch: list[tuple[int, np.ndarray]], painter: Painter | None) -> list[tuple[np.ndarray, np.ndarray]]:
+def _painted(stretch: list[tuple[int, np.ndarray]], painter: Painter | None,
+             on_batch: Callable[[int], None] | None) -> list[tuple[np.ndarray, np.ndarray]]:
     """(frame number, real face box) -> (real face box, its painted face)."""
     faces = (np.stack([crop_face(c, _whole(c)) for _, c in stretch]) if stretch
              else np.zeros((0, FACE_SIZE, FACE_SIZE, 3), np.uint8))
     if painter is not None and stretch:
-        faces = painter([i for i, _ in stretch], faces)
+        faces = painter([i for i, _ in stretch], faces, on_batch)
     return [(c, f) for (_, c), f in zip(stretch, faces)]
 
 
@@ -504,11 +514,21 @@ def fit(face: str | os.PathLike, detector: FaceDetector | None, minutes: float =
     face = Path(face)
     started = time.perf_counter()
     digest = file_sha256(face)
-    bar = _bar(progress, open_source(face).n_frames_estimate if frames is None else frames[1], "frame",
-               f"enhancer: faces of {face.name}")
-    pairs = face_pairs(face, detector, frames, scale, max_frames, box, bar.update if bar else None, painter)
-    if bar is not None:
-        bar.close()
+    bars = [_bar(progress, open_source(face).n_frames_estimate if frames is None else frames[1], "frame",
+                 f"enhancer: faces of {face.name}")]
+
+    def painting(faces: int) -> Callable[[int], None]:
+        bars[-1].close()  # every frame is read
+        bars.append(_bar(True, faces, "face", "enhancer: painting"))
+        return bars[-1].update
+
+    try:
+        pairs = face_pairs(face, detector, frames, scale, max_frames, box, bars[0].update if progress else None,
+                           painter, painting if progress else None)
+    finally:
+        for bar in bars:
+            if bar is not None:
+                bar.close()
     bar = _bar(progress, steps, "step", "enhancer: fitting")
 
     def shown(step: int, loss: float) -> None:
