@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import multiprocessing
 import os
 import shutil
 import sys
@@ -298,7 +299,10 @@ def preprocess(
         bar = tqdm(total=len(jobs), unit="clip", dynamic_ncols=True)
     try:
         if workers > 1:
-            with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=args) as pool:
+            # Spawned, not forked: a forked worker inherits objects whose threads it lacks (a PyAV filter
+            # graph's slice threads), and freeing one there waits for them forever (seen as a hung test).
+            with ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                     initargs=args) as pool:
                 for result in pool.map(_work, jobs):
                     results.append(_report(result, progress, bar))
         else:
