@@ -148,7 +148,7 @@ def prepare(case: Case, case_dir: Path, seeds: dict[str, Seed]) -> tuple[list[st
         shutil.copyfile(seeds[name].path, paths.inputs / name)
     if seed.kind == "cache":  # the mutant is the entry the run looks up
         (paths.home / "detections").mkdir()
-        mutant = paths.home / "detections" / seed.name
+        mutant = paths.home / "detections" / seed.path.name  # the entry's own name: its key on this machine
         mutant.write_bytes(mutate.apply_edits(seed.path.read_bytes(), case.edits))
         target_arg = mutant
     elif seed.path.is_dir():

@@ -193,11 +193,13 @@ def _cache(root: Path) -> list[Seed]:
     code = main(["infer", "--face", str(root / "face.mp4"), "--audio", str(root / "speech.wav"),
                  "-o", str(root / "cached.mp4"), "--checkpoint", str(root / "generator.pth"),
                  "--detector-weights", str(root / "retinaface.pth"), "--device", "cpu", "--precision", "fp32", "-q"])
-    entries = sorted((home / "detections").glob("*.npz"))
+    entries = sorted((home / "detections").glob("*.npz"), key=lambda p: (p.stat().st_mtime_ns, p.name))  # as written
     if code != 0 or not entries:
         raise RuntimeError(f"the detection-cache seed run failed (exit {code}, {len(entries)} entries)")
     (root / "cached.mp4").unlink()
-    return [Seed(entry.name, entry, "cache") for entry in entries]
+    # Named by the order they were written, not by their file names: those are cache keys, and they differ
+    # between machines (an AVX-512 one wrote other names than the saved cases'), so a saved case found none.
+    return [Seed(f"detection-cache-{i}.npz", entry, "cache") for i, entry in enumerate(entries)]
 
 
 def build(root: Path) -> dict[str, Seed]:

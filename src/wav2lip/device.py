@@ -9,7 +9,6 @@ from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from .constants import DEVICES, PRECISIONS
 from .errors import Wav2LipError
-from .models.blocks import ConvBlock, ConvTransposeBlock
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -106,39 +105,13 @@ def cpu_fusion_available() -> bool:
         return False
 
 
-class FusedConvUnit(nn.Module):
-    """A folded ConvBlock or ConvTransposeBlock as one oneDNN call: the convolution with its bias, the
-    residual add and the ReLU applied as it writes (no separate passes over the activations, which cost
-    a tenth of the generator's time)."""
-
-    def __init__(self, unit: ConvBlock | ConvTransposeBlock) -> None:
-        super().__init__()
-        conv = unit.conv_block[0]
-        self.weight, self.bias = conv.weight, conv.bias
-        self.transpose = isinstance(conv, nn.ConvTranspose2d)
-        self.residual = getattr(unit, "residual", False)
-        self.padding, self.stride = list(conv.padding), list(conv.stride)
-        self.dilation, self.groups = list(conv.dilation), conv.groups
-        self.output_padding = list(conv.output_padding) if self.transpose else []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ops = torch.ops.mkldnn
-        if self.transpose:
-            return ops._convolution_transpose_pointwise(x, self.weight, self.bias, self.padding, self.output_padding,
-                                                        self.stride, self.dilation, self.groups, "relu", [], "")
-        if self.residual:
-            return ops._convolution_pointwise.binary(x, x, self.weight, self.bias, self.padding, self.stride,
-                                                     self.dilation, self.groups, "add", 1.0, "relu", [], "")
-        return ops._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
-                                          self.groups, "relu", [], "")
-
-
 def fuse_pointwise(model: nn.Module) -> nn.Module:
-    """`model` (folded: no BatchNorm left in its conv units) with each ConvBlock and ConvTransposeBlock
-    replaced by a FusedConvUnit, in place."""
+    """`model` (folded: no BatchNorm left in its conv units) with each unit that offers a `fused()` form (the
+    generator's conv units: models.blocks.FusedConvUnit) replaced by it, in place."""
     for name, child in model.named_children():
-        if isinstance(child, (ConvBlock, ConvTransposeBlock)) and isinstance(child.conv_block[1], nn.Identity):
-            setattr(model, name, FusedConvUnit(child))
+        fused = getattr(child, "fused", None)
+        if callable(fused):
+            setattr(model, name, fused())
         else:
             fuse_pointwise(child)
     return model

@@ -274,8 +274,8 @@ def test_batchnorm_folding_in_place_equals_the_copy_and_the_network() -> None:
 def test_fused_conv_units_compute_what_the_folded_network_does() -> None:
     """Each conv unit as one oneDNN call (bias, residual add and ReLU fused): in fp32 the same numbers as
     the folded network within rounding, every unit replaced, the encoder's residual units included."""
-    from wav2lip.device import FusedConvUnit, cpu_fusion_available, fold_batchnorm, fuse_pointwise
-    from wav2lip.models.blocks import ConvBlock, ConvTransposeBlock
+    from wav2lip.device import cpu_fusion_available, fold_batchnorm, fuse_pointwise
+    from wav2lip.models.blocks import ConvBlock, ConvTransposeBlock, FusedConvUnit
 
     if not cpu_fusion_available():
         pytest.skip("this PyTorch has no oneDNN fused convolutions")

@@ -37,6 +37,10 @@ class ConvBlock(nn.Module):
             out = out + x
         return self.act(out)
 
+    def fused(self) -> nn.Module:
+        """This unit as one oneDNN call (device.fuse_pointwise), once its BatchNorm is folded away."""
+        return FusedConvUnit(self) if isinstance(self.conv_block[1], nn.Identity) else self
+
 
 class ConvTransposeBlock(nn.Module):
     """ConvTranspose2d -> BatchNorm2d -> ReLU: the decoder's upsampling unit."""
@@ -53,6 +57,37 @@ class ConvTransposeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv_block(x))
+
+    def fused(self) -> nn.Module:
+        """This unit as one oneDNN call (device.fuse_pointwise), once its BatchNorm is folded away."""
+        return FusedConvUnit(self) if isinstance(self.conv_block[1], nn.Identity) else self
+
+
+class FusedConvUnit(nn.Module):
+    """A folded ConvBlock or ConvTransposeBlock as one oneDNN call: the convolution with its bias, the
+    residual add and the ReLU applied as it writes (no separate passes over the activations, which cost
+    a tenth of the generator's time)."""
+
+    def __init__(self, unit: ConvBlock | ConvTransposeBlock) -> None:
+        super().__init__()
+        conv = unit.conv_block[0]
+        self.weight, self.bias = conv.weight, conv.bias
+        self.transpose = isinstance(conv, nn.ConvTranspose2d)
+        self.residual = getattr(unit, "residual", False)
+        self.padding, self.stride = list(conv.padding), list(conv.stride)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.output_padding = list(conv.output_padding) if self.transpose else []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ops = torch.ops.mkldnn
+        if self.transpose:
+            return ops._convolution_transpose_pointwise(x, self.weight, self.bias, self.padding, self.output_padding,
+                                                        self.stride, self.dilation, self.groups, "relu", [], "")
+        if self.residual:
+            return ops._convolution_pointwise.binary(x, x, self.weight, self.bias, self.padding, self.stride,
+                                                     self.dilation, self.groups, "add", 1.0, "relu", [], "")
+        return ops._convolution_pointwise(x, self.weight, self.bias, self.padding, self.stride, self.dilation,
+                                          self.groups, "relu", [], "")
 
 
 class NoNormConvBlock(nn.Module):
