@@ -264,9 +264,9 @@ def face_pairs(video: str | os.PathLike, detector: FaceDetector | None, frames: 
     targets = np.stack([target_face(f, b, scale) for _, f, b in kept])
     painted, generated, on_batch = crops, None, None
     still, busy = stretches.result()
-    if painter is not None and on_painting is not None:
-        on_batch = on_painting(len(kept) + len(still) + len(busy))
     if painter is not None:
+        if on_painting is not None:
+            on_batch = on_painting(len(kept) + len(still) + len(busy))
         painted = painter([i for i, _, _ in kept], crops, on_batch)
         generated = np.stack([painted_input(p, b)[TOP:] for p, (_, _, b) in zip(painted, kept)])
     calibration = []

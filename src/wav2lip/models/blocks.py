@@ -17,7 +17,17 @@ def scaled(channels: int, width: float) -> int:
     return max(1, round(channels * width))
 
 
-class ConvBlock(nn.Module):
+class _Fusable(nn.Module):
+    """A conv unit (`conv_block` = conv, BatchNorm) whose folded form runs as one FusedConvUnit."""
+
+    conv_block: nn.Sequential
+
+    def fused(self) -> nn.Module:
+        """This unit as one oneDNN call (device.fuse_pointwise), once its BatchNorm is folded away."""
+        return FusedConvUnit(self) if isinstance(self.conv_block[1], nn.Identity) else self
+
+
+class ConvBlock(_Fusable):
     """Conv2d -> BatchNorm2d -> (+ input when `residual`) -> ReLU."""
 
     def __init__(
@@ -37,12 +47,8 @@ class ConvBlock(nn.Module):
             out = out + x
         return self.act(out)
 
-    def fused(self) -> nn.Module:
-        """This unit as one oneDNN call (device.fuse_pointwise), once its BatchNorm is folded away."""
-        return FusedConvUnit(self) if isinstance(self.conv_block[1], nn.Identity) else self
 
-
-class ConvTransposeBlock(nn.Module):
+class ConvTransposeBlock(_Fusable):
     """ConvTranspose2d -> BatchNorm2d -> ReLU: the decoder's upsampling unit."""
 
     def __init__(
@@ -57,10 +63,6 @@ class ConvTransposeBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.conv_block(x))
-
-    def fused(self) -> nn.Module:
-        """This unit as one oneDNN call (device.fuse_pointwise), once its BatchNorm is folded away."""
-        return FusedConvUnit(self) if isinstance(self.conv_block[1], nn.Identity) else self
 
 
 class FusedConvUnit(nn.Module):
